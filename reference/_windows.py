@@ -1,0 +1,128 @@
+"""The im2col engine shared by convolution and transposed convolution.
+
+A grouped cross-correlation of a padded input x (N, G*Cg, *P) with a weight (G*Co, Cg, *K) is
+one batched matrix product per group: the column matrix (G, N*prod(O), Cg*prod(K)) of the
+strided, dilated windows times the weight matrix (G, Cg*prod(K), Co). Its two adjoints, with
+respect to the input (col2im of grad @ W) and to the weight (cols^T @ grad), give every
+gradient of the family and the forward pass of transposed convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _windows(
+    x_padded: np.ndarray,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out_size: Sequence[int],
+) -> np.ndarray:
+    """Strided view (N, C, *out_size, *kernel_size) of the windows; no copy."""
+    dims = len(kernel_size)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation, strict=True))
+    view = sliding_window_view(x_padded, extent, axis=tuple(range(2, 2 + dims)))
+    out_slices = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_size, stride, strict=True))
+    tap_slices = tuple(slice(None, None, d) for d in dilation)
+    return view[(slice(None), slice(None), *out_slices, *tap_slices)]
+
+
+def _columns(
+    x_padded: np.ndarray,
+    groups: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out_size: Sequence[int],
+) -> np.ndarray:
+    """The im2col buffer (G, N*prod(out_size), Cg*prod(kernel_size))."""
+    batch, channels = x_padded.shape[:2]
+    dims = len(kernel_size)
+    view = _windows(x_padded, kernel_size, stride, dilation, out_size)
+    view = view.reshape(batch, groups, channels // groups, *view.shape[2:])
+    order = (1, 0, *range(3, 3 + dims), 2, *range(3 + dims, 3 + 2 * dims))
+    rows = batch * math.prod(out_size)
+    return view.transpose(order).reshape(groups, rows, -1)
+
+
+def _grad_matrix(grad_output: np.ndarray, groups: int) -> np.ndarray:
+    """grad_output (N, G*Co, *O) as (G, N*prod(O), Co)."""
+    batch, channels = grad_output.shape[:2]
+    dims = grad_output.ndim - 2
+    per_group = grad_output.reshape(batch, groups, channels // groups, *grad_output.shape[2:])
+    order = (1, 0, *range(3, 3 + dims), 2)
+    return per_group.transpose(order).reshape(groups, -1, channels // groups)
+
+
+def correlate(
+    x_padded: np.ndarray,
+    weight: np.ndarray,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    out_size: Sequence[int],
+) -> np.ndarray:
+    """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
+    batch = x_padded.shape[0]
+    out_channels = weight.shape[0]
+    kernel_size = weight.shape[2:]
+    dims = len(kernel_size)
+    columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
+    weight_matrix = weight.reshape(groups, out_channels // groups, -1).transpose(0, 2, 1)
+    product = np.matmul(columns, weight_matrix)  # (G, N*O, Co)
+    product = product.reshape(groups, batch, *out_size, out_channels // groups)
+    order = (1, 0, 2 + dims, *range(2, 2 + dims))
+    return np.ascontiguousarray(product.transpose(order)).reshape(batch, out_channels, *out_size)
+
+
+def correlate_backward_input(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    padded_size: Sequence[int],
+) -> np.ndarray:
+    """Adjoint of :func:`correlate` in x: col2im of grad @ W, onto (N, C, *padded_size)."""
+    batch = grad_output.shape[0]
+    out_size = grad_output.shape[2:]
+    kernel_size = weight.shape[2:]
+    dims = len(kernel_size)
+    in_per_group = weight.shape[1]
+    weight_matrix = weight.reshape(groups, weight.shape[0] // groups, -1)  # (G, Co, Cg*K)
+    grad_columns = np.matmul(_grad_matrix(grad_output, groups), weight_matrix)
+    grad_columns = grad_columns.reshape(groups, batch, *out_size, in_per_group, *kernel_size)
+    order = (1, 0, 2 + dims, *range(2, 2 + dims), *range(3 + dims, 3 + 2 * dims))
+    grad_columns = grad_columns.transpose(order)  # (N, G, Cg, *O, *K)
+    grad = np.zeros((batch, groups, in_per_group, *padded_size), dtype=grad_columns.dtype)
+    for tap in np.ndindex(*kernel_size):
+        target = tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
+        )
+        grad[(Ellipsis, *target)] += grad_columns[(Ellipsis, *tap)]
+    return grad.reshape(batch, groups * in_per_group, *padded_size)
+
+
+def correlate_backward_weight(
+    x_padded: np.ndarray,
+    grad_output: np.ndarray,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    """Adjoint of :func:`correlate` in W: cols^T @ grad, as (G*Co, Cg, *kernel_size)."""
+    out_size = grad_output.shape[2:]
+    out_channels = grad_output.shape[1]
+    columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
+    grad_weight = np.matmul(columns.transpose(0, 2, 1), _grad_matrix(grad_output, groups))
+    in_per_group = x_padded.shape[1] // groups
+    return np.ascontiguousarray(grad_weight.transpose(0, 2, 1)).reshape(
+        out_channels, in_per_group, *kernel_size
+    )

@@ -1,0 +1,263 @@
+"""N-d cross-correlation (torch's "convolution") and its gradients.
+
+    y[n, o, q] = bias[o] + sum_{c, k} W[o, c, k] * x_pad[n, g(o)*Cg + c, q*stride + k*dilation]
+
+with x_pad the input padded per ``padding`` and ``padding_mode`` (as ``nn.ConvNd`` applies it)
+and g(o) the group of output channel o. The gradients are the adjoints of this bilinear map:
+grad_input is the transposed correlation of grad_output with W followed by the adjoint of the
+padding, grad_weight the correlation of x_pad with grad_output, grad_bias the sum of
+grad_output over batch and space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from reference import _windows
+from reference._arguments import (
+    IntOrTuple,
+    as_float_array,
+    batched,
+    check_bias,
+    check_ndim,
+    non_negative,
+    ntuple,
+    positive,
+    positive_int,
+)
+from reference.padding import check_padding_mode, check_pads_fit, pad, pad_backward
+from reference.shapes import same_padding
+
+PaddingArg = str | IntOrTuple
+Gradients = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+class ConvFunction(Protocol):
+    def __call__(
+        self,
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> np.ndarray: ...
+
+
+class ConvBackwardFunction(Protocol):
+    def __call__(
+        self,
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> Gradients: ...
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A validated convolution call: batched input, per-dimension knobs, output size."""
+
+    input: np.ndarray
+    unbatched: bool
+    weight: np.ndarray
+    bias: np.ndarray | None
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    padding_mode: str
+    groups: int
+    out_size: tuple[int, ...]
+
+
+def check_same_dtype(input: np.ndarray, **others: np.ndarray | None) -> None:
+    for name, array in others.items():
+        if array is not None and array.dtype != input.dtype:
+            raise TypeError(
+                f"{name} must have the same dtype as input ({input.dtype}), got {array.dtype}"
+            )
+
+
+def check_weight(weight: object, dims: int, op: str) -> np.ndarray:
+    weight = as_float_array(weight, "weight")
+    check_ndim(weight, "weight", (dims + 2,), f"{op} takes (out, in/groups, *kernel)")
+    if any(k <= 0 for k in weight.shape[2:]):
+        raise ValueError(f"weight's kernel size must be positive, got {weight.shape[2:]}")
+    return weight
+
+
+def check_spatial(input: np.ndarray) -> None:
+    if any(size <= 0 for size in input.shape[2:]):
+        raise ValueError(f"input's spatial size must be positive, got shape {input.shape}")
+
+
+def plan_conv(
+    dims: int,
+    op: str,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> ConvPlan:
+    input = as_float_array(input, "input")
+    weight = check_weight(weight, dims, op)
+    x, unbatched = batched(input, dims, op)
+    check_spatial(x)
+    groups = positive_int(groups, "groups")
+    out_channels, in_per_group = weight.shape[:2]
+    if out_channels % groups:
+        raise ValueError(
+            f"weight.shape[0] (out_channels={out_channels}) must be divisible by groups={groups}"
+        )
+    if x.shape[1] != in_per_group * groups:
+        raise ValueError(
+            f"input has {x.shape[1]} channels, but weight of shape {weight.shape} with "
+            f"groups={groups} expects {in_per_group * groups}"
+        )
+    bias = check_bias(bias, out_channels)
+    check_same_dtype(input, weight=weight, bias=bias)
+    strides = positive(ntuple(stride, "stride", dims), "stride")
+    dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
+    padding_mode = check_padding_mode(padding_mode)
+    kernel_size = weight.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = ((0, 0),) * dims
+        elif padding == "same":
+            if any(s != 1 for s in strides):
+                raise ValueError(f"padding='same' requires stride 1, got stride={strides}")
+            pads = same_padding(tuple(kernel_size), dilations)
+        else:
+            raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+    else:
+        pads = tuple((p, p) for p in non_negative(ntuple(padding, "padding", dims), "padding"))
+    spatial = x.shape[2:]
+    check_pads_fit(spatial, pads, padding_mode)
+    out_size = []
+    for axis, (size, (before, after), k, s, d) in enumerate(
+        zip(spatial, pads, kernel_size, strides, dilations, strict=True)
+    ):
+        padded, extent = size + before + after, d * (k - 1) + 1
+        if extent > padded:
+            raise ValueError(
+                f"weight's kernel size {k} with dilation {d} spans {extent}, larger than the "
+                f"padded input size {padded} in spatial dimension {axis}"
+            )
+        out_size.append((padded - extent) // s + 1)
+    return ConvPlan(
+        x, unbatched, weight, bias, strides, dilations, pads, padding_mode, groups, tuple(out_size)
+    )
+
+
+def _expand_bias(bias: np.ndarray, dims: int) -> np.ndarray:
+    return bias.reshape(-1, *([1] * dims))
+
+
+def _forward(plan: ConvPlan) -> np.ndarray:
+    dims = len(plan.stride)
+    padded = pad(plan.input, plan.pads, plan.padding_mode)
+    out = _windows.correlate(
+        padded, plan.weight, plan.stride, plan.dilation, plan.groups, plan.out_size
+    )
+    if plan.bias is not None:
+        out += _expand_bias(plan.bias, dims)
+    return out[0] if plan.unbatched else out
+
+
+def check_grad_output(
+    grad_output: object, expected_shape: tuple[int, ...], unbatched: bool, dtype: np.dtype
+) -> np.ndarray:
+    """grad_output must have the forward output's shape (and the input's batching)."""
+    grad = as_float_array(grad_output, "grad_output")
+    shape = expected_shape[1:] if unbatched else expected_shape
+    if grad.shape != shape:
+        raise ValueError(f"grad_output must have the output's shape {shape}, got {grad.shape}")
+    if grad.dtype != dtype:
+        raise TypeError(f"grad_output must have the input's dtype ({dtype}), got {grad.dtype}")
+    return grad[np.newaxis] if unbatched else grad
+
+
+def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:
+    dims = len(plan.stride)
+    out_shape = (plan.input.shape[0], plan.weight.shape[0], *plan.out_size)
+    grad = check_grad_output(grad_output, out_shape, plan.unbatched, plan.input.dtype)
+    padded = pad(plan.input, plan.pads, plan.padding_mode)
+    grad_padded = _windows.correlate_backward_input(
+        grad, plan.weight, plan.stride, plan.dilation, plan.groups, padded.shape[2:]
+    )
+    grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
+    grad_weight = _windows.correlate_backward_weight(
+        padded, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
+    )
+    grad_bias = None
+    if plan.bias is not None:
+        grad_bias = grad.sum(axis=(0, *range(2, 2 + dims)))
+    if plan.unbatched:
+        grad_input = grad_input[0]
+    return np.ascontiguousarray(grad_input), grad_weight, grad_bias
+
+
+def _make_conv(dims: int) -> tuple[ConvFunction, ConvBackwardFunction]:
+    op = f"conv{dims}d"
+
+    def conv(
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> np.ndarray:
+        plan = plan_conv(
+            dims, op, input, weight, bias, stride, padding, dilation, groups, padding_mode
+        )
+        return _forward(plan)
+
+    def conv_backward(
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> Gradients:
+        plan = plan_conv(
+            dims, op, input, weight, bias, stride, padding, dilation, groups, padding_mode
+        )
+        return _backward(grad_output, plan)
+
+    conv.__name__ = conv.__qualname__ = op
+    conv.__doc__ = (
+        f"{dims}-d cross-correlation with torch.nn.functional.{op}'s signature, plus the "
+        "padding_mode of torch.nn.Conv{dims}d (zeros, reflect, replicate, circular)."
+    ).replace("{dims}", str(dims))
+    conv_backward.__name__ = conv_backward.__qualname__ = f"{op}_backward"
+    conv_backward.__doc__ = (
+        f"Gradients (grad_input, grad_weight, grad_bias) of {op}; grad_bias is None "
+        "without bias. Derived from the adjoints, not from finite differences."
+    )
+    return conv, conv_backward
+
+
+conv1d, conv1d_backward = _make_conv(1)
+conv2d, conv2d_backward = _make_conv(2)
+conv3d, conv3d_backward = _make_conv(3)
