@@ -1,0 +1,137 @@
+"""How far an implementation's result may lie from the float64 oracle, and how far it did.
+
+For a sum of n products y = sum_i a_i b_i, any summation order in unit roundoff u gives
+|y_hat - y| <= gamma_n(u) * M with M = sum_i |a_i b_i| and gamma_n(u) = n u / (1 - n u)
+(Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5 and Lemma 3.1).
+Rounding the accumulator to the output dtype adds u_out * |y| (times 1 + u_out, since the
+rounded value is y_hat, not y). The oracle is itself a float64 sum, within gamma_n(2^-53) * M
+of y, so that term joins the bound: without it a float64 implementation would be judged
+against an oracle wrongly assumed exact. M costs one more call of the same bilinear op on
+|a| and |b|.
+
+The report's figure per element is the normalized error
+    |y_hat - y_oracle| / (u * M + u_out * |y_oracle|),
+which the proof caps at about n; real kernels land near sqrt(n) or below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+ORACLE_ROUNDOFF = UNIT_ROUNDOFF["float64"]
+
+
+def gamma(n: int, u: float) -> float:
+    """gamma_n = n u / (1 - n u); infinite once n u >= 1 (no bound is then possible)."""
+    if n * u >= 1:
+        return float("inf")
+    return n * u / (1 - n * u)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One output tensor of one example, measured against its bound."""
+
+    max_abs_error: float
+    normalized_error: float  # max over elements of |err| / (u M + u_out |y|)
+    bound_ratio: float  # max over elements of |err| / bound; <= 1 passes
+    n_terms: int
+    passed: bool
+    problem: str  # "" when passed, else what went wrong
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator with 0/0 = 0 and x/0 = inf for x > 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = numerator / denominator
+    ratio[(numerator == 0)] = 0.0
+    return ratio
+
+
+def _special_mismatch(got: np.ndarray, oracle: np.ndarray) -> str:
+    """NaN where the oracle has NaN, the same infinities; '' if all agree."""
+    nan_expected, nan_got = np.isnan(oracle), np.isnan(got)
+    if np.any(nan_expected != nan_got):
+        where = np.argwhere(nan_expected != nan_got)[0]
+        return (
+            f"NaN mismatch at {tuple(int(i) for i in where)}: expected "
+            f"{oracle[tuple(where)]!r}, got {got[tuple(where)]!r}"
+        )
+    inf_expected, inf_got = np.isinf(oracle), np.isinf(got)
+    mismatch = (inf_expected | inf_got) & ~nan_expected & (got != oracle)
+    if np.any(mismatch):
+        where = tuple(int(i) for i in np.argwhere(mismatch)[0])
+        return f"infinity mismatch at {where}: expected {oracle[where]!r}, got {got[where]!r}"
+    return ""
+
+
+def _rejected(problem: str, n_terms: int) -> Measurement:
+    return Measurement(float("inf"), float("inf"), float("inf"), n_terms, False, problem)
+
+
+def error_bound(
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> np.ndarray:
+    """Per-element bound on |got - oracle| for a sum of ``n_terms`` products (see above).
+
+    ``magnitude`` is the same op applied to the absolute values of its operands (M above);
+    its own float64 rounding is covered by the factor 1 + gamma_n(2^-53).
+    """
+    finite = np.isfinite(oracle)
+    u, u_out = UNIT_ROUNDOFF[accumulation_dtype], UNIT_ROUNDOFF[output_dtype]
+    covered = np.where(finite, magnitude, 0.0) * (1 + gamma(n_terms, ORACLE_ROUNDOFF))
+    size = np.where(finite, np.abs(oracle), 0.0)
+    spread = gamma(n_terms, u) + gamma(n_terms, ORACLE_ROUNDOFF)
+    return np.asarray((1 + u_out) * spread * covered + u_out * size)
+
+
+def measure_sum_of_products(
+    got: np.ndarray,
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> Measurement:
+    """Measure ``got`` against the float64 ``oracle`` of a sum of ``n_terms`` products."""
+    if got.shape != oracle.shape:
+        return _rejected(f"shape {got.shape}, expected {oracle.shape}", n_terms)
+    if got.dtype != np.dtype(output_dtype):
+        return _rejected(f"dtype {got.dtype}, expected {output_dtype}", n_terms)
+    got64 = got.astype(np.float64)
+    problem = _special_mismatch(got64, oracle)
+    if problem:
+        return _rejected(problem, n_terms)
+    if oracle.size == 0:
+        return Measurement(0.0, 0.0, 0.0, n_terms, True, "")
+    finite = np.isfinite(oracle)
+    u, u_out = UNIT_ROUNDOFF[accumulation_dtype], UNIT_ROUNDOFF[output_dtype]
+    error = np.where(finite, np.abs(got64 - oracle), 0.0)
+    size = np.where(finite, np.abs(oracle), 0.0)
+    bound = error_bound(oracle, magnitude, n_terms, accumulation_dtype, output_dtype)
+    normalized = _safe_ratio(error, u * np.where(finite, magnitude, 0.0) + u_out * size)
+    ratio = _safe_ratio(error, bound)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    passed = bool(ratio[worst] <= 1.0)
+    problem = ""
+    if not passed:
+        problem = (
+            f"error {error[worst]:.3g} at {tuple(int(i) for i in worst)} exceeds the bound "
+            f"{bound[worst]:.3g} (expected {oracle[worst]!r}, got {got64[worst]!r}, "
+            f"n={n_terms})"
+        )
+    return Measurement(
+        float(error.max()), float(normalized.max()), float(ratio[worst]), n_terms, passed, problem
+    )

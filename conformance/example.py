@@ -1,0 +1,56 @@
+"""What a strategy draws: the config of one call and the arrays it takes.
+
+Hypothesis draws every knob (shapes, stride, padding, ...) and a value kind and seed; NumPy
+fills the arrays from that seed. Shrinking then works on the knobs, where bugs live, and
+arrays are never the near-constant fills that element-wise array strategies tend to give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+# How array values are made, each on purpose:
+#   normal    standard normal: the generic case
+#   integers  small integer-valued floats: exact sums and ties
+#   wide      log-uniform magnitudes over six decades with random signs: cancellation
+VALUE_KINDS = ("normal", "integers", "wide")
+
+
+def fill(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A float64 array of ``shape`` with values of ``kind``."""
+    if kind == "normal":
+        return rng.standard_normal(shape)
+    if kind == "integers":
+        return rng.integers(-3, 4, size=shape).astype(np.float64)
+    if kind == "wide":
+        magnitude = 10.0 ** rng.uniform(-3, 3, size=shape)
+        return np.where(rng.random(shape) < 0.5, -magnitude, magnitude)
+    raise ValueError(f"unknown value kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One drawn call: positional arrays in argument order, then keyword config."""
+
+    arrays: Mapping[str, np.ndarray | None]
+    config: Mapping[str, Any]
+    values: str
+    seed: int
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    def grad_output(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The upstream gradient for a backward check, reproducible from the seed."""
+        return fill(shape, self.values, np.random.default_rng(self.seed + 1))
+
+    def key(self) -> str:
+        """Identity of the example, for de-duplicating Hypothesis's replays."""
+        shapes = {name: None if a is None else a.shape for name, a in self.arrays.items()}
+        return repr((sorted(self.config.items()), shapes, self.values, self.seed))
+
+
+values_and_seed = st.tuples(st.sampled_from(VALUE_KINDS), st.integers(0, 2**32 - 1))

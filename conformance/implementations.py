@@ -1,0 +1,173 @@
+"""Implementations under test: adapters exposing catalogue op names on NumPy arrays.
+
+An implementation is any object whose attributes named like catalogue ops take and return
+NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output, *arrays,
+**config)`` returns the gradients of the differentiable arrays. It may declare
+``accumulation_dtype(dtype) -> str`` (default: the dtype itself) and ``repro_call(op,
+direction) -> str`` (a Python expression for the repro snippet). ``reference`` itself is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class TorchImplementation:
+    """torch on the CPU: torch.nn.functional, or the nn module where only it has the feature."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self._ops: dict[str, Callable[..., Any]] = {}
+        for dims in (1, 2, 3):
+            self._ops[f"conv{dims}d"] = self._conv(dims)
+            self._ops[f"conv_transpose{dims}d"] = getattr(
+                torch.nn.functional, f"conv_transpose{dims}d"
+            )
+
+    def _conv(self, dims: int) -> Callable[..., Any]:
+        torch = self._torch
+        functional = getattr(torch.nn.functional, f"conv{dims}d")
+        module_class = getattr(torch.nn, f"Conv{dims}d")
+
+        def conv(
+            input: Any,
+            weight: Any,
+            bias: Any = None,
+            stride: Any = 1,
+            padding: Any = 0,
+            dilation: Any = 1,
+            groups: int = 1,
+            padding_mode: str = "zeros",
+        ) -> Any:
+            if padding_mode == "zeros":
+                return functional(input, weight, bias, stride, padding, dilation, groups)
+            # Only nn.ConvNd pads in the other modes: run the real module on these tensors.
+            module = module_class(
+                weight.shape[1] * groups,
+                weight.shape[0],
+                tuple(weight.shape[2:]),
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=bias is not None,
+                padding_mode=padding_mode,
+                dtype=weight.dtype,
+                device="meta",
+            )
+            parameters = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+            return torch.func.functional_call(module, parameters, (input,))
+
+        return conv
+
+    def accumulation_dtype(self, dtype: str) -> str:
+        return dtype
+
+    def has(self, op: str) -> bool:
+        return op.removesuffix("_backward") in self._ops
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        ops = self.__dict__.get("_ops", {})
+        if name in ops:
+            return lambda *arrays, **config: self._forward(name, arrays, config)
+        if name.endswith("_backward") and name.removesuffix("_backward") in ops:
+            op = name.removesuffix("_backward")
+            return lambda grad_output, *arrays, **config: self._backward(
+                op, grad_output, arrays, config
+            )
+        raise AttributeError(name)
+
+    def _tensor(self, array: np.ndarray | None, grad: bool = False) -> Any:
+        if array is None:
+            return None
+        return self._torch.from_numpy(np.array(array, copy=True)).requires_grad_(grad)
+
+    def _forward(self, op: str, arrays: Sequence[np.ndarray | None], config: dict) -> np.ndarray:
+        with self._torch.no_grad():
+            out = self._ops[op](*(self._tensor(a) for a in arrays), **config)
+        return np.asarray(out.numpy())
+
+    def _backward(
+        self,
+        op: str,
+        grad_output: np.ndarray,
+        arrays: Sequence[np.ndarray | None],
+        config: dict,
+    ) -> tuple[np.ndarray | None, ...]:
+        tensors = [self._tensor(a, grad=True) for a in arrays]
+        out = self._ops[op](*tensors, **config)
+        out.backward(self._tensor(grad_output))
+        return tuple(
+            None
+            if t is None
+            else (t.grad if t.grad is not None else self._torch.zeros_like(t)).numpy()
+            for t in tensors
+        )
+
+    def repro_call(self, op: str, config: Mapping[str, Any]) -> str:
+        """Expression computing ``out`` from tensors input, weight, bias in a repro snippet."""
+        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
+            return (
+                f"torch.func.functional_call(torch.nn.Conv{op[-2]}d(weight.shape[1] * "
+                "config['groups'], weight.shape[0], tuple(weight.shape[2:]), "
+                "bias=bias is not None, dtype=weight.dtype, **config), "
+                "{k: v for k, v in {'weight': weight, 'bias': bias}.items() if v is not None}, "
+                "(input,))"
+            )
+        return f"torch.nn.functional.{op}(input, weight, bias, **config)"
+
+
+class ReferenceImplementation:
+    """The reference run in the tested dtype: a self-check and a model for user adapters."""
+
+    name = "reference"
+
+    def __init__(self) -> None:
+        self._module = importlib.import_module("reference")
+
+    def has(self, op: str) -> bool:
+        return hasattr(self._module, op)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_module"], name)
+
+
+def load_implementation(spec: str) -> Any:
+    """'torch', 'reference', or 'package.module:attribute' (a module or object)."""
+    if spec == "torch":
+        return TorchImplementation()
+    if spec == "reference":
+        return ReferenceImplementation()
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"implementation {spec!r}: cannot import {module_name!r}: {error}") from None
+    if not attribute:
+        return module
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"implementation {spec!r}: {module_name} has no {attribute!r}") from None
+
+
+def implementation_name(implementation: Any) -> str:
+    return str(getattr(implementation, "name", getattr(implementation, "__name__", "user")))
+
+
+def implements(implementation: Any, op: str) -> bool:
+    has = getattr(implementation, "has", None)
+    return bool(has(op)) if callable(has) else hasattr(implementation, op)
+
+
+def accumulation_dtype(implementation: Any, dtype: str) -> str:
+    declared = getattr(implementation, "accumulation_dtype", None)
+    return str(declared(dtype)) if callable(declared) else dtype

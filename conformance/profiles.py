@@ -1,0 +1,24 @@
+"""Hypothesis profiles, registered once and chosen by name (--hypothesis-profile=NAME).
+
+deadline=None everywhere: a campaign measures numbers, not latency, and a noisy 2-core
+machine must not turn a slow example into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+PROFILES = {
+    "quick": {"max_examples": 20},
+    # ci: at least 100 distinct recorded examples per op x dtype x direction; different
+    # choice sequences can draw the same example (the recorder keeps it once).
+    "ci": {"max_examples": 150},
+    "thorough": {"max_examples": 1000},
+}
+
+for _name, _options in PROFILES.items():
+    settings.register_profile(_name, deadline=None, print_blob=True, **_options)
+
+settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "ci"))

@@ -1,0 +1,149 @@
+"""Valid convolution and transposed-convolution calls, by construction.
+
+Draw the output size and the knobs, then derive the input size that yields them; draw the
+channels as groups * per-group. Nothing is filtered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from conformance.example import Example, fill, values_and_seed
+from reference.padding import PADDING_MODES
+from reference.shapes import same_padding
+
+# Per spatial rank: the largest kernel and output extent, so arrays stay small.
+MAX_KERNEL = {1: 5, 2: 4, 3: 3}
+MAX_OUT = {1: 6, 2: 4, 3: 3}
+
+
+def _channel_layout(draw: st.DrawFn) -> tuple[int, int, int]:
+    """(groups, in_per_group, out_per_group): dense, grouped, or depthwise (x multiplier)."""
+    layout = draw(st.sampled_from(["dense", "dense", "grouped", "depthwise"]))
+    if layout == "dense":
+        return 1, draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if layout == "grouped":
+        return draw(st.integers(2, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return draw(st.integers(1, 4)), 1, draw(st.integers(1, 2))
+
+
+def _small_knob(draw: st.DrawFn, high: int) -> int:
+    """1 most of the time, else up to ``high``: stride and dilation."""
+    return draw(st.one_of(st.just(1), st.integers(1, high)))
+
+
+def _largest_padding(padding_mode: str, span: int) -> int:
+    """Largest p with input size span - 2p valid for the mode (>= 1; reflect p < size; ...)."""
+    if padding_mode == "reflect":
+        return (span - 1) // 3
+    if padding_mode == "circular":
+        return span // 3
+    return (span - 1) // 2
+
+
+def _arrays(
+    draw: st.DrawFn, shapes: dict[str, tuple[int, ...] | None]
+) -> tuple[dict[str, np.ndarray | None], str, int]:
+    values, seed = draw(values_and_seed)
+    rng = np.random.default_rng(seed)
+    arrays = {n: None if s is None else fill(s, values, rng) for n, s in shapes.items()}
+    return arrays, values, seed
+
+
+@st.composite
+def conv_examples(draw: st.DrawFn, dims: int) -> Example:
+    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    groups, in_per_group, out_per_group = _channel_layout(draw)
+    padding_kind = draw(st.sampled_from(["ints", "ints", "same", "valid"]))
+    padding_mode = draw(st.sampled_from(PADDING_MODES))
+    kernel, stride, dilation, padding, sizes = [], [], [], [], []
+    for _ in range(dims):
+        k = draw(st.integers(1, MAX_KERNEL[dims]))
+        d = _small_knob(draw, 3)
+        s = 1 if padding_kind == "same" else _small_knob(draw, 3)
+        if padding_kind == "same":
+            before, after = same_padding(k, d)[0]
+            smallest = {"reflect": max(before, after) + 1, "circular": max(1, after)}
+            low = smallest.get(padding_mode, 1)
+            size, p = draw(st.integers(low, low + MAX_OUT[dims] - 1)), 0
+        else:
+            out = draw(st.integers(1, MAX_OUT[dims]))
+            span = (out - 1) * s + d * (k - 1) + 1 + draw(st.integers(0, s - 1))
+            p = 0
+            if padding_kind == "ints":
+                p = draw(st.integers(0, min(3, _largest_padding(padding_mode, span))))
+            size = span - 2 * p
+        kernel.append(k)
+        stride.append(s)
+        dilation.append(d)
+        padding.append(p)
+        sizes.append(size)
+    in_channels, out_channels = groups * in_per_group, groups * out_per_group
+    input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
+    has_bias = draw(st.booleans())
+    arrays, values, seed = _arrays(
+        draw,
+        {
+            "input": input_shape,
+            "weight": (out_channels, in_per_group, *kernel),
+            "bias": (out_channels,) if has_bias else None,
+        },
+    )
+    config: dict[str, Any] = {
+        "stride": _compact(draw, stride),
+        "padding": padding_kind if padding_kind != "ints" else _compact(draw, padding),
+        "dilation": _compact(draw, dilation),
+        "groups": groups,
+        "padding_mode": padding_mode,
+    }
+    return Example(arrays, config, values, seed)
+
+
+@st.composite
+def conv_transpose_examples(draw: st.DrawFn, dims: int) -> Example:
+    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    groups, in_per_group, out_per_group = _channel_layout(draw)
+    kernel, stride, dilation, padding, output_padding, sizes = [], [], [], [], [], []
+    for _ in range(dims):
+        size = draw(st.integers(1, MAX_OUT[dims]))
+        k = draw(st.integers(1, MAX_KERNEL[dims]))
+        s = _small_knob(draw, 3)
+        d = _small_knob(draw, 3)
+        extra = draw(st.integers(0, max(s, d) - 1))
+        full_minus_one = (size - 1) * s + d * (k - 1) + extra  # output size is this - 2p + 1
+        p = draw(st.integers(0, min(3, full_minus_one // 2)))
+        kernel.append(k)
+        stride.append(s)
+        dilation.append(d)
+        padding.append(p)
+        output_padding.append(extra)
+        sizes.append(size)
+    in_channels, out_channels = groups * in_per_group, groups * out_per_group
+    input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
+    has_bias = draw(st.booleans())
+    arrays, values, seed = _arrays(
+        draw,
+        {
+            "input": input_shape,
+            "weight": (in_channels, out_per_group, *kernel),
+            "bias": (out_channels,) if has_bias else None,
+        },
+    )
+    config: dict[str, Any] = {
+        "stride": _compact(draw, stride),
+        "padding": _compact(draw, padding),
+        "output_padding": _compact(draw, output_padding),
+        "groups": groups,
+        "dilation": _compact(draw, dilation),
+    }
+    return Example(arrays, config, values, seed)
+
+
+def _compact(draw: st.DrawFn, values: list[int]) -> int | tuple[int, ...]:
+    """Pass equal per-dimension values as one int half of the time, as callers do."""
+    if len(set(values)) == 1 and draw(st.booleans()):
+        return values[0]
+    return tuple(values)
