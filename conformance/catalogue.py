@@ -156,15 +156,19 @@ def _common_regions() -> dict[str, Region]:
     }
 
 
+def _padding_mode_is(mode: str) -> Region:
+    return lambda example: bool(example.config["padding_mode"] == mode)
+
+
 def conv_regions() -> dict[str, Region]:
     regions = _common_regions()
     for mode in PADDING_MODES:
-        regions[f"padding_mode={mode}"] = lambda e, mode=mode: e.config["padding_mode"] == mode
+        regions[f"padding_mode={mode}"] = _padding_mode_is(mode)
     regions["padding='same', even kernel"] = _even_same
     regions["padding='valid'"] = lambda e: e.config["padding"] == "valid"
-    regions["padding > 0 (ints)"] = lambda e: not isinstance(e.config["padding"], str) and max(
-        _knob("padding")(e)
-    ) > 0
+    regions["padding > 0 (ints)"] = lambda e: (
+        not isinstance(e.config["padding"], str) and max(_knob("padding")(e)) > 0
+    )
     regions["kernel spans padded input"] = _kernel_spans_padded_input
     return regions
 

@@ -52,6 +52,8 @@ def run_example(
     forward_oracle = spec.reference(*oracle_in.values(), **config)
     terms = spec.terms(example, forward_oracle.shape)
     grad_output = None
+    expected: tuple[np.ndarray | None, ...]
+    magnitudes: tuple[np.ndarray | None, ...]
     if direction == "forward":
         names: tuple[str, ...] = ("output",)
         expected = (forward_oracle,)
@@ -71,7 +73,7 @@ def run_example(
     row: dict[str, Any] = {
         "op": spec.name,
         "family": spec.family,
-        "implementation": implementations.implementation_name(implementation),
+        "implementation": implementation.name,
         "dtype": dtype,
         "direction": direction,
         **_config_columns(config),
@@ -90,15 +92,21 @@ def run_example(
         row["problem"] = problem
         return Outcome(row, False, f"{spec.name} {direction} {dtype} raised {problem}")
 
+    # output name -> (oracle, magnitude), for the outputs the oracle has (no grad_bias
+    # without a bias)
+    wanted = {
+        name: (want, magnitude)
+        for name, want, magnitude in zip(names, expected, magnitudes, strict=True)
+        if want is not None and magnitude is not None
+    }
     measurements: dict[str, Measurement] = {}
-    for name, got_one, want, magnitude in zip(names, got, expected, magnitudes, strict=False):
-        if want is None:
-            if got_one is not None:
-                measurements[name] = Measurement(np.inf, np.inf, np.inf, 0, False, "not None")
+    for name, got_one in zip(names, got, strict=False):
+        if name not in wanted or got_one is None:
+            if (name in wanted) != (got_one is not None):
+                problem = "got None" if got_one is None else "expected None"
+                measurements[name] = Measurement(np.inf, np.inf, np.inf, 0, False, problem)
             continue
-        if got_one is None:
-            measurements[name] = Measurement(np.inf, np.inf, np.inf, 0, False, "got None")
-            continue
+        want, magnitude = wanted[name]
         measurements[name] = measure_sum_of_products(
             np.asarray(got_one), want, magnitude, terms[name], accumulation, dtype
         )
@@ -123,28 +131,20 @@ def run_example(
         return Outcome(row, True, "")
     bounds = {
         name: error_bound(want, magnitude, terms[name], accumulation, dtype)
-        for name, want, magnitude in zip(names, expected, magnitudes, strict=True)
-        if want is not None
+        for name, (want, magnitude) in wanted.items()
     }
-    call_code = _repro_call(implementation, spec.name, config)
+    call_lines = implementation.repro_lines(
+        spec.name, config, tuple(tested), spec.gradient_names, direction == "backward"
+    )
     snippet = repro.snippet(
-        spec.name,
-        direction,
         dtype,
         tested,
         config,
-        call_code,
         grad_output,
-        {n: e for n, e in zip(names, expected, strict=True) if e is not None},
+        call_lines,
+        {name: want for name, (want, _) in wanted.items()},
         bounds,
     )
     row["repro"] = snippet
     report = f"{spec.name} {direction} {dtype}: {problems}\n\nRepro:\n{snippet}"
     return Outcome(row, False, report)
-
-
-def _repro_call(implementation: Any, op: str, config: Mapping[str, Any]) -> str:
-    make = getattr(implementation, "repro_call", None)
-    if callable(make):
-        return str(make(op, config))
-    return f"torch.nn.functional.{op}(input, weight, bias, **config)"

@@ -63,13 +63,16 @@ def _special_mismatch(got: np.ndarray, oracle: np.ndarray) -> str:
         where = np.argwhere(nan_expected != nan_got)[0]
         return (
             f"NaN mismatch at {tuple(int(i) for i in where)}: expected "
-            f"{oracle[tuple(where)]!r}, got {got[tuple(where)]!r}"
+            f"{float(oracle[tuple(where)])!r}, got {float(got[tuple(where)])!r}"
         )
     inf_expected, inf_got = np.isinf(oracle), np.isinf(got)
     mismatch = (inf_expected | inf_got) & ~nan_expected & (got != oracle)
     if np.any(mismatch):
         where = tuple(int(i) for i in np.argwhere(mismatch)[0])
-        return f"infinity mismatch at {where}: expected {oracle[where]!r}, got {got[where]!r}"
+        return (
+            f"infinity mismatch at {where}: expected {float(oracle[where])!r}, "
+            f"got {float(got[where])!r}"
+        )
     return ""
 
 
@@ -129,7 +132,7 @@ def measure_sum_of_products(
     if not passed:
         problem = (
             f"error {error[worst]:.3g} at {tuple(int(i) for i in worst)} exceeds the bound "
-            f"{bound[worst]:.3g} (expected {oracle[worst]!r}, got {got64[worst]!r}, "
+            f"{bound[worst]:.3g} (expected {float(oracle[worst])!r}, got {float(got64[worst])!r}, "
             f"n={n_terms})"
         )
     return Measurement(

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from conformance import repro
+
 
 class TorchImplementation:
     """torch on the CPU: torch.nn.functional, or the nn module where only it has the feature."""
@@ -112,55 +114,77 @@ class TorchImplementation:
             for t in tensors
         )
 
-    def repro_call(self, op: str, config: Mapping[str, Any]) -> str:
-        """Expression computing ``out`` from tensors input, weight, bias in a repro snippet."""
+    def repro_lines(
+        self,
+        op: str,
+        config: Mapping[str, Any],
+        array_names: Sequence[str],
+        gradient_names: Sequence[str],
+        backward: bool,
+    ) -> list[str]:
+        """Lines computing ``got`` with torch exactly as this adapter calls it."""
+        call = f"torch.nn.functional.{op}({', '.join(array_names)}, **config)"
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            return (
+            call = (
                 f"torch.func.functional_call(torch.nn.Conv{op[-2]}d(weight.shape[1] * "
                 "config['groups'], weight.shape[0], tuple(weight.shape[2:]), "
                 "bias=bias is not None, dtype=weight.dtype, **config), "
                 "{k: v for k, v in {'weight': weight, 'bias': bias}.items() if v is not None}, "
                 "(input,))"
             )
-        return f"torch.nn.functional.{op}(input, weight, bias, **config)"
+        return repro.torch_lines(op, call, array_names, gradient_names, backward)
 
 
-class ReferenceImplementation:
-    """The reference run in the tested dtype: a self-check and a model for user adapters."""
+class ModuleImplementation:
+    """An object named by an import spec (a module, or module:attribute) under test."""
 
-    name = "reference"
-
-    def __init__(self) -> None:
-        self._module = importlib.import_module("reference")
+    def __init__(self, spec: str, target: Any) -> None:
+        self.spec = spec
+        self._target = target
+        self.name = str(getattr(target, "name", spec))
 
     def has(self, op: str) -> bool:
-        return hasattr(self._module, op)
+        has = getattr(self._target, "has", None)
+        return bool(has(op)) if callable(has) else hasattr(self._target, op)
+
+    def accumulation_dtype(self, dtype: str) -> str:
+        declared = getattr(self._target, "accumulation_dtype", None)
+        return str(declared(dtype)) if callable(declared) else dtype
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_module"], name)
+        return getattr(self.__dict__["_target"], name)
+
+    def repro_lines(
+        self,
+        op: str,
+        config: Mapping[str, Any],
+        array_names: Sequence[str],
+        gradient_names: Sequence[str],
+        backward: bool,
+    ) -> list[str]:
+        module, _, attribute = self.spec.partition(":")
+        return repro.module_lines(module, attribute, op, array_names, gradient_names, backward)
 
 
 def load_implementation(spec: str) -> Any:
-    """'torch', 'reference', or 'package.module:attribute' (a module or object)."""
+    """'torch', or 'package.module[:attribute]' naming a module or object ('reference' too)."""
     if spec == "torch":
         return TorchImplementation()
-    if spec == "reference":
-        return ReferenceImplementation()
     module_name, _, attribute = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        target = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"implementation {spec!r}: cannot import {module_name!r}: {error}") from None
-    if not attribute:
-        return module
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ValueError(f"implementation {spec!r}: {module_name} has no {attribute!r}") from None
-
-
-def implementation_name(implementation: Any) -> str:
-    return str(getattr(implementation, "name", getattr(implementation, "__name__", "user")))
+        raise ValueError(
+            f"implementation {spec!r}: cannot import {module_name!r}: {error}"
+        ) from None
+    if attribute:
+        try:
+            target = getattr(target, attribute)
+        except AttributeError:
+            raise ValueError(
+                f"implementation {spec!r}: {module_name} has no {attribute!r}"
+            ) from None
+    return ModuleImplementation(spec, target)
 
 
 def implements(implementation: Any, op: str) -> bool:

@@ -11,14 +11,14 @@ import os
 from hypothesis import settings
 
 PROFILES = {
-    "quick": {"max_examples": 20},
+    "quick": 20,
     # ci: at least 100 distinct recorded examples per op x dtype x direction; different
     # choice sequences can draw the same example (the recorder keeps it once).
-    "ci": {"max_examples": 150},
-    "thorough": {"max_examples": 1000},
+    "ci": 150,
+    "thorough": 1000,
 }
 
-for _name, _options in PROFILES.items():
-    settings.register_profile(_name, deadline=None, print_blob=True, **_options)
+for _name, _max_examples in PROFILES.items():
+    settings.register_profile(_name, max_examples=_max_examples, deadline=None, print_blob=True)
 
 settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "ci"))

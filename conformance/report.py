@@ -65,7 +65,9 @@ def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataF
 
 def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str]:
     table = coverage_table(frame, catalogue)
-    return [f"{op}: {region}" for op in table for region in table.index if table.at[region, op] == 0]
+    return [
+        f"{op}: {region}" for op in table for region in table.index if table.at[region, op] == 0
+    ]
 
 
 def discrepancies(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -112,7 +114,12 @@ def render_summary(
     for entry in found:
         row = entry["row"]
         title = " ".join(str(entry[k]) for k in GROUP)
-        lines += [f"### {title} ({entry['count']} failing examples)", ""]
+        lines += [
+            f"### {title}",
+            "",
+            f"{entry['count']} failing examples, Hypothesis's shrinking runs included.",
+            "",
+        ]
         lines += [f"Minimal example: `{row['example_key']}`", "", f"Problem: {row['problem']}", ""]
         if isinstance(row.get("repro"), str):
             lines += ["```python", row["repro"].rstrip(), "```", ""]

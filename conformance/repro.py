@@ -1,12 +1,14 @@
-"""Standalone repro snippets: numpy + torch (or the user's module) only, copy-paste runnable.
+"""Standalone repro snippets: numpy plus the implementation under test, copy-paste runnable.
 
 Arrays are written as exact literals (repr of each value as a Python float is exact for every
-float16/32/64 value), so the snippet replays the very inputs the implementation saw.
+float16/32/64 value), so the snippet replays the very inputs the implementation saw. The
+implementation's adapter supplies the lines that compute ``got`` (a dict of NumPy arrays per
+output name) from the arrays, ``grad_output`` and ``config``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,46 +29,73 @@ def array_code(array: np.ndarray | None, dtype: str) -> str:
     return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
 
 
-def snippet(
+def torch_lines(
+    op: str, call: str, array_names: Sequence[str], gradient_names: Sequence[str], backward: bool
+) -> list[str]:
+    """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
+    lines = ["import torch", ""]
+    for name in array_names:
+        lines.append(
+            f"{name} = None if {name} is None else "
+            f"torch.from_numpy({name}).requires_grad_({backward})"
+        )
+    lines.append(f"out = {call}")
+    if not backward:
+        return [*lines, "got = {'output': out.detach().numpy()}"]
+    lines.append("out.backward(torch.from_numpy(grad_output))")
+    items = ", ".join(
+        f"{g!r}: None if {a} is None else {a}.grad.numpy()"
+        for a, g in zip(array_names, gradient_names, strict=False)
+    )
+    return [*lines, f"got = {{{items}}}"]
+
+
+def module_lines(
+    module: str,
+    attribute: str,
     op: str,
-    direction: str,
+    array_names: Sequence[str],
+    gradient_names: Sequence[str],
+    backward: bool,
+) -> list[str]:
+    """Compute ``got`` by calling a user's implementation, importable as module[:attribute]."""
+    lines = ["import importlib", "", f"impl = importlib.import_module({module!r})"]
+    if attribute:
+        lines.append(f"impl = getattr(impl, {attribute!r})")
+    arguments = ", ".join(array_names)
+    if not backward:
+        return [*lines, f"got = {{'output': impl.{op}({arguments}, **config)}}"]
+    lines.append(f"grads = impl.{op}_backward(grad_output, {arguments}, **config)")
+    return [*lines, f"got = dict(zip({tuple(gradient_names)!r}, grads))"]
+
+
+def snippet(
     dtype: str,
     arrays: Mapping[str, np.ndarray | None],
     config: Mapping[str, Any],
-    call_code: str,
     grad_output: np.ndarray | None,
+    call_lines: Sequence[str],
     expected: Mapping[str, np.ndarray],
     bounds: Mapping[str, np.ndarray],
 ) -> str:
-    """A script that recomputes ``op`` with torch and prints its error against the oracle.
+    """A script that recomputes the outputs and prints each one's error against the oracle.
 
-    ``call_code`` is an expression of tensors named like the array arguments and a dict
-    ``config``. ``expected`` and ``bounds`` are the float64 oracle and the error bound per
-    output (output, or grad_<argument>).
+    ``expected`` and ``bounds`` are the float64 oracle and the error bound per output name.
     """
-    lines = ["import numpy as np", "import torch", ""]
+    lines = ["import numpy as np", ""]
     for name, array in arrays.items():
         lines.append(f"{name} = {array_code(array, dtype)}")
+    lines.append(f"grad_output = {array_code(grad_output, dtype)}")
     lines.append(f"config = {dict(config)!r}")
-    grad = direction == "backward"
-    for name in arrays:
-        lines.append(
-            f"{name} = None if {name} is None else "
-            f"torch.from_numpy({name}).requires_grad_({grad})"
-        )
-    lines.append(f"out = {call_code}")
-    if grad:
-        assert grad_output is not None
-        lines.append(f"out.backward(torch.from_numpy({array_code(grad_output, dtype)}))")
-        got = {f"grad_{name}": f"{name}.grad" for name in arrays if f"grad_{name}" in expected}
-    else:
-        got = {"output": "out"}
-    for name, expression in got.items():
+    lines += call_lines
+    lines.append("")
+    for name in expected:
         lines.append(f"expected = {array_code(expected[name], 'float64')}")
         lines.append(f"bound = {array_code(bounds[name], 'float64')}")
-        lines.append(f"error = np.abs({expression}.detach().numpy().astype(np.float64) - expected)")
+        lines.append(f"error = np.abs(np.asarray(got[{name!r}], dtype=np.float64) - expected)")
         lines.append(
-            f"print({name!r}, 'max |error|:', error.max(), "
-            "'worst error / bound:', (error / bound).max(), '(> 1 is a discrepancy)')"
+            "with np.errstate(divide='ignore', invalid='ignore'):\n"
+            f"    print({name!r}, 'max |error|:', error.max(), "
+            "'worst error / bound:', np.nanmax(error / bound), '(> 1 is a discrepancy)')"
         )
     return "\n".join(lines) + "\n"

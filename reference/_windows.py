@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -105,7 +106,8 @@ def correlate_backward_input(
             slice(t * d, t * d + (o - 1) * s + 1, s)
             for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
         )
-        grad[(Ellipsis, *target)] += grad_columns[(Ellipsis, *tap)]
+        destination: tuple[Any, ...] = (Ellipsis, *target)
+        grad[destination] += grad_columns[(Ellipsis, *tap)]
     return grad.reshape(batch, groups * in_per_group, *padded_size)
 
 

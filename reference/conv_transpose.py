@@ -10,7 +10,7 @@ grad_weight = the conv weight-gradient of grad_full against x, grad_bias = sum o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -122,15 +122,17 @@ def plan_conv_transpose(
     return TransposePlan(x, unbatched, weight, bias, strides, pads, dilations, groups, full, out)
 
 
-def _crop(plan: TransposePlan) -> tuple[slice, ...]:
-    return tuple(slice(p, p + o) for p, o in zip(plan.padding, plan.out_size, strict=True))
+def _crop(plan: TransposePlan) -> tuple[Any, ...]:
+    """Index of the output within the full scatter: ``padding`` off both ends."""
+    crop = (slice(p, p + o) for p, o in zip(plan.padding, plan.out_size, strict=True))
+    return (Ellipsis, *crop)
 
 
 def _forward(plan: TransposePlan) -> np.ndarray:
     full = _windows.correlate_backward_input(
         plan.input, plan.weight, plan.stride, plan.dilation, plan.groups, plan.full_size
     )
-    out = np.ascontiguousarray(full[(Ellipsis, *_crop(plan))])
+    out = np.ascontiguousarray(full[_crop(plan)])
     if plan.bias is not None:
         out += plan.bias.reshape(-1, *([1] * len(plan.stride)))
     return out[0] if plan.unbatched else out
@@ -143,7 +145,7 @@ def _backward(grad_output: np.ndarray, plan: TransposePlan) -> Gradients:
         grad_output, (batch, out_channels, *plan.out_size), plan.unbatched, plan.input.dtype
     )
     grad_full = np.zeros((batch, out_channels, *plan.full_size), dtype=grad.dtype)
-    grad_full[(Ellipsis, *_crop(plan))] = grad
+    grad_full[_crop(plan)] = grad
     grad_input = _windows.correlate(
         grad_full, plan.weight, plan.stride, plan.dilation, plan.groups, plan.input.shape[2:]
     )

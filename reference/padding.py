@@ -11,6 +11,7 @@ so the adjoint (the gradient of padding) scatter-adds through the same indices.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,9 +77,11 @@ def pad_backward(
     first_spatial = grad_padded.ndim - len(pads)
     if padding_mode == "zeros":
         crop = tuple(
-            slice(before, before + size) for size, (before, _) in zip(spatial_shape, pads, strict=True)
+            slice(before, before + size)
+            for size, (before, _) in zip(spatial_shape, pads, strict=True)
         )
-        return grad_padded[(Ellipsis, *crop)]
+        index: tuple[Any, ...] = (Ellipsis, *crop)
+        return grad_padded[index]
     grad = grad_padded
     for offset in reversed(range(len(pads))):
         before, after = pads[offset]

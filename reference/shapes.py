@@ -91,12 +91,12 @@ def conv_transpose_output_size(
                 "at least 1"
             )
         result.append(out)
-    return _scalar_if_ints(tuple(result), size, kernel_size, stride, padding, output_padding, dilation)
+    return _scalar_if_ints(
+        tuple(result), size, kernel_size, stride, padding, output_padding, dilation
+    )
 
 
-def same_padding(
-    kernel_size: IntOrTuple, dilation: IntOrTuple = 1
-) -> tuple[tuple[int, int], ...]:
+def same_padding(kernel_size: IntOrTuple, dilation: IntOrTuple = 1) -> tuple[tuple[int, int], ...]:
     """(before, after) per dimension for padding='same' at stride 1.
 
     The total dilation*(kernel_size-1) is split with the odd extra element at the end, as

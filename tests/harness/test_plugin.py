@@ -1,0 +1,86 @@
+"""The plugin on real runs: the report it writes, and a wrong implementation it must catch."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HERE = Path(__file__).parent
+CATALOGUE_TESTS = HERE.parent / "conformance" / "test_catalogue.py"
+
+
+def run_campaign(pytester: pytest.Pytester, out: Path, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_catalogue=CATALOGUE_TESTS.read_text())
+    pytester.makepyfile(wrong_padding=(HERE / "wrong_padding.py").read_text())
+    return pytester.runpytest_subprocess(
+        "-p",
+        "conformance.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+        "--conformance-report",
+        str(out),
+        *args,
+    )
+
+
+def test_torch_campaign_writes_a_clean_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_campaign(pytester, out, "-k", "conv1d-float64", "--hypothesis-profile=quick")
+    result.assert_outcomes(passed=2)
+    frame = pd.read_csv(out / "results.csv")
+    assert set(frame["direction"]) == {"forward", "backward"}
+    assert (frame["op"] == "conv1d").all() and (frame["verdict"] == "pass").all()
+    assert {"stride", "padding", "dilation", "groups", "padding_mode"} <= set(frame.columns)
+    summary = (out / "summary.md").read_text()
+    assert "| conv1d" in summary and "## Coverage" in summary
+    assert re.search(r"## Discrepancies\s+None\.", summary)
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_wrong_implementation_is_caught_shrunk_and_reproduced(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = run_campaign(
+        pytester,
+        out,
+        "-k",
+        "conv2d-float64-forward",
+        "--conformance-impl",
+        "wrong_padding",
+        "--hypothesis-profile=ci",
+        "--hypothesis-seed=0",
+    )
+    result.assert_outcomes(failed=1)
+    frame = pd.read_csv(out / "results.csv")
+    failing = frame[frame["verdict"] != "pass"]
+    assert len(failing) >= 1
+    # every failure is the planted bug: 'same' padding with an even effective kernel
+    assert (failing["padding"] == "same").all() and (failing["padding_mode"] == "zeros").all()
+    assert failing["regions"].str.contains("even kernel").all()
+    # the last failing row is Hypothesis's final replay: the shrunk example, a handful of
+    # elements (the smallest case of this bug is one output position and a 2-tap kernel)
+    minimal = failing.iloc[-1]
+    assert math.prod(ast.literal_eval(minimal["input_shape"])) <= 4
+    assert math.prod(ast.literal_eval(minimal["weight_shape"])) <= 4
+    summary = (out / "summary.md").read_text()
+    assert "conv2d wrong-same-padding float64 forward" in summary
+    snippet = summary.split("```python\n", 1)[1].split("```", 1)[0]
+    replay = subprocess.run(
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        cwd=pytester.path,
+        check=True,
+    )
+    ratio = float(re.search(r"worst error / bound: (\S+)", replay.stdout).group(1))
+    assert ratio > 1, replay.stdout

@@ -1,0 +1,219 @@
+"""The conv family's reference against brute-force loops, adjoint identities and finite
+differences, with no torch involved.
+
+Integer-valued data in [-3, 3] makes every sum exact in float64, so the brute-force and
+identity checks compare with equality, not a tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import reference
+from conformance.example import Example
+from conformance.strategies.conv import conv_examples, conv_transpose_examples
+from reference.shapes import same_padding
+from tests.reference import brute_force
+
+DIMS = (1, 2, 3)
+
+
+def per_dim(value: object, dims: int) -> tuple:
+    return tuple(value) if isinstance(value, tuple) else (value,) * dims  # type: ignore[arg-type]
+
+
+def integer_arrays(example: Example) -> dict[str, np.ndarray | None]:
+    rng = np.random.default_rng(example.seed)
+    return {
+        name: None if a is None else rng.integers(-3, 4, size=a.shape).astype(np.float64)
+        for name, a in example.arrays.items()
+    }
+
+
+def batched(array: np.ndarray, dims: int) -> np.ndarray:
+    return array if array.ndim == dims + 2 else array[np.newaxis]
+
+
+def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
+    dims = weight.ndim - 2
+    if config["padding"] == "same":
+        return list(same_padding(weight.shape[2:], per_dim(config["dilation"], dims)))
+    if config["padding"] == "valid":
+        return [(0, 0)] * dims
+    return [(p, p) for p in per_dim(config["padding"], dims)]
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_matches_brute_force(dims: int, data: st.DataObject) -> None:
+    example = data.draw(conv_examples(dims))
+    arrays = integer_arrays(example)
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    assert x is not None and weight is not None
+    got = reference.__dict__[f"conv{dims}d"](x, weight, bias, **example.config)
+    config = example.config
+    expected = brute_force.conv(
+        batched(x, dims),
+        weight,
+        bias,
+        per_dim(config["stride"], dims),
+        conv_pads(dict(config), weight),
+        per_dim(config["dilation"], dims),
+        config["groups"],
+        config["padding_mode"],
+    )
+    np.testing.assert_array_equal(batched(got, dims), expected)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_transpose_matches_brute_force(dims: int, data: st.DataObject) -> None:
+    example = data.draw(conv_transpose_examples(dims))
+    arrays = integer_arrays(example)
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    assert x is not None and weight is not None
+    config = example.config
+    got = reference.__dict__[f"conv_transpose{dims}d"](x, weight, bias, **config)
+    expected = brute_force.conv_transpose(
+        batched(x, dims),
+        weight,
+        bias,
+        per_dim(config["stride"], dims),
+        per_dim(config["padding"], dims),
+        per_dim(config["output_padding"], dims),
+        config["groups"],
+        per_dim(config["dilation"], dims),
+    )
+    np.testing.assert_array_equal(batched(got, dims), expected)
+
+
+def _linear_identities(op: str, example: Example) -> None:
+    """For L = <f(x, W) - bias term, g>, linear in each argument: L = <x, dL/dx> = <W, dL/dW>,
+    and <b, dL/db> = L(b) - L(0). Exact for integer data."""
+    arrays = integer_arrays(example)
+    forward = getattr(reference, op)
+    backward = getattr(reference, f"{op}_backward")
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    assert x is not None and weight is not None
+    without_bias = forward(x, weight, None, **example.config)
+    rng = np.random.default_rng(example.seed + 7)
+    grad = rng.integers(-3, 4, size=without_bias.shape).astype(np.float64)
+    loss = float(np.vdot(without_bias, grad))
+    grad_input, grad_weight, grad_bias = backward(grad, x, weight, bias, **example.config)
+    assert grad_input.shape == x.shape and grad_weight.shape == weight.shape
+    assert float(np.vdot(x, grad_input)) == loss
+    assert float(np.vdot(weight, grad_weight)) == loss
+    if bias is None:
+        assert grad_bias is None
+    else:
+        with_bias = float(np.vdot(forward(x, weight, bias, **example.config), grad))
+        assert float(np.vdot(bias, grad_bias)) == with_bias - loss
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_backward_linear_identities(dims: int, data: st.DataObject) -> None:
+    _linear_identities(f"conv{dims}d", data.draw(conv_examples(dims)))
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_transpose_backward_linear_identities(dims: int, data: st.DataObject) -> None:
+    _linear_identities(f"conv_transpose{dims}d", data.draw(conv_transpose_examples(dims)))
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=30)
+@given(data=st.data())
+def test_adjoint_conv_and_conv_transpose(dims: int, data: st.DataObject) -> None:
+    """<conv(x, W), y> = <x, conv_transpose(y, W)>, with output_padding recovering x's size."""
+    # zeros padding is the least restrictive mode, so every drawn example stays valid;
+    # 'same' has no transposed counterpart in torch's API.
+    example = data.draw(conv_examples(dims).filter(lambda e: e.config["padding"] != "same"))
+    config = dict(example.config, padding_mode="zeros")
+    if config["padding"] == "valid":
+        config["padding"] = 0
+    arrays = integer_arrays(example)
+    x, weight = arrays["input"], arrays["weight"]
+    assert x is not None and weight is not None
+    y_shape = getattr(reference, f"conv{dims}d")(x, weight, **config).shape
+    y = np.random.default_rng(example.seed + 3).integers(-3, 4, size=y_shape).astype(float)
+    stride, dilation = per_dim(config["stride"], dims), per_dim(config["dilation"], dims)
+    padding = per_dim(config["padding"], dims)
+    kernel = weight.shape[2:]
+    output_padding = tuple(
+        size + 2 * p - ((o - 1) * s + d * (k - 1) + 1)
+        for size, p, o, s, d, k in zip(
+            x.shape[-dims:], padding, y_shape[-dims:], stride, dilation, kernel, strict=True
+        )
+    )
+    # Sizes that output_padding < max(stride, dilation) cannot reach have no transposed call.
+    assume(all(op < max(s, d) for op, s, d in zip(output_padding, stride, dilation, strict=True)))
+    back = getattr(reference, f"conv_transpose{dims}d")(
+        y, weight, None, stride, padding, output_padding, config["groups"], dilation
+    )
+    assert float(np.vdot(getattr(reference, f"conv{dims}d")(x, weight, **config), y)) == float(
+        np.vdot(x, back)
+    )
+
+
+SMALL = 120  # elements per array, so that central differences stay cheap
+
+
+def _small(example: Example) -> bool:
+    return all(a is None or a.size <= SMALL for a in example.arrays.values())
+
+
+@pytest.mark.parametrize(
+    ("op", "examples"),
+    [(f"conv{d}d", conv_examples(d)) for d in DIMS]
+    + [(f"conv_transpose{d}d", conv_transpose_examples(d)) for d in DIMS],
+)
+@settings(max_examples=12)
+@given(data=st.data())
+def test_backward_against_central_differences(
+    op: str, examples: st.SearchStrategy[Example], data: st.DataObject
+) -> None:
+    example = data.draw(examples.filter(_small))
+    forward = getattr(reference, op)
+    # Order-one data: central differences' rounding error is about u * |L| / eps, which the
+    # checker's tolerances are derived for (the exact identities above cover all magnitudes).
+    rng = np.random.default_rng(example.seed)
+    args = [None if a is None else rng.standard_normal(a.shape) for a in example.arrays.values()]
+    out_shape = forward(*args, **example.config).shape
+    grad = rng.standard_normal(out_shape)
+    comparisons = reference.check_gradients(
+        forward,
+        getattr(reference, f"{op}_backward"),
+        args,
+        grad,
+        differentiable=(0, 1, 2),
+        **example.config,
+    )
+    assert len(comparisons) == sum(a is not None for a in args)
+    for comparison in comparisons:
+        assert comparison.ok, (comparison.argument, comparison.max_abs_error)
+
+
+def test_central_differences_notebook_section_9() -> None:
+    """The notebook's loss (sum(X*K))^2 with its analytic gradient 2*sum(X*K)*X."""
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    k = np.array([[0.5, -1.0], [0.2, 0.3]])
+
+    def loss(kernel: np.ndarray) -> np.ndarray:
+        return np.array(np.sum(x * kernel) ** 2)
+
+    numeric = reference.numerical_gradient(loss, [k], np.array(1.0), wrt=0, eps=1e-5)
+    analytic = 2 * np.sum(x * k) * x
+    # truncation of a quadratic's central difference is zero; rounding ~ 1e-16 / 1e-5
+    assert np.max(np.abs(analytic - numeric)) < 1e-9
+    assert math.isclose(float(np.sum(x * k)), 0.5 - 2.0 + 0.6 + 1.2)

@@ -1,0 +1,109 @@
+"""Every argument torch rejects raises ValueError/TypeError naming the argument."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reference
+
+X2 = np.zeros((1, 2, 5, 5))
+W2 = np.zeros((4, 2, 3, 3))
+WT2 = np.zeros((2, 3, 3, 3))  # transposed: (in, out/groups, kh, kw)
+
+CONV_CASES = [
+    ({"stride": 0}, ValueError, "stride must be positive"),
+    ({"stride": (1, -1)}, ValueError, "stride must be positive"),
+    ({"dilation": 0}, ValueError, "dilation must be positive"),
+    ({"padding": -1}, ValueError, "padding must be non-negative"),
+    ({"padding": (1, 2, 3)}, ValueError, "padding must have 2 elements"),
+    ({"padding": "full"}, ValueError, "padding must be 'same', 'valid' or ints"),
+    ({"padding": 1.5}, TypeError, "padding must be an int"),
+    ({"stride": True}, TypeError, "stride must be an int"),
+    ({"groups": 0}, ValueError, "groups must be positive"),
+    ({"groups": 3}, ValueError, "divisible by groups"),
+    ({"padding": "same", "stride": 2}, ValueError, "padding='same' requires stride 1"),
+    ({"padding_mode": "mirror"}, ValueError, "padding_mode must be one of"),
+    ({"padding": 5, "padding_mode": "reflect"}, ValueError, "padding_mode='reflect'"),
+    ({"padding": 6, "padding_mode": "circular"}, ValueError, "padding_mode='circular'"),
+    ({"dilation": 3}, ValueError, "larger than the padded input size"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), CONV_CASES)
+def test_conv2d_rejects(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        reference.conv2d(X2, W2, **kwargs)
+    with pytest.raises(error, match=message):
+        reference.conv2d_backward(np.zeros((1, 4, 3, 3)), X2, W2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((np.zeros((2, 5, 5, 1, 1)), W2), ValueError, "input must be 3 or 4-dimensional"),
+        ((X2, np.zeros((4, 2, 3))), ValueError, "weight must be 4-dimensional"),
+        ((np.zeros((1, 3, 5, 5)), W2), ValueError, "input has 3 channels"),
+        ((X2, W2, np.zeros(3)), ValueError, r"bias must have shape \(4,\)"),
+        ((X2.astype(np.float32), W2), TypeError, "weight must have the same dtype as input"),
+        ((X2.astype(np.int64), W2), TypeError, "input must have a floating dtype"),
+        ((X2.tolist(), W2), TypeError, "input must be a numpy.ndarray"),
+        ((np.zeros((1, 2, 0, 5)), W2), ValueError, "input's spatial size must be positive"),
+        ((X2, np.zeros((4, 2, 0, 3))), ValueError, "weight's kernel size must be positive"),
+    ],
+)
+def test_conv2d_rejects_arrays(args: tuple, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        reference.conv2d(*args)
+
+
+def test_conv_backward_rejects_wrong_grad_output() -> None:
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        reference.conv2d_backward(np.zeros((1, 4, 2, 3)), X2, W2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"output_padding": 1}, ValueError, "output_padding must be smaller than either"),
+        ({"stride": 2, "output_padding": 2}, ValueError, "output_padding must be smaller"),
+        ({"output_padding": -1}, ValueError, "output_padding must be non-negative"),
+        ({"padding": 4}, ValueError, "output size .* is too small"),
+        ({"padding": "same"}, TypeError, "padding must be an int"),
+        ({"groups": 4}, ValueError, "divisible by groups"),
+        ({"stride": 0}, ValueError, "stride must be positive"),
+        ({"dilation": (1, 0)}, ValueError, "dilation must be positive"),
+    ],
+)
+def test_conv_transpose2d_rejects(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        reference.conv_transpose2d(X2, WT2, **kwargs)
+
+
+def test_conv_transpose2d_rejects_channel_mismatch() -> None:
+    with pytest.raises(ValueError, match="input has 2 channels"):
+        reference.conv_transpose2d(X2, np.zeros((3, 1, 3, 3)))
+
+
+def test_unbatched_input_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 5, 5)), rng.standard_normal((4, 2, 3, 3))
+    np.testing.assert_array_equal(reference.conv2d(x, w), reference.conv2d(x[None], w)[0])
+    grads = reference.conv2d_backward(np.ones((4, 3, 3)), x, w)
+    assert grads[0].shape == x.shape and grads[2] is None
+
+
+def test_reference_never_imports_torch() -> None:
+    """Import the oracle in a fresh interpreter; nothing it validates may come along."""
+    code = (
+        "import sys, reference; "
+        "bad = sorted({'torch', 'pandas', 'hypothesis', 'conformance'} & set(sys.modules)); "
+        "print(','.join(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
