@@ -21,9 +21,10 @@ import conformance.profiles  # noqa: F401  (registers the Hypothesis profiles)
 from conformance.catalogue import CATALOGUE
 from conformance.implementations import load_implementation
 from conformance.recorder import Recorder
-from conformance.report import discrepancies, write_report
+from conformance.report import discrepancies, missed_regions, results_table, write_report
 
 RECORDER = pytest.StashKey[Recorder]()
+SHORTFALLS = pytest.StashKey[list[str]]()
 STARTED = pytest.StashKey[tuple[float, str]]()
 
 
@@ -34,6 +35,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="write results.csv and summary.md for every recorded example into DIR",
+    )
+    group.addoption(
+        "--conformance-min-examples",
+        metavar="N",
+        type=int,
+        default=0,
+        help="fail the run if an op x dtype x direction that ran recorded fewer than N "
+        "examples, or if a coverage region of an op that ran was never hit",
     )
     group.addoption(
         "--conformance-impl",
@@ -83,15 +92,38 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
     }
 
 
+def shortfalls(config: pytest.Config) -> list[str]:
+    """What falls short of --conformance-min-examples: thin groups and unhit regions."""
+    minimum = config.getoption("conformance_min_examples")
+    recorder = config.stash[RECORDER]
+    if not minimum or not len(recorder):
+        return []
+    frame = recorder.frame()
+    table = results_table(frame)
+    thin = table[table["examples"] < minimum]
+    found = [
+        f"{row.op} {row.implementation} {row.dtype} {row.direction}: {row.examples} examples"
+        f" < {minimum}"
+        for row in thin.itertuples()
+    ]
+    return found + [f"coverage region never hit: {m}" for m in missed_regions(frame, CATALOGUE)]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    directory = session.config.getoption("conformance_report")
-    recorder = session.config.stash[RECORDER]
+    config = session.config
+    recorder = config.stash[RECORDER]
+    config.stash[SHORTFALLS] = shortfalls(config)
+    if config.stash[SHORTFALLS] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    directory = config.getoption("conformance_report")
     if directory is None or not len(recorder):
         return
-    write_report(recorder.frame(), Path(directory), run_header(session.config), CATALOGUE)
+    write_report(recorder.frame(), Path(directory), run_header(config), CATALOGUE)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for shortfall in config.stash.get(SHORTFALLS, []):
+        terminalreporter.write_line(f"conformance: FAILED: {shortfall}", red=True)
     directory = config.getoption("conformance_report")
     recorder = config.stash[RECORDER]
     if directory is None or not len(recorder):

@@ -84,3 +84,18 @@ def test_wrong_implementation_is_caught_shrunk_and_reproduced(
     )
     ratio = float(re.search(r"worst error / bound: (\S+)", replay.stdout).group(1))
     assert ratio > 1, replay.stdout
+
+
+def test_too_few_examples_fail_the_campaign(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_campaign(
+        pytester,
+        out,
+        "-k",
+        "conv1d-float64-forward",
+        "--hypothesis-profile=quick",
+        "--conformance-min-examples=100",
+    )
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*FAILED: conv1d torch float64 forward: * examples < 100*"])
