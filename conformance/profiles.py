@@ -1,7 +1,9 @@
 """Hypothesis profiles, registered once and chosen by name (--hypothesis-profile=NAME).
 
 deadline=None everywhere: a campaign measures numbers, not latency, and a noisy 2-core
-machine must not turn a slow example into a failure.
+machine must not turn a slow example into a failure. derandomize=False everywhere: with CI set,
+Hypothesis would otherwise derive these profiles from its own CI defaults and ignore
+--hypothesis-seed; a run is reproduced by passing the seed its report header names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ PROFILES = {
 }
 
 for _name, _max_examples in PROFILES.items():
-    settings.register_profile(_name, max_examples=_max_examples, deadline=None, print_blob=True)
+    settings.register_profile(
+        _name, max_examples=_max_examples, deadline=None, derandomize=False, print_blob=True
+    )
 
 settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "ci"))

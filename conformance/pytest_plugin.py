@@ -45,6 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "examples, or if a coverage region of an op that ran was never hit",
     )
     group.addoption(
+        "--conformance-target",
+        action="store_true",
+        help="steer Hypothesis toward each op's largest bound ratio (hypothesis.target). It "
+        "concentrates examples near the worst case found, at the cost of coverage: use it "
+        "with the thorough profile, not for the gate",
+    )
+    group.addoption(
         "--conformance-impl",
         metavar="SPEC",
         default="torch",
@@ -61,6 +68,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def conformance_recorder(request: pytest.FixtureRequest) -> Recorder:
     return request.config.stash[RECORDER]
+
+
+@pytest.fixture(scope="session")
+def conformance_target(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("conformance_target"))
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ def test_op(
     data: st.DataObject,
     implementation: Any,
     conformance_recorder: Recorder,
+    conformance_target: bool,
 ) -> None:
     op = spec.name if direction == "forward" else f"{spec.name}_backward"
     if not implements(implementation, op):
@@ -41,5 +42,6 @@ def test_op(
     example = data.draw(spec.examples(), label="example")
     outcome = run_example(spec, implementation, dtype, direction, example)
     conformance_recorder.record(outcome.row)
-    target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
+    if conformance_target:
+        target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
     assert outcome.passed, outcome.report
