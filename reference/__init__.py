@@ -5,6 +5,20 @@ torch. Backward companions are ``<op>_backward`` and return the gradients of the
 differentiable inputs as a tuple, in argument order.
 """
 
+from reference.adaptive import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool1d_backward,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool3d,
+    adaptive_avg_pool3d_backward,
+    adaptive_max_pool1d,
+    adaptive_max_pool1d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    adaptive_max_pool3d,
+    adaptive_max_pool3d_backward,
+)
 from reference.conv import (
     conv1d,
     conv1d_backward,
@@ -21,10 +35,54 @@ from reference.conv_transpose import (
     conv_transpose3d,
     conv_transpose3d_backward,
 )
+from reference.fold import fold, fold_backward, unfold, unfold_backward
 from reference.gradcheck import check_gradients, numerical_gradient
-from reference.shapes import conv_output_size, conv_transpose_output_size, same_padding
+from reference.pool import (
+    avg_pool1d,
+    avg_pool1d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    avg_pool3d,
+    avg_pool3d_backward,
+    lp_pool1d,
+    lp_pool1d_backward,
+    lp_pool2d,
+    lp_pool2d_backward,
+    lp_pool3d,
+    lp_pool3d_backward,
+    max_pool1d,
+    max_pool1d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool3d,
+    max_pool3d_backward,
+)
+from reference.shapes import (
+    conv_output_size,
+    conv_transpose_output_size,
+    pool_output_size,
+    same_padding,
+)
 
 __all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool1d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool3d",
+    "adaptive_avg_pool3d_backward",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool1d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
+    "adaptive_max_pool3d",
+    "adaptive_max_pool3d_backward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "avg_pool3d",
+    "avg_pool3d_backward",
     "check_gradients",
     "conv1d",
     "conv1d_backward",
@@ -40,6 +98,23 @@ __all__ = [
     "conv_transpose3d",
     "conv_transpose3d_backward",
     "conv_transpose_output_size",
+    "fold",
+    "fold_backward",
+    "lp_pool1d",
+    "lp_pool1d_backward",
+    "lp_pool2d",
+    "lp_pool2d_backward",
+    "lp_pool3d",
+    "lp_pool3d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool3d",
+    "max_pool3d_backward",
     "numerical_gradient",
+    "pool_output_size",
     "same_padding",
+    "unfold",
+    "unfold_backward",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
-def _windows(
+def windows(
     x_padded: np.ndarray,
     kernel_size: Sequence[int],
     stride: Sequence[int],
@@ -44,7 +44,7 @@ def _columns(
     """The im2col buffer (G, N*prod(out_size), Cg*prod(kernel_size))."""
     batch, channels = x_padded.shape[:2]
     dims = len(kernel_size)
-    view = _windows(x_padded, kernel_size, stride, dilation, out_size)
+    view = windows(x_padded, kernel_size, stride, dilation, out_size)
     view = view.reshape(batch, groups, channels // groups, *view.shape[2:])
     order = (1, 0, *range(3, 3 + dims), 2, *range(3 + dims, 3 + 2 * dims))
     rows = batch * math.prod(out_size)
@@ -100,15 +100,37 @@ def correlate_backward_input(
     grad_columns = grad_columns.reshape(groups, batch, *out_size, in_per_group, *kernel_size)
     order = (1, 0, 2 + dims, *range(2, 2 + dims), *range(3 + dims, 3 + 2 * dims))
     grad_columns = grad_columns.transpose(order)  # (N, G, Cg, *O, *K)
-    grad = np.zeros((batch, groups, in_per_group, *padded_size), dtype=grad_columns.dtype)
+    grad = scatter_windows(
+        grad_columns.reshape(batch, groups * in_per_group, *grad_columns.shape[3:]),
+        padded_size,
+        stride,
+        dilation,
+    )
+    return grad
+
+
+def scatter_windows(
+    taps: np.ndarray,
+    padded_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> np.ndarray:
+    """col2im: add taps (N, C, *O, *K) onto (N, C, *padded_size) at q*stride + k*dilation.
+
+    The adjoint of :func:`windows`; one strided add per kernel tap.
+    """
+    dims = len(stride)
+    out_size = taps.shape[2 : 2 + dims]
+    kernel_size = taps.shape[2 + dims :]
+    grad = np.zeros((*taps.shape[:2], *padded_size), dtype=taps.dtype)
     for tap in np.ndindex(*kernel_size):
         target = tuple(
             slice(t * d, t * d + (o - 1) * s + 1, s)
             for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
         )
         destination: tuple[Any, ...] = (Ellipsis, *target)
-        grad[destination] += grad_columns[(Ellipsis, *tap)]
-    return grad.reshape(batch, groups * in_per_group, *padded_size)
+        grad[destination] += taps[(Ellipsis, *tap)]
+    return grad
 
 
 def correlate_backward_weight(

@@ -107,3 +107,40 @@ def same_padding(kernel_size: IntOrTuple, dilation: IntOrTuple = 1) -> tuple[tup
     dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
     totals = [d * (k - 1) for k, d in zip(kernel, dilations, strict=True)]
     return tuple((total // 2, total - total // 2) for total in totals)
+
+
+def pool_output_size(
+    size: IntOrTuple,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> int | tuple[int, ...]:
+    """Pooling output size, torch's ``pooling_output_shape``:
+
+        out = floor_or_ceil((size + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1
+
+    and with ceil_mode a last window that would start in the right padding (or past it) is
+    dropped: if (out-1)*stride >= size + padding, out -= 1. stride defaults to kernel_size.
+    Raises ValueError when the output would be empty.
+    """
+    dims = _dims(size, kernel_size, stride, padding, dilation)
+    sizes = positive(ntuple(size, "size", dims), "size")
+    kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
+    strides = kernel if stride is None else positive(ntuple(stride, "stride", dims), "stride")
+    pads = non_negative(ntuple(padding, "padding", dims), "padding")
+    dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
+    result = []
+    for n, k, s, p, d in zip(sizes, kernel, strides, pads, dilations, strict=True):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + p:
+            out -= 1
+        if out < 1:
+            raise ValueError(
+                f"output size {out} is too small: input size {n}, padding {p}, kernel_size "
+                f"{k}, dilation {d}, stride {s}"
+            )
+        result.append(out)
+    return _scalar_if_ints(tuple(result), size, kernel_size, padding, dilation)

@@ -1,0 +1,419 @@
+"""Max, average and power-average (Lp) pooling over 1-3 spatial dimensions, and their gradients.
+
+A window of output q covers input positions q*stride - padding + k*dilation, k < kernel_size,
+of which those inside the input are *valid*; the rest lie in the padding or, with ceil_mode,
+past it. Output sizes follow :func:`reference.shapes.pool_output_size`.
+
+max:  the first maximum of the valid elements in window order (row-major), except that a NaN
+      wins and the last NaN wins among several (torch's `val > max || isnan(val)` scan from
+      the first valid element); returns it and its flat index within the input's spatial
+      dimensions. The gradient goes to that element; overlapping windows add up.
+avg:  the sum of the valid elements over a divisor: divisor_override if given; else, with
+      count_include_pad, the window clipped to the padded input (never the ceil-mode
+      overhang past the right padding); else the number of valid elements.
+lp:   (sum of x**p over the valid elements) ** (1/p), torch's documented f(X). Its gradient
+      x**(p-1) * S**(1/p - 1) per window; where S = 0 the root is not differentiable for
+      p > 1 and the gradient is taken as 0 (a subgradient when the window is all zeros).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reference._arguments import (
+    IntOrTuple,
+    as_float_array,
+    batched,
+    non_negative,
+    ntuple,
+    positive,
+)
+from reference._windows import scatter_windows, windows
+from reference.conv import check_grad_output, check_spatial
+from reference.shapes import pool_output_size
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    input: np.ndarray  # batched
+    unbatched: bool
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    out_size: tuple[int, ...]
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self.input.shape[2:])
+
+    def widths(self) -> list[tuple[int, int]]:
+        """Zeros before (the padding) and after (what the last window needs) each axis."""
+        widths = [(0, 0), (0, 0)]
+        for size, k, s, p, d, o in zip(
+            self.spatial,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.out_size,
+            strict=True,
+        ):
+            needed = (o - 1) * s + d * (k - 1) + 1
+            widths.append((p, max(0, needed - p - size)))
+        return widths
+
+    def padded(self, x: np.ndarray) -> np.ndarray:
+        return np.pad(x, self.widths())
+
+    def taps(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, *out_size, prod(kernel)): every window's elements in window order."""
+        view = windows(self.padded(x), self.kernel, self.stride, self.dilation, self.out_size)
+        return view.reshape(*view.shape[: 2 + len(self.kernel)], -1)
+
+    def grids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(valid, flat index) per output position and tap, each (*out_size, prod(kernel))."""
+        dims = len(self.kernel)
+        valid = np.ones((), dtype=bool)
+        flat = np.zeros((), dtype=np.int64)
+        for axis in range(dims):
+            o, k = self.out_size[axis], self.kernel[axis]
+            starts = np.arange(o)[:, None] * self.stride[axis] - self.padding[axis]
+            position = starts + np.arange(k)[None, :] * self.dilation[axis]
+            shape = [1] * (2 * dims)
+            shape[axis], shape[dims + axis] = o, k
+            position = position.reshape(shape)
+            valid = valid & (position >= 0) & (position < self.spatial[axis])
+            flat = flat + position * math.prod(self.spatial[axis + 1 :])
+        full = (*self.out_size, math.prod(self.kernel))
+        return np.broadcast_to(valid, (*self.out_size, *self.kernel)).reshape(
+            full
+        ), np.broadcast_to(flat, (*self.out_size, *self.kernel)).reshape(full)
+
+    def scatter(self, per_tap: np.ndarray) -> np.ndarray:
+        """Adjoint of :meth:`taps`: add (N, C, *out_size, prod(kernel)) back onto the input."""
+        dims = len(self.kernel)
+        shaped = per_tap.reshape(*per_tap.shape[: 2 + dims], *self.kernel)
+        padded_size = [
+            size + before + after
+            for size, (before, after) in zip(self.spatial, self.widths()[2:], strict=True)
+        ]
+        grad = scatter_windows(shaped, padded_size, self.stride, self.dilation)
+        crop = tuple(slice(p, p + size) for p, size in zip(self.padding, self.spatial, strict=True))
+        return grad[(Ellipsis, *crop)]
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        return out[0] if self.unbatched else out
+
+
+def plan_pool(
+    dims: int,
+    op: str,
+    input: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    dilation: IntOrTuple,
+    ceil_mode: bool,
+) -> PoolPlan:
+    input = as_float_array(input, "input")
+    x, unbatched = batched(input, dims, op)
+    check_spatial(x)
+    kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
+    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = positive(ntuple(stride, "stride", dims), "stride")
+    pads = non_negative(ntuple(padding, "padding", dims), "padding")
+    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
+        raise ValueError(f"padding must be at most half of kernel_size, got {pads} for {kernel}")
+    dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    out = pool_output_size(tuple(x.shape[2:]), kernel, strides, pads, dilations, bool(ceil_mode))
+    assert isinstance(out, tuple)
+    return PoolPlan(x, unbatched, kernel, strides, pads, dilations, out)
+
+
+def first_max_index(taps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Index along the last axis of torch's max: last NaN, else first maximum of valid taps."""
+    nan = np.isnan(taps) & valid
+    last_nan = taps.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    candidates = np.where(valid & ~nan, taps, -np.inf)
+    best = candidates.max(axis=-1, keepdims=True)
+    first_best = np.argmax((candidates == best) & valid, axis=-1)
+    return np.where(nan.any(axis=-1), last_nan, first_best)
+
+
+def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
+    taps = plan.taps(plan.input)
+    valid, flat = plan.grids()
+    choice = first_max_index(taps, valid)[..., np.newaxis]
+    values = np.take_along_axis(taps, choice, axis=-1)[..., 0]
+    indices = np.take_along_axis(np.broadcast_to(flat, taps.shape), choice, axis=-1)[..., 0]
+    return values, indices.astype(np.int64)
+
+
+def _max_backward(grad: np.ndarray, plan: PoolPlan) -> np.ndarray:
+    _, indices = _max_forward(plan)
+    batch, channels = plan.input.shape[:2]
+    size = math.prod(plan.spatial)
+    planes = np.arange(batch * channels).reshape(batch, channels, *([1] * len(plan.kernel)))
+    target = (planes * size + indices).ravel()
+    total = np.bincount(target, weights=grad.ravel(), minlength=batch * channels * size)
+    return total.reshape(plan.input.shape).astype(plan.input.dtype)
+
+
+def _avg_divisor(
+    plan: PoolPlan, count_include_pad: bool, divisor_override: int | None
+) -> np.ndarray:
+    """Divisor per output position, (*out_size)."""
+    if divisor_override is not None:
+        return np.full(plan.out_size, float(divisor_override))
+    divisor = np.ones(())
+    for axis, (o, k, s, p, size) in enumerate(
+        zip(plan.out_size, plan.kernel, plan.stride, plan.padding, plan.spatial, strict=True)
+    ):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)
+        count = end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0)
+        shape = [1] * len(plan.kernel)
+        shape[axis] = o
+        divisor = divisor * count.reshape(shape)
+    return divisor
+
+
+def _check_divisor(divisor_override: object) -> int | None:
+    if divisor_override is None:
+        return None
+    if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral):
+        raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")
+    if divisor_override == 0:
+        raise ValueError("divisor_override must not be zero")
+    return int(divisor_override)
+
+
+def _check_norm_type(norm_type: object) -> float:
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"norm_type must be a real number, got {norm_type!r}")
+    if not (0 < float(norm_type) < math.inf):
+        raise ValueError(f"norm_type must be positive and finite, got {norm_type}")
+    return float(norm_type)
+
+
+def _window_sums(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
+    return plan.taps(x).sum(axis=-1)
+
+
+def _lp_coefficients(grad: np.ndarray, sums: np.ndarray, norm_type: float) -> np.ndarray:
+    """g * S**(1/p - 1) per window; 0 where S = 0 and p > 1 (the root's kink)."""
+    if norm_type == 1.0:
+        return grad
+    nonzero = sums != 0
+    safe = np.where(nonzero, sums, 1.0)
+    with np.errstate(invalid="ignore"):
+        return np.where(nonzero, grad * np.power(safe, 1.0 / norm_type - 1.0), 0.0)
+
+
+Pool = Callable[..., Any]
+
+
+def _make_max(dims: int) -> tuple[Pool, Pool]:
+    op = f"max_pool{dims}d"
+
+    def max_pool(
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        dilation: IntOrTuple = 1,
+        ceil_mode: bool = False,
+        return_indices: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        plan = plan_pool(dims, op, input, kernel_size, stride, padding, dilation, ceil_mode)
+        values, indices = _max_forward(plan)
+        if return_indices:
+            return plan.finish(values), plan.finish(indices)
+        return plan.finish(values)
+
+    def max_pool_backward(
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        dilation: IntOrTuple = 1,
+        ceil_mode: bool = False,
+        return_indices: bool = False,
+    ) -> tuple[np.ndarray]:
+        plan = plan_pool(dims, op, input, kernel_size, stride, padding, dilation, ceil_mode)
+        shape = (*plan.input.shape[:2], *plan.out_size)
+        grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
+        return (plan.finish(_max_backward(grad, plan)),)
+
+    return _named(max_pool, op), _named(max_pool_backward, f"{op}_backward")
+
+
+def _make_avg(dims: int) -> tuple[Pool, Pool]:
+    op = f"avg_pool{dims}d"
+
+    def forward(
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None,
+        padding: IntOrTuple,
+        ceil_mode: bool,
+        count_include_pad: bool,
+        divisor_override: int | None,
+    ) -> np.ndarray:
+        plan = plan_pool(dims, op, input, kernel_size, stride, padding, 1, ceil_mode)
+        divisor = _avg_divisor(plan, count_include_pad, _check_divisor(divisor_override))
+        return plan.finish((_window_sums(plan, plan.input) / divisor).astype(plan.input.dtype))
+
+    def backward(
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None,
+        padding: IntOrTuple,
+        ceil_mode: bool,
+        count_include_pad: bool,
+        divisor_override: int | None,
+    ) -> tuple[np.ndarray]:
+        plan = plan_pool(dims, op, input, kernel_size, stride, padding, 1, ceil_mode)
+        divisor = _avg_divisor(plan, count_include_pad, _check_divisor(divisor_override))
+        shape = (*plan.input.shape[:2], *plan.out_size)
+        grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
+        per_window = (grad / divisor).astype(plan.input.dtype)
+        taps = np.broadcast_to(per_window[..., np.newaxis], (*shape, math.prod(plan.kernel)))
+        return (plan.finish(plan.scatter(taps)),)
+
+    if dims == 1:  # torch's avg_pool1d has no divisor_override
+
+        def avg_pool(
+            input: np.ndarray,
+            kernel_size: IntOrTuple,
+            stride: IntOrTuple | None = None,
+            padding: IntOrTuple = 0,
+            ceil_mode: bool = False,
+            count_include_pad: bool = True,
+        ) -> np.ndarray:
+            return forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+        def avg_pool_backward(
+            grad_output: np.ndarray,
+            input: np.ndarray,
+            kernel_size: IntOrTuple,
+            stride: IntOrTuple | None = None,
+            padding: IntOrTuple = 0,
+            ceil_mode: bool = False,
+            count_include_pad: bool = True,
+        ) -> tuple[np.ndarray]:
+            return backward(
+                grad_output,
+                input,
+                kernel_size,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+                None,
+            )
+
+        return _named(avg_pool, op), _named(avg_pool_backward, f"{op}_backward")
+
+    def avg_pool_nd(
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> np.ndarray:
+        return forward(
+            input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        )
+
+    def avg_pool_nd_backward(
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> tuple[np.ndarray]:
+        return backward(
+            grad_output,
+            input,
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode,
+            count_include_pad,
+            divisor_override,
+        )
+
+    return _named(avg_pool_nd, op), _named(avg_pool_nd_backward, f"{op}_backward")
+
+
+def _make_lp(dims: int) -> tuple[Pool, Pool]:
+    op = f"lp_pool{dims}d"
+
+    def lp_pool(
+        input: np.ndarray,
+        norm_type: float,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        ceil_mode: bool = False,
+    ) -> np.ndarray:
+        p = _check_norm_type(norm_type)
+        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode)
+        with np.errstate(invalid="ignore"):
+            sums = _window_sums(plan, np.power(plan.input, p))
+            return plan.finish(np.power(sums, 1.0 / p))
+
+    def lp_pool_backward(
+        grad_output: np.ndarray,
+        input: np.ndarray,
+        norm_type: float,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        ceil_mode: bool = False,
+    ) -> tuple[np.ndarray]:
+        p = _check_norm_type(norm_type)
+        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode)
+        shape = (*plan.input.shape[:2], *plan.out_size)
+        grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sums = _window_sums(plan, np.power(plan.input, p))
+            coefficients = _lp_coefficients(grad, sums, p)
+            taps = np.broadcast_to(coefficients[..., np.newaxis], (*shape, math.prod(plan.kernel)))
+            grad_input = plan.scatter(taps) * np.power(plan.input, p - 1.0)
+        return (plan.finish(grad_input.astype(plan.input.dtype)),)
+
+    return _named(lp_pool, op), _named(lp_pool_backward, f"{op}_backward")
+
+
+def _named(function: Pool, name: str) -> Pool:
+    function.__name__ = function.__qualname__ = name
+    return function
+
+
+max_pool1d, max_pool1d_backward = _make_max(1)
+max_pool2d, max_pool2d_backward = _make_max(2)
+max_pool3d, max_pool3d_backward = _make_max(3)
+avg_pool1d, avg_pool1d_backward = _make_avg(1)
+avg_pool2d, avg_pool2d_backward = _make_avg(2)
+avg_pool3d, avg_pool3d_backward = _make_avg(3)
+lp_pool1d, lp_pool1d_backward = _make_lp(1)
+lp_pool2d, lp_pool2d_backward = _make_lp(2)
+lp_pool3d, lp_pool3d_backward = _make_lp(3)
