@@ -150,3 +150,12 @@ def correlate_backward_weight(
     return np.ascontiguousarray(grad_weight.transpose(0, 2, 1)).reshape(
         out_channels, in_per_group, *kernel_size
     )
+
+
+def crop(array: np.ndarray, starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:
+    """array[..., s0:s0+n0, s1:s1+n1, ...] over the trailing len(starts) axes."""
+    index: tuple[Any, ...] = (
+        Ellipsis,
+        *(slice(start, start + size) for start, size in zip(starts, sizes, strict=True)),
+    )
+    return array[index]

@@ -10,11 +10,12 @@ grad_weight = the conv weight-gradient of grad_full against x, grad_bias = sum o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from reference import _windows
+from reference._windows import crop
 from reference._arguments import (
     IntOrTuple,
     as_float_array,
@@ -122,17 +123,11 @@ def plan_conv_transpose(
     return TransposePlan(x, unbatched, weight, bias, strides, pads, dilations, groups, full, out)
 
 
-def _crop(plan: TransposePlan) -> tuple[Any, ...]:
-    """Index of the output within the full scatter: ``padding`` off both ends."""
-    crop = (slice(p, p + o) for p, o in zip(plan.padding, plan.out_size, strict=True))
-    return (Ellipsis, *crop)
-
-
 def _forward(plan: TransposePlan) -> np.ndarray:
     full = _windows.correlate_backward_input(
         plan.input, plan.weight, plan.stride, plan.dilation, plan.groups, plan.full_size
     )
-    out = np.ascontiguousarray(full[_crop(plan)])
+    out = np.ascontiguousarray(crop(full, plan.padding, plan.out_size))
     if plan.bias is not None:
         out += plan.bias.reshape(-1, *([1] * len(plan.stride)))
     return out[0] if plan.unbatched else out
@@ -145,7 +140,7 @@ def _backward(grad_output: np.ndarray, plan: TransposePlan) -> Gradients:
         grad_output, (batch, out_channels, *plan.out_size), plan.unbatched, plan.input.dtype
     )
     grad_full = np.zeros((batch, out_channels, *plan.full_size), dtype=grad.dtype)
-    grad_full[_crop(plan)] = grad
+    crop(grad_full, plan.padding, plan.out_size)[...] = grad
     grad_input = _windows.correlate(
         grad_full, plan.weight, plan.stride, plan.dilation, plan.groups, plan.input.shape[2:]
     )

@@ -21,19 +21,19 @@ from reference._arguments import (
     ntuple,
     positive,
 )
-from reference._windows import scatter_windows, windows
+from reference._windows import crop, scatter_windows, windows
 from reference.conv import check_grad_output
 
 
 @dataclass(frozen=True)
 class BlockPlan:
     channels: int
-    size: tuple[int, int]  # the image's spatial size
-    kernel: tuple[int, int]
-    dilation: tuple[int, int]
-    padding: tuple[int, int]
-    stride: tuple[int, int]
-    blocks: tuple[int, int]  # the grid of sliding blocks
+    size: tuple[int, ...]  # the image's spatial size
+    kernel: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[int, ...]
+    stride: tuple[int, ...]
+    blocks: tuple[int, ...]  # the grid of sliding blocks
 
 
 def plan_blocks(
@@ -58,9 +58,7 @@ def plan_blocks(
             f"kernel_size {kernel}, dilation {dilations}, padding {pads}, stride {strides}; "
             "each component must be at least one"
         )
-    return BlockPlan(
-        channels, (size[0], size[1]), kernel, dilations, pads, strides, (blocks[0], blocks[1])
-    )
+    return BlockPlan(channels, tuple(size), kernel, dilations, pads, strides, blocks)
 
 
 def _unfold(x: np.ndarray, plan: BlockPlan) -> np.ndarray:
@@ -76,8 +74,7 @@ def _fold(columns: np.ndarray, plan: BlockPlan) -> np.ndarray:
     taps = taps.transpose(0, 1, 4, 5, 2, 3)  # (N, C, bh, bw, kh, kw)
     padded_size = [n + 2 * p for n, p in zip(plan.size, plan.padding, strict=True)]
     image = scatter_windows(taps, padded_size, plan.stride, plan.dilation)
-    crop = tuple(slice(p, p + n) for p, n in zip(plan.padding, plan.size, strict=True))
-    return image[(Ellipsis, *crop)]
+    return crop(image, plan.padding, plan.size)
 
 
 def _image(input: np.ndarray) -> tuple[np.ndarray, bool]:

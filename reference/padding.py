@@ -11,9 +11,10 @@ so the adjoint (the gradient of padding) scatter-adds through the same indices.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+
+from reference._windows import crop
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -76,12 +77,7 @@ def pad_backward(
     """Adjoint of :func:`pad`: fold the gradient of the padded array back onto the input."""
     first_spatial = grad_padded.ndim - len(pads)
     if padding_mode == "zeros":
-        crop = tuple(
-            slice(before, before + size)
-            for size, (before, _) in zip(spatial_shape, pads, strict=True)
-        )
-        index: tuple[Any, ...] = (Ellipsis, *crop)
-        return grad_padded[index]
+        return crop(grad_padded, [before for before, _ in pads], spatial_shape)
     grad = grad_padded
     for offset in reversed(range(len(pads))):
         before, after = pads[offset]

@@ -34,7 +34,7 @@ from reference._arguments import (
     ntuple,
     positive,
 )
-from reference._windows import scatter_windows, windows
+from reference._windows import crop, scatter_windows, windows
 from reference.conv import check_grad_output, check_spatial
 from reference.shapes import pool_output_size
 
@@ -105,8 +105,7 @@ class PoolPlan:
             for size, (before, after) in zip(self.spatial, self.widths()[2:], strict=True)
         ]
         grad = scatter_windows(shaped, padded_size, self.stride, self.dilation)
-        crop = tuple(slice(p, p + size) for p, size in zip(self.padding, self.spatial, strict=True))
-        return grad[(Ellipsis, *crop)]
+        return crop(grad, self.padding, self.spatial)
 
     def finish(self, out: np.ndarray) -> np.ndarray:
         return out[0] if self.unbatched else out
