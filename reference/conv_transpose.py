@@ -15,7 +15,6 @@ from typing import Protocol
 import numpy as np
 
 from reference import _windows
-from reference._windows import crop
 from reference._arguments import (
     IntOrTuple,
     as_float_array,
@@ -26,6 +25,7 @@ from reference._arguments import (
     positive,
     positive_int,
 )
+from reference._windows import crop
 from reference.conv import (
     Gradients,
     check_grad_output,
