@@ -1,8 +1,9 @@
 """Run one example through the oracle and an implementation, and measure every output.
 
 The oracle is the reference in float64 on the very inputs the implementation saw (each array
-rounded to the tested dtype first). Every output - the forward result, or each gradient - is
-measured against its bound; the example's figures are the worst over its outputs.
+rounded to the tested dtype first). Every output - the forward results, or each gradient - is
+measured against its bound (or bitwise, for the entry's exact outputs); the example's figures
+are the worst over its outputs.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from conformance import implementations, repro
-from conformance.catalogue import OpSpec
-from conformance.error_model import Measurement, error_bound, measure_sum_of_products
+from conformance.baseline import NOT_RUN
+from conformance.error_model import Measurement, Tolerance, measure, sum_of_products
 from conformance.example import Example
+from conformance.spec import OpSpec, ToleranceContext
 
 
 @dataclass(frozen=True)
@@ -26,17 +28,51 @@ class Outcome:
     report: str  # for a failure: what failed and a standalone repro snippet
 
 
-def _absolute(arrays: Mapping[str, np.ndarray | None]) -> list[np.ndarray | None]:
-    return [None if a is None else np.abs(a) for a in arrays.values()]
-
-
 def _config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     """Each config argument as its own column; tuples as strings so columns stay scalar."""
-    return {k: v if isinstance(v, (int, str)) else str(v) for k, v in config.items()}
+    return {
+        k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in config.items()
+    }
 
 
-def _as_tuple(result: Any) -> tuple[np.ndarray | None, ...]:
+def _as_tuple(result: Any) -> tuple[Any, ...]:
     return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def sum_of_products_tolerances(spec: OpSpec, context: ToleranceContext) -> dict[str, Tolerance]:
+    """The default error model: every inexact output is a sum of products."""
+    inexact = [n for n, e in context.expected.items() if e is not None and n not in spec.exact]
+    if not inexact:
+        return {}
+    linear = spec.array_args if spec.linear_args is None else spec.linear_args
+    absolute = [
+        np.abs(a) if a is not None and name in linear else a for name, a in context.inputs.items()
+    ]
+    config = dict(context.example.config)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if context.direction == "forward":
+            magnitudes = _as_tuple(spec.reference(*absolute, **config))
+        else:
+            assert context.grad_output is not None
+            magnitudes = _as_tuple(
+                spec.reference_backward(np.abs(context.grad_output), *absolute, **config)
+            )
+    first = next(e for e in context.expected.values() if e is not None)
+    terms = spec.terms(context.example, first.shape)
+    by_name = dict(zip(context.expected, magnitudes, strict=True))
+    tolerances = {}
+    for name in inexact:
+        oracle = context.expected[name]
+        assert oracle is not None
+        tolerances[name] = sum_of_products(
+            oracle, by_name[name], terms[name], context.accumulation_dtype, context.dtype
+        )
+    return tolerances
+
+
+def regions_hit(spec: OpSpec, example: Example) -> list[str]:
+    return [name for name, hit in spec.coverage.items() if hit(example)]
 
 
 def run_example(
@@ -45,30 +81,42 @@ def run_example(
     dtype: str,
     direction: str,
     example: Example,
+    call: bool = True,
 ) -> Outcome:
+    """Measure one example; with ``call=False`` record it without calling the implementation
+    (for a call the baseline knows to crash the process)."""
     tested = {k: None if a is None else a.astype(dtype) for k, a in example.arrays.items()}
     oracle_in = {k: None if a is None else a.astype(np.float64) for k, a in tested.items()}
     config = dict(example.config)
-    forward_oracle = spec.reference(*oracle_in.values(), **config)
-    terms = spec.terms(example, forward_oracle.shape)
-    grad_output = None
-    expected: tuple[np.ndarray | None, ...]
-    magnitudes: tuple[np.ndarray | None, ...]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        forward_oracle = _as_tuple(spec.reference(*oracle_in.values(), **config))
+    output_shape = forward_oracle[0].shape
+    grad_output = grad64 = None
     if direction == "forward":
-        names: tuple[str, ...] = ("output",)
-        expected = (forward_oracle,)
-        magnitudes = (spec.reference(*_absolute(oracle_in), **config),)
-        call = getattr(implementation, spec.name)
+        names = spec.outputs(config)
+        expected: tuple[np.ndarray | None, ...] = forward_oracle
+        function = getattr(implementation, spec.name)
         arguments: tuple[Any, ...] = tuple(tested.values())
     else:
-        grad_output = example.grad_output(forward_oracle.shape).astype(dtype)
+        grad_output = example.grad_output(output_shape).astype(dtype)
         grad64 = grad_output.astype(np.float64)
         names = spec.gradient_names
-        expected = spec.reference_backward(grad64, *oracle_in.values(), **config)
-        magnitudes = spec.reference_backward(np.abs(grad64), *_absolute(oracle_in), **config)
-        call = getattr(implementation, f"{spec.name}_backward")
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            expected = _as_tuple(spec.reference_backward(grad64, *oracle_in.values(), **config))
+        function = getattr(implementation, f"{spec.name}_backward")
         arguments = (grad_output, *tested.values())
-    accumulation = implementations.accumulation_dtype(implementation, dtype)
+    wanted = dict(zip(names, expected, strict=True))
+    context = ToleranceContext(
+        spec.name,
+        example,
+        direction,
+        oracle_in,
+        grad64,
+        wanted,
+        implementations.accumulation_dtype(implementation, dtype),
+        dtype,
+    )
+    tolerances = (spec.tolerances or (lambda c: sum_of_products_tolerances(spec, c)))(context)
 
     row: dict[str, Any] = {
         "op": spec.name,
@@ -78,42 +126,38 @@ def run_example(
         "direction": direction,
         **_config_columns(config),
         **{f"{k}_shape": None if a is None else str(a.shape) for k, a in tested.items()},
-        "output_shape": str(forward_oracle.shape),
+        "output_shape": str(output_shape),
         "values": example.values,
         "seed": example.seed,
-        "regions": ";".join(name for name, hit in spec.coverage.items() if hit(example)),
+        "regions": ";".join(regions_hit(spec, example)),
         "example_key": example.key(),
     }
+    if not call:
+        row.update(verdict="known", normalized_error=np.nan, bound_ratio=np.nan, problem=NOT_RUN)
+        return Outcome(row, False, NOT_RUN)
     try:
-        got = _as_tuple(call(*arguments, **config))
+        got = _as_tuple(function(*arguments, **config))
     except Exception as error:  # any exception of the implementation is a finding
-        row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)
         problem = f"{type(error).__name__}: {error}"
+        row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)
         row["problem"] = problem
         return Outcome(row, False, f"{spec.name} {direction} {dtype} raised {problem}")
 
-    # output name -> (oracle, magnitude), for the outputs the oracle has (no grad_bias
-    # without a bias)
-    wanted = {
-        name: (want, magnitude)
-        for name, want, magnitude in zip(names, expected, magnitudes, strict=True)
-        if want is not None and magnitude is not None
-    }
     measurements: dict[str, Measurement] = {}
     for name, got_one in zip(names, got, strict=False):
-        if name not in wanted or got_one is None:
-            if (name in wanted) != (got_one is not None):
+        want = wanted[name]
+        if want is None or got_one is None:
+            if (want is None) != (got_one is None):
                 problem = "got None" if got_one is None else "expected None"
                 measurements[name] = Measurement(np.inf, np.inf, np.inf, 0, False, problem)
             continue
-        want, magnitude = wanted[name]
-        measurements[name] = measure_sum_of_products(
-            np.asarray(got_one), want, magnitude, terms[name], accumulation, dtype
+        expected_dtype = dtype if np.issubdtype(want.dtype, np.floating) else str(want.dtype)
+        measurements[name] = measure(
+            np.asarray(got_one), want, tolerances.get(name), expected_dtype
         )
     if len(got) != len(names):
-        measurements["arity"] = Measurement(
-            np.inf, np.inf, np.inf, 0, False, f"returned {len(got)} outputs, expected {len(names)}"
-        )
+        problem = f"returned {len(got)} outputs, expected {len(names)}"
+        measurements["arity"] = Measurement(np.inf, np.inf, np.inf, 0, False, problem)
     worst_name = max(measurements, key=lambda n: measurements[n].bound_ratio)
     worst = measurements[worst_name]
     passed = all(m.passed for m in measurements.values())
@@ -129,12 +173,8 @@ def run_example(
     )
     if passed:
         return Outcome(row, True, "")
-    bounds = {
-        name: error_bound(want, magnitude, terms[name], accumulation, dtype)
-        for name, (want, magnitude) in wanted.items()
-    }
     call_lines = implementation.repro_lines(
-        spec.name, config, tuple(tested), spec.gradient_names, direction == "backward"
+        spec.name, config, tuple(tested), names, direction == "backward"
     )
     snippet = repro.snippet(
         dtype,
@@ -142,8 +182,8 @@ def run_example(
         config,
         grad_output,
         call_lines,
-        {name: want for name, (want, _) in wanted.items()},
-        bounds,
+        {name: want for name, want in wanted.items() if want is not None},
+        {name: tolerance.bound for name, tolerance in tolerances.items()},
     )
     row["repro"] = snippet
     report = f"{spec.name} {direction} {dtype}: {problems}\n\nRepro:\n{snippet}"

@@ -80,14 +80,23 @@ def _rejected(problem: str, n_terms: int) -> Measurement:
     return Measurement(float("inf"), float("inf"), float("inf"), n_terms, False, problem)
 
 
-def error_bound(
+@dataclass(frozen=True)
+class Tolerance:
+    """What one output may deviate by, element-wise, and the unit its error is reported in."""
+
+    bound: np.ndarray  # |got - oracle| <= bound passes
+    scale: np.ndarray  # normalized error = |got - oracle| / scale
+    n_terms: int
+
+
+def sum_of_products(
     oracle: np.ndarray,
     magnitude: np.ndarray,
     n_terms: int,
     accumulation_dtype: str,
     output_dtype: str,
-) -> np.ndarray:
-    """Per-element bound on |got - oracle| for a sum of ``n_terms`` products (see above).
+) -> Tolerance:
+    """The bound of a sum of ``n_terms`` products (module docstring).
 
     ``magnitude`` is the same op applied to the absolute values of its operands (M above);
     its own float64 rounding is covered by the factor 1 + gamma_n(2^-53).
@@ -97,7 +106,74 @@ def error_bound(
     covered = np.where(finite, magnitude, 0.0) * (1 + gamma(n_terms, ORACLE_ROUNDOFF))
     size = np.where(finite, np.abs(oracle), 0.0)
     spread = gamma(n_terms, u) + gamma(n_terms, ORACLE_ROUNDOFF)
-    return np.asarray((1 + u_out) * spread * covered + u_out * size)
+    bound = (1 + u_out) * spread * covered + u_out * size
+    return Tolerance(np.asarray(bound), np.asarray(u * covered + u_out * size), n_terms)
+
+
+def error_bound(
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> np.ndarray:
+    return sum_of_products(oracle, magnitude, n_terms, accumulation_dtype, output_dtype).bound
+
+
+def _same_bits(got: np.ndarray, oracle: np.ndarray) -> np.ndarray:
+    """Element-wise: both NaN, or equal including the sign of zero."""
+    if not np.issubdtype(oracle.dtype, np.floating):
+        return np.asarray(got == oracle)
+    got64 = got.astype(np.float64)
+    both_nan = np.isnan(got64) & np.isnan(oracle)
+    return both_nan | ((got64 == oracle) & (np.signbit(got64) == np.signbit(oracle)))
+
+
+def measure(
+    got: np.ndarray,
+    oracle: np.ndarray,
+    tolerance: Tolerance | None,
+    expected_dtype: str,
+) -> Measurement:
+    """Measure ``got`` against the float64 (or integer) ``oracle``.
+
+    ``tolerance`` None means exact: values (NaN-aware, signed zeros told apart) and integers
+    must match bit for bit.
+    """
+    n_terms = 0 if tolerance is None else tolerance.n_terms
+    if got.shape != oracle.shape:
+        return _rejected(f"shape {got.shape}, expected {oracle.shape}", n_terms)
+    if got.dtype != np.dtype(expected_dtype):
+        return _rejected(f"dtype {got.dtype}, expected {expected_dtype}", n_terms)
+    if oracle.size == 0:
+        return Measurement(0.0, 0.0, 0.0, n_terms, True, "")
+    if tolerance is None:
+        same = _same_bits(got, oracle)
+        if same.all():
+            return Measurement(0.0, 0.0, 0.0, 0, True, "")
+        where = tuple(int(i) for i in np.argwhere(~same)[0])
+        problem = f"not bitwise equal at {where}: expected {oracle[where]!r}, got {got[where]!r}"
+        return _rejected(problem, 0)
+    got64 = got.astype(np.float64)
+    problem = _special_mismatch(got64, oracle)
+    if problem:
+        return _rejected(problem, n_terms)
+    finite = np.isfinite(oracle)
+    error = np.where(finite, np.abs(got64 - oracle), 0.0)
+    normalized = _safe_ratio(error, tolerance.scale)
+    ratio = _safe_ratio(error, tolerance.bound)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    passed = bool(ratio[worst] <= 1.0)
+    problem = ""
+    if not passed:
+        problem = (
+            f"error {error[worst]:.3g} at {tuple(int(i) for i in worst)} exceeds the bound "
+            f"{tolerance.bound[worst]:.3g} (expected {float(oracle[worst])!r}, got "
+            f"{float(got64[worst])!r}, n={n_terms})"
+        )
+    return Measurement(
+        float(error.max()), float(normalized.max()), float(ratio[worst]), n_terms, passed, problem
+    )
 
 
 def measure_sum_of_products(
@@ -109,32 +185,5 @@ def measure_sum_of_products(
     output_dtype: str,
 ) -> Measurement:
     """Measure ``got`` against the float64 ``oracle`` of a sum of ``n_terms`` products."""
-    if got.shape != oracle.shape:
-        return _rejected(f"shape {got.shape}, expected {oracle.shape}", n_terms)
-    if got.dtype != np.dtype(output_dtype):
-        return _rejected(f"dtype {got.dtype}, expected {output_dtype}", n_terms)
-    got64 = got.astype(np.float64)
-    problem = _special_mismatch(got64, oracle)
-    if problem:
-        return _rejected(problem, n_terms)
-    if oracle.size == 0:
-        return Measurement(0.0, 0.0, 0.0, n_terms, True, "")
-    finite = np.isfinite(oracle)
-    u, u_out = UNIT_ROUNDOFF[accumulation_dtype], UNIT_ROUNDOFF[output_dtype]
-    error = np.where(finite, np.abs(got64 - oracle), 0.0)
-    size = np.where(finite, np.abs(oracle), 0.0)
-    bound = error_bound(oracle, magnitude, n_terms, accumulation_dtype, output_dtype)
-    normalized = _safe_ratio(error, u * np.where(finite, magnitude, 0.0) + u_out * size)
-    ratio = _safe_ratio(error, bound)
-    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    passed = bool(ratio[worst] <= 1.0)
-    problem = ""
-    if not passed:
-        problem = (
-            f"error {error[worst]:.3g} at {tuple(int(i) for i in worst)} exceeds the bound "
-            f"{bound[worst]:.3g} (expected {float(oracle[worst])!r}, got {float(got64[worst])!r}, "
-            f"n={n_terms})"
-        )
-    return Measurement(
-        float(error.max()), float(normalized.max()), float(ratio[worst]), n_terms, passed, problem
-    )
+    tolerance = sum_of_products(oracle, magnitude, n_terms, accumulation_dtype, output_dtype)
+    return measure(got, oracle, tolerance, output_dtype)

@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 #   normal    standard normal: the generic case
 #   integers  small integer-valued floats: exact sums and ties
 #   wide      log-uniform magnitudes over six decades with random signs: cancellation
-VALUE_KINDS = ("normal", "integers", "wide")
+#   specials  small integers with NaN, +-inf and -0.0 in about one element in six
+VALUE_KINDS = ("normal", "integers", "wide", "specials")
+FINITE_KINDS = ("normal", "integers", "wide")
+SPECIAL_VALUES = np.array([np.nan, np.inf, -np.inf, -0.0])
 
 
 def fill(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -30,6 +33,10 @@ def fill(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndar
     if kind == "wide":
         magnitude = 10.0 ** rng.uniform(-3, 3, size=shape)
         return np.where(rng.random(shape) < 0.5, -magnitude, magnitude)
+    if kind == "specials":
+        values = rng.integers(-3, 4, size=shape).astype(np.float64)
+        special = SPECIAL_VALUES[rng.integers(0, len(SPECIAL_VALUES), size=shape)]
+        return np.where(rng.random(shape) < 1 / 6, special, values)
     raise ValueError(f"unknown value kind {kind!r}")
 
 
@@ -53,4 +60,5 @@ class Example:
         return repr((sorted(self.config.items()), shapes, self.values, self.seed))
 
 
-values_and_seed = st.tuples(st.sampled_from(VALUE_KINDS), st.integers(0, 2**32 - 1))
+def values_and_seed(kinds: tuple[str, ...] = FINITE_KINDS) -> st.SearchStrategy[tuple[str, int]]:
+    return st.tuples(st.sampled_from(kinds), st.integers(0, 2**32 - 1))

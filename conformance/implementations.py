@@ -26,13 +26,14 @@ class TorchImplementation:
     def __init__(self) -> None:
         import torch
 
+        from conformance.catalogue import CATALOGUE
+
         self._torch = torch
-        self._ops: dict[str, Callable[..., Any]] = {}
-        for dims in (1, 2, 3):
+        self._ops: dict[str, Callable[..., Any]] = {
+            spec.name: getattr(torch.nn.functional, spec.name) for spec in CATALOGUE
+        }
+        for dims in (1, 2, 3):  # padding modes other than zeros exist only in nn.ConvNd
             self._ops[f"conv{dims}d"] = self._conv(dims)
-            self._ops[f"conv_transpose{dims}d"] = getattr(
-                torch.nn.functional, f"conv_transpose{dims}d"
-            )
 
     def _conv(self, dims: int) -> Callable[..., Any]:
         torch = self._torch
@@ -92,9 +93,13 @@ class TorchImplementation:
             return None
         return self._torch.from_numpy(np.array(array, copy=True)).requires_grad_(grad)
 
-    def _forward(self, op: str, arrays: Sequence[np.ndarray | None], config: dict) -> np.ndarray:
+    def _forward(
+        self, op: str, arrays: Sequence[np.ndarray | None], config: dict
+    ) -> np.ndarray | tuple[np.ndarray, ...]:
         with self._torch.no_grad():
             out = self._ops[op](*(self._tensor(a) for a in arrays), **config)
+        if isinstance(out, tuple):
+            return tuple(np.asarray(o.numpy()) for o in out)
         return np.asarray(out.numpy())
 
     def _backward(
@@ -106,7 +111,7 @@ class TorchImplementation:
     ) -> tuple[np.ndarray | None, ...]:
         tensors = [self._tensor(a, grad=True) for a in arrays]
         out = self._ops[op](*tensors, **config)
-        out.backward(self._tensor(grad_output))
+        (out[0] if isinstance(out, tuple) else out).backward(self._tensor(grad_output))
         return tuple(
             None
             if t is None
@@ -119,7 +124,7 @@ class TorchImplementation:
         op: str,
         config: Mapping[str, Any],
         array_names: Sequence[str],
-        gradient_names: Sequence[str],
+        output_names: Sequence[str],
         backward: bool,
     ) -> list[str]:
         """Lines computing ``got`` with torch exactly as this adapter calls it."""
@@ -132,7 +137,7 @@ class TorchImplementation:
                 "{k: v for k, v in {'weight': weight, 'bias': bias}.items() if v is not None}, "
                 "(input,))"
             )
-        return repro.torch_lines(op, call, array_names, gradient_names, backward)
+        return repro.torch_lines(call, array_names, output_names, backward)
 
 
 class ModuleImplementation:
@@ -159,11 +164,11 @@ class ModuleImplementation:
         op: str,
         config: Mapping[str, Any],
         array_names: Sequence[str],
-        gradient_names: Sequence[str],
+        output_names: Sequence[str],
         backward: bool,
     ) -> list[str]:
         module, _, attribute = self.spec.partition(":")
-        return repro.module_lines(module, attribute, op, array_names, gradient_names, backward)
+        return repro.module_lines(module, attribute, op, array_names, output_names, backward)
 
 
 def load_implementation(spec: str) -> Any:

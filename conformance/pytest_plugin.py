@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import conformance.profiles  # noqa: F401  (registers the Hypothesis profiles)
+from conformance.baseline import KnownDiscrepancy, load_baseline
 from conformance.catalogue import CATALOGUE
 from conformance.implementations import load_implementation
 from conformance.recorder import Recorder
@@ -52,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "with the thorough profile, not for the gate",
     )
     group.addoption(
+        "--conformance-baseline",
+        metavar="CSV",
+        default=None,
+        help="known discrepancies (default: reports/baseline.csv under the rootdir)",
+    )
+    group.addoption(
         "--conformance-impl",
         metavar="SPEC",
         default="torch",
@@ -68,6 +75,19 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def conformance_recorder(request: pytest.FixtureRequest) -> Recorder:
     return request.config.stash[RECORDER]
+
+
+def baseline_path(config: pytest.Config) -> Path:
+    given = config.getoption("conformance_baseline")
+    return Path(given) if given else config.rootpath / "reports" / "baseline.csv"
+
+
+@pytest.fixture(scope="session")
+def conformance_baseline(request: pytest.FixtureRequest) -> list[KnownDiscrepancy]:
+    try:
+        return load_baseline(baseline_path(request.config))
+    except ValueError as error:
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +150,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     directory = config.getoption("conformance_report")
     if directory is None or not len(recorder):
         return
-    write_report(recorder.frame(), Path(directory), run_header(config), CATALOGUE)
+    baseline = load_baseline(baseline_path(config))
+    write_report(recorder.frame(), Path(directory), run_header(config), CATALOGUE, baseline)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from conformance.catalogue import OpSpec
+from conformance.baseline import KnownDiscrepancy, known_table
+from conformance.spec import OpSpec
 
 GROUP = ["op", "implementation", "dtype", "direction"]
 
@@ -38,7 +39,8 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = grouped.agg(
         examples=("verdict", "size"),
         passed=("verdict", lambda v: int((v == "pass").sum())),
-        failed=("verdict", lambda v: int((v != "pass").sum())),
+        known=("verdict", lambda v: int((v == "known").sum())),
+        failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
         p50=("normalized_error", lambda v: v.quantile(0.5)),
         p99=("normalized_error", lambda v: v.quantile(0.99)),
         max=("normalized_error", "max"),
@@ -72,7 +74,7 @@ def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str
 
 def discrepancies(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per failing op x implementation x dtype x direction: its minimal example."""
-    failing = frame[frame["verdict"] != "pass"]
+    failing = frame[frame["verdict"].isin(["fail", "error"])]
     entries = []
     for key, rows in failing.groupby(GROUP, sort=True):
         minimal = rows.iloc[-1]
@@ -87,7 +89,10 @@ def _markdown(table: pd.DataFrame, **options: Any) -> str:
 
 
 def render_summary(
-    frame: pd.DataFrame, header: Mapping[str, Any], catalogue: Iterable[OpSpec]
+    frame: pd.DataFrame,
+    header: Mapping[str, Any],
+    catalogue: Iterable[OpSpec],
+    baseline: list[KnownDiscrepancy] | None = None,
 ) -> str:
     catalogue = list(catalogue)
     lines = ["# Conformance report", ""]
@@ -107,6 +112,23 @@ def render_summary(
     lines += [_markdown(coverage_table(frame, catalogue)), ""]
     missed = missed_regions(frame, catalogue)
     lines += [f"Regions never hit: {', '.join(missed) if missed else 'none'}.", ""]
+    known = known_table(frame, baseline or [])
+    lines += ["## Known discrepancies (reports/baseline.csv)", ""]
+    if known.empty:
+        lines += ["None applies to this run.", ""]
+    else:
+        lines += [
+            "Disagreements the baseline explains (examples hitting the region that disagreed); "
+            "a stale entry's region was hit without any disagreement.",
+            "",
+            _markdown(known.drop(columns="reason"), index=False),
+            "",
+        ]
+        lines += [
+            f"- **{row.op} {row.direction}, {row.region}**: {row.reason}"
+            for row in known.itertuples()
+        ]
+        lines += [""]
     found = discrepancies(frame)
     lines += ["## Discrepancies", ""]
     if not found:
@@ -131,6 +153,7 @@ def write_report(
     directory: Path,
     header: Mapping[str, Any],
     catalogue: Iterable[OpSpec],
+    baseline: list[KnownDiscrepancy] | None = None,
 ) -> None:
     atomic_write(directory / "results.csv", frame.to_csv(index=False))
-    atomic_write(directory / "summary.md", render_summary(frame, header, catalogue))
+    atomic_write(directory / "summary.md", render_summary(frame, header, catalogue, baseline))

@@ -25,12 +25,15 @@ def _literal(value: float) -> str:
 def array_code(array: np.ndarray | None, dtype: str) -> str:
     if array is None:
         return "None"
+    if not np.issubdtype(array.dtype, np.floating):
+        body = ", ".join(str(int(v)) for v in array.ravel())
+        return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
     body = ", ".join(_literal(v) for v in array.astype(np.float64).ravel())
     return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
 
 
 def torch_lines(
-    op: str, call: str, array_names: Sequence[str], gradient_names: Sequence[str], backward: bool
+    call: str, array_names: Sequence[str], output_names: Sequence[str], backward: bool
 ) -> list[str]:
     """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
     lines = ["import torch", ""]
@@ -40,12 +43,16 @@ def torch_lines(
             f"torch.from_numpy({name}).requires_grad_({backward})"
         )
     lines.append(f"out = {call}")
+    lines.append("outputs = out if isinstance(out, tuple) else (out,)")
     if not backward:
-        return [*lines, "got = {'output': out.detach().numpy()}"]
-    lines.append("out.backward(torch.from_numpy(grad_output))")
+        return [
+            *lines,
+            f"got = dict(zip({tuple(output_names)!r}, (o.detach().numpy() for o in outputs)))",
+        ]
+    lines.append("outputs[0].backward(torch.from_numpy(grad_output))")
     items = ", ".join(
         f"{g!r}: None if {a} is None else {a}.grad.numpy()"
-        for a, g in zip(array_names, gradient_names, strict=False)
+        for a, g in zip(array_names, output_names, strict=False)
     )
     return [*lines, f"got = {{{items}}}"]
 
@@ -55,7 +62,7 @@ def module_lines(
     attribute: str,
     op: str,
     array_names: Sequence[str],
-    gradient_names: Sequence[str],
+    output_names: Sequence[str],
     backward: bool,
 ) -> list[str]:
     """Compute ``got`` by calling a user's implementation, importable as module[:attribute]."""
@@ -63,10 +70,12 @@ def module_lines(
     if attribute:
         lines.append(f"impl = getattr(impl, {attribute!r})")
     arguments = ", ".join(array_names)
-    if not backward:
-        return [*lines, f"got = {{'output': impl.{op}({arguments}, **config)}}"]
-    lines.append(f"grads = impl.{op}_backward(grad_output, {arguments}, **config)")
-    return [*lines, f"got = dict(zip({tuple(gradient_names)!r}, grads))"]
+    if backward:
+        lines.append(f"out = impl.{op}_backward(grad_output, {arguments}, **config)")
+    else:
+        lines.append(f"out = impl.{op}({arguments}, **config)")
+    lines.append("outputs = out if isinstance(out, tuple) else (out,)")
+    return [*lines, f"got = dict(zip({tuple(output_names)!r}, outputs))"]
 
 
 def snippet(
@@ -80,7 +89,8 @@ def snippet(
 ) -> str:
     """A script that recomputes the outputs and prints each one's error against the oracle.
 
-    ``expected`` and ``bounds`` are the float64 oracle and the error bound per output name.
+    ``expected`` is the oracle per output name; ``bounds`` the error bound of each output not
+    compared bitwise.
     """
     lines = ["import numpy as np", ""]
     for name, array in arrays.items():
@@ -90,12 +100,21 @@ def snippet(
     lines += call_lines
     lines.append("")
     for name in expected:
-        lines.append(f"expected = {array_code(expected[name], 'float64')}")
+        lines.append(f"expected = {array_code(expected[name], str(expected[name].dtype))}")
+        lines.append(f"actual = np.asarray(got[{name!r}])")
+        if name not in bounds:  # compared bitwise, NaN-aware
+            lines.append(
+                "same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))"
+                if np.issubdtype(expected[name].dtype, np.floating)
+                else "same = actual == expected"
+            )
+            lines.append(f"print({name!r}, 'bitwise equal:', bool(np.all(same)))")
+            continue
         lines.append(f"bound = {array_code(bounds[name], 'float64')}")
-        lines.append(f"error = np.abs(np.asarray(got[{name!r}], dtype=np.float64) - expected)")
+        lines.append("error = np.abs(actual.astype(np.float64) - expected)")
         lines.append(
             "with np.errstate(divide='ignore', invalid='ignore'):\n"
-            f"    print({name!r}, 'max |error|:', error.max(), "
+            f"    print({name!r}, 'max |error|:', np.nanmax(error), "
             "'worst error / bound:', np.nanmax(error / bound), '(> 1 is a discrepancy)')"
         )
     return "\n".join(lines) + "\n"

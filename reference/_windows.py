@@ -123,13 +123,14 @@ def scatter_windows(
     out_size = taps.shape[2 : 2 + dims]
     kernel_size = taps.shape[2 + dims :]
     grad = np.zeros((*taps.shape[:2], *padded_size), dtype=taps.dtype)
-    for tap in np.ndindex(*kernel_size):
+    for tap in np.ndindex(*kernel_size):  # inf + -inf is NaN, as IEEE says: no warning
         target = tuple(
             slice(t * d, t * d + (o - 1) * s + 1, s)
             for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
         )
         destination: tuple[Any, ...] = (Ellipsis, *target)
-        grad[destination] += taps[(Ellipsis, *tap)]
+        with np.errstate(invalid="ignore", over="ignore"):
+            grad[destination] += taps[(Ellipsis, *tap)]
     return grad
 
 

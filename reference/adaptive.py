@@ -131,7 +131,8 @@ def _make(dims: int) -> tuple[Adaptive, Adaptive, Adaptive, Adaptive]:
         if 0 in plan.out_size:
             return plan.finish(_empty(plan))
         valid, flat = plan.grids()
-        sums = np.where(valid, plan.taps(flat), 0).sum(axis=-1)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN
+            sums = np.where(valid, plan.taps(flat), 0).sum(axis=-1)
         return plan.finish((sums / valid.sum(axis=-1)).astype(plan.input.dtype))
 
     def adaptive_avg_pool_backward(
@@ -143,7 +144,7 @@ def _make(dims: int) -> tuple[Adaptive, Adaptive, Adaptive, Adaptive]:
         if 0 in plan.out_size:
             return (plan.finish(np.zeros_like(plan.input)),)
         valid, flat = plan.grids()
-        share = (grad / valid.sum(axis=-1))[..., np.newaxis] * valid
+        share = np.where(valid, (grad / valid.sum(axis=-1))[..., np.newaxis], 0.0)
         return (plan.finish(plan.scatter(flat, share)),)
 
     def adaptive_max_pool(

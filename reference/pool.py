@@ -7,7 +7,8 @@ past it. Output sizes follow :func:`reference.shapes.pool_output_size`.
 max:  the first maximum of the valid elements in window order (row-major), except that a NaN
       wins and the last NaN wins among several (torch's `val > max || isnan(val)` scan from
       the first valid element); returns it and its flat index within the input's spatial
-      dimensions. The gradient goes to that element; overlapping windows add up.
+      dimensions. The gradient goes to that element; overlapping windows add up. A window
+      with no valid element (dilation can skip over a short input) gives -inf and index -1.
 avg:  the sum of the valid elements over a divisor: divisor_override if given; else, with
       count_include_pad, the window clipped to the padded input (never the ceil-mode
       overhang past the right padding); else the number of valid elements.
@@ -151,12 +152,16 @@ def first_max_index(taps: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Values and flat indices; a window with no element inside the input (possible with
+    dilation) gives -inf, the maximum of nothing, and index -1."""
     taps = plan.taps(plan.input)
     valid, flat = plan.grids()
     choice = first_max_index(taps, valid)[..., np.newaxis]
     values = np.take_along_axis(taps, choice, axis=-1)[..., 0]
     indices = np.take_along_axis(np.broadcast_to(flat, taps.shape), choice, axis=-1)[..., 0]
-    return values, indices.astype(np.int64)
+    empty = ~valid.any(axis=-1)
+    values = np.where(empty, -np.inf, values).astype(plan.input.dtype)
+    return values, np.where(empty, -1, indices).astype(np.int64)
 
 
 def _max_backward(grad: np.ndarray, plan: PoolPlan) -> np.ndarray:
@@ -164,8 +169,10 @@ def _max_backward(grad: np.ndarray, plan: PoolPlan) -> np.ndarray:
     batch, channels = plan.input.shape[:2]
     size = math.prod(plan.spatial)
     planes = np.arange(batch * channels).reshape(batch, channels, *([1] * len(plan.kernel)))
-    target = (planes * size + indices).ravel()
-    total = np.bincount(target, weights=grad.ravel(), minlength=batch * channels * size)
+    found = indices >= 0  # an empty window passes its gradient to nothing
+    target = (planes * size + np.where(found, indices, 0)).ravel()
+    weights = np.where(found, grad, 0).ravel()
+    total = np.bincount(target, weights=weights, minlength=batch * channels * size)
     return total.reshape(plan.input.shape).astype(plan.input.dtype)
 
 
@@ -207,7 +214,8 @@ def _check_norm_type(norm_type: object) -> float:
 
 
 def _window_sums(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
-    return plan.taps(x).sum(axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN, as IEEE says
+        return plan.taps(x).sum(axis=-1)
 
 
 def _lp_coefficients(grad: np.ndarray, sums: np.ndarray, norm_type: float) -> np.ndarray:

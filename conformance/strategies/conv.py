@@ -47,7 +47,7 @@ def _largest_padding(padding_mode: str, span: int) -> int:
 def _arrays(
     draw: st.DrawFn, shapes: dict[str, tuple[int, ...] | None]
 ) -> tuple[dict[str, np.ndarray | None], str, int]:
-    values, seed = draw(values_and_seed)
+    values, seed = draw(values_and_seed())
     rng = np.random.default_rng(seed)
     arrays = {n: None if s is None else fill(s, values, rng) for n, s in shapes.items()}
     return arrays, values, seed

@@ -1,0 +1,96 @@
+"""The committed baseline of known discrepancies: reports/baseline.csv.
+
+Each entry names an op (or *), an implementation, a direction (or *), a coverage region of
+that op, an action, and the reason, found by a brute-force case, that the implementation and
+not the reference is wrong there. With action ``record`` a failing example of that op,
+implementation and direction that hits the region is *known*: recorded with the reason, and
+not failing the gate. With action ``skip`` the implementation is not called at all in that
+region (the call would crash the process); the example is recorded as known, not run. A
+``record`` entry whose region was hit in a run without any failure is *stale*.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+NOT_RUN = "not called: the baseline says this call crashes the process"
+
+COLUMNS = ("op", "implementation", "direction", "region", "action", "reason")
+ACTIONS = ("record", "skip")
+
+
+@dataclass(frozen=True)
+class KnownDiscrepancy:
+    op: str
+    implementation: str
+    direction: str
+    region: str
+    action: str
+    reason: str
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        return (
+            self.op in ("*", row["op"])
+            and self.implementation == row["implementation"]
+            and self.direction in ("*", row["direction"])
+            and self.region in str(row.get("regions") or "").split(";")
+        )
+
+
+def load_baseline(path: Path) -> list[KnownDiscrepancy]:
+    """The entries of a baseline CSV; a missing file is an empty baseline."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
+        entries = [KnownDiscrepancy(**{k: row[k].strip() for k in COLUMNS}) for row in reader]
+    for entry in entries:
+        if entry.action not in ACTIONS:
+            raise ValueError(f"{path}: action must be one of {ACTIONS}, got {entry.action!r}")
+    return entries
+
+
+def explain(
+    baseline: list[KnownDiscrepancy], row: dict[str, Any], action: str = "record"
+) -> KnownDiscrepancy | None:
+    """The first entry with ``action`` whose op, implementation, direction and region match."""
+    return next((e for e in baseline if e.action == action and e.matches(row)), None)
+
+
+def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy) -> pd.Series:
+    return frame.apply(lambda row: entry.matches(row.to_dict()), axis=1)
+
+
+def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.DataFrame:
+    """Per baseline entry that applies to this run: examples in its region, how many of them
+    disagreed (known), and whether it is stale (its region was hit, nothing disagreed)."""
+    rows = []
+    for entry in baseline:
+        if frame.empty:
+            break
+        in_region = _hits(frame, entry)
+        if not in_region.any():
+            continue
+        known = int((frame.loc[in_region, "verdict"] == "known").sum())
+        not_run = int((frame.loc[in_region, "problem"] == NOT_RUN).sum())
+        rows.append(
+            {
+                "op": entry.op,
+                "implementation": entry.implementation,
+                "direction": entry.direction,
+                "region": entry.region,
+                "examples in region": int(in_region.sum()),
+                "disagreed": known - not_run,
+                "not run": not_run,
+                "stale": entry.action == "record" and known == 0,
+                "reason": entry.reason,
+            }
+        )
+    return pd.DataFrame(rows)
