@@ -107,3 +107,44 @@ def test_reference_never_imports_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+P2 = np.zeros((1, 2, 5, 5))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: reference.max_pool2d(P2, 0), ValueError, "kernel_size must be positive"),
+        (lambda: reference.max_pool2d(P2, 2, 0), ValueError, "stride must be positive"),
+        (lambda: reference.max_pool2d(P2, 2, padding=2), ValueError, "at most half of kernel"),
+        (lambda: reference.max_pool2d(P2, 2, padding=-1), ValueError, "non-negative"),
+        (lambda: reference.max_pool2d(P2, 2, dilation=0), ValueError, "dilation must be positive"),
+        (lambda: reference.max_pool2d(P2, 6), ValueError, "output size 0 is too small"),
+        (lambda: reference.max_pool2d(P2, 2, ceil_mode=1), TypeError, "ceil_mode must be a bool"),
+        (lambda: reference.max_pool1d(P2, 2), ValueError, "input must be 2 or 3-dimensional"),
+        (lambda: reference.avg_pool2d(P2, 2, divisor_override=0), ValueError, "must not be zero"),
+        (lambda: reference.avg_pool2d(P2, 2, divisor_override=1.5), TypeError, "divisor_override"),
+        (lambda: reference.lp_pool2d(P2, 0, 2), ValueError, "norm_type must be positive"),
+        (lambda: reference.lp_pool2d(P2, np.inf, 2), ValueError, "positive and finite"),
+        (lambda: reference.adaptive_avg_pool2d(P2, -1), ValueError, "non-negative"),
+        (lambda: reference.adaptive_max_pool2d(P2, (1, 2, 3)), ValueError, "2 elements"),
+        (lambda: reference.adaptive_avg_pool2d(P2, 1.5), TypeError, "output_size"),
+        (lambda: reference.unfold(np.zeros((1, 1, 2, 2, 2)), 2), ValueError, "3 or 4"),
+        (lambda: reference.unfold(P2, 6), ValueError, "at least one"),
+        (lambda: reference.fold(np.zeros((1, 5, 4)), (3, 3), 2), ValueError, "divisible"),
+        (lambda: reference.fold(np.zeros((1, 4, 5)), (3, 3), 2), ValueError, "sliding blocks"),
+        (
+            lambda: reference.max_pool2d_backward(np.zeros((1, 2, 3, 3)), P2, 2),
+            ValueError,
+            "grad_output must have the output's shape",
+        ),
+    ],
+)
+def test_pooling_rejects(call: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()  # type: ignore[operator]
+
+
+def test_adaptive_output_size_zero_is_empty_as_in_torch() -> None:
+    assert reference.adaptive_avg_pool1d(np.ones((1, 1, 3)), 0).shape == (1, 1, 0)
