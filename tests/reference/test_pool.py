@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reference
@@ -206,7 +206,11 @@ def test_backward_against_central_differences(
     x = (x + 1.0) / x.size + rng.uniform(0, 1e-3, x.shape)
     config = dict(example.config)
     config.pop("return_indices", None)
-    grad = rng.standard_normal(np.shape(forward(x, **config)))
+    out = forward(x, **config)
+    # a max-pool window with no element is the constant -inf: nothing to differentiate, and
+    # -inf * 0 poisons the loss; the brute-force test covers those windows
+    assume(bool(np.isfinite(out).all()))
+    grad = rng.standard_normal(out.shape)
     [comparison] = reference.check_gradients(
         forward, getattr(reference, f"{op}_backward"), [x], grad, differentiable=(0,), **config
     )
