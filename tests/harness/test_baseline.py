@@ -37,6 +37,7 @@ def test_known_disagreement_passes_and_is_reported(
         "conv2d-float64-forward",
         "--conformance-impl",
         "wrong_padding",
+        "--hypothesis-profile=ci",
         "--hypothesis-seed=0",
         f"--conformance-baseline={baseline}",
     )
