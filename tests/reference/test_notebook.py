@@ -36,3 +36,45 @@ def test_section_3_output_shape_formula() -> None:
         w = np.zeros((1, 1, kernel))
         out = reference.conv1d(x, w, stride=stride, padding=padding, dilation=dilation)
         assert out.shape[-1] == expected
+
+
+def test_section_4_parameter_counts() -> None:
+    from reference.layers import Conv, Linear
+
+    # 128 * 64 * 3 * 3 + 128 = 73856; flattening a 224x224x64 map into 128 units:
+    # 224 * 224 * 64 * 128 + 128 = 411041920
+    conv = Conv(2, 64, 128, 3)
+    dense = Linear(224 * 224 * 64, 128)
+    assert conv.parameter_count() == 73_856
+    assert dense.parameter_count() == 411_041_920
+    assert dense.parameter_count() / conv.parameter_count() == 411_041_920 / 73_856
+
+
+def test_section_6_receptive_field() -> None:
+    from reference.layers import Conv
+    from reference.receptive_field import receptive_field
+
+    layers = [Conv(1, 1, 1, 3, 1), Conv(1, 1, 1, 3, 2), Conv(1, 1, 1, 3, 1), Conv(1, 1, 1, 3, 2)]
+    fields = [(f.size, f.jump) for (f,) in receptive_field(layers)]
+    # R += (k - 1) * J, J *= s: (3, 1), (5, 2), (9, 2), (13, 4)
+    assert fields == [(3, 1), (5, 2), (9, 2), (13, 4)]
+
+
+def test_section_7_depthwise_separable_savings() -> None:
+    from reference.layers import Conv, depthwise_separable
+
+    standard = Conv(2, 64, 128, 3, bias=False).parameter_count()
+    separable = depthwise_separable(2, 64, 128, 3, bias=False).parameter_count()
+    # 64 * 128 * 9 = 73728 against 64 * 9 + 64 * 128 = 8768
+    assert (standard, separable) == (73_728, 8_768)
+    assert standard / separable == 73_728 / 8_768
+
+
+def test_section_11_patch_embedding() -> None:
+    from reference.layers import patch_embedding
+
+    layer = patch_embedding(3, 768, 16)
+    _, dim, rows, cols = layer.output_shape((1, 3, 224, 224))
+    # (224 // 16) ** 2 = 196 patches; 16 * 16 * 3 * 768 + 768 = 590592 parameters
+    assert (dim, rows * cols) == (768, 196)
+    assert layer.parameter_count() == 590_592
