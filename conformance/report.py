@@ -50,7 +50,10 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataFrame:
-    """Examples hitting each region, per op (region rows x op columns; '' = not a region)."""
+    """Examples hitting each region, per op (region rows x op columns; '' = not a region).
+
+    Catalogue ops list every region they declare (0 = never hit); other checks list the
+    regions their rows name."""
     columns: dict[str, dict[str, Any]] = {}
     for spec in catalogue:
         rows = frame[frame["op"] == spec.name]
@@ -61,6 +64,11 @@ def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataF
             region: int(hits.map(lambda names, region=region: region in names).sum())
             for region in spec.coverage
         }
+    listed = {spec.name for spec in catalogue}
+    for op, rows in frame[~frame["op"].isin(listed)].groupby("op"):
+        # checks outside the catalogue (network arithmetic): the regions they report
+        hits = rows["regions"].fillna("").str.split(";").explode()
+        columns[str(op)] = {str(k): int(v) for k, v in hits[hits != ""].value_counts().items()}
     table = pd.DataFrame(columns)
     return table.astype("object").where(table.notna(), "")
 

@@ -57,3 +57,32 @@ def test_conv_transpose_macs_match_a_product_walk(
     assume((n - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
     layer = ConvTranspose(1, 2, 3, k, s, p, op, 1, True, d)
     assert layer.macs((2, 2, n)) == 2 * 2 * 3 * count_transposed_products(n, k, s, p, op, d)
+
+
+@settings(max_examples=50)
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(1, 3),
+    groups=st.integers(1, 3),
+    per_group_in=st.integers(1, 2),
+    per_group_out=st.integers(1, 2),
+    batch=st.integers(1, 2),
+)
+def test_grouped_grad_weight_products_match_a_walk(
+    n: int, k: int, groups: int, per_group_in: int, per_group_out: int, batch: int
+) -> None:
+    """grad_weight[o, c, t] = sum over (b, q) of g[b, o, q] * x[b, group(o)*Cg + c, q + t]:
+    walk every product; FLOPs are twice that, equal to the forward count."""
+    assume(n >= k)
+    out = n - k + 1
+    walked = sum(
+        1
+        for o in range(groups * per_group_out)
+        for c in range(per_group_in)
+        for t in range(k)
+        for b in range(batch)
+        for q in range(out)
+    )
+    layer = Conv(1, groups * per_group_in, groups * per_group_out, k, groups=groups)
+    flops = layer.flops((batch, groups * per_group_in, n))
+    assert flops["grad_weight"] == 2 * walked == flops["forward"]
