@@ -71,6 +71,13 @@ def sum_of_products_tolerances(spec: OpSpec, context: ToleranceContext) -> dict[
     return tolerances
 
 
+def _copies(
+    arrays: Mapping[str, np.ndarray | None], names: tuple[str, ...]
+) -> dict[str, np.ndarray | None]:
+    """The arrays, with fresh copies of those an op updates in place."""
+    return {k: a.copy() if a is not None and k in names else a for k, a in arrays.items()}
+
+
 def regions_hit(spec: OpSpec, example: Example) -> list[str]:
     return [name for name, hit in spec.coverage.items() if hit(example)]
 
@@ -88,15 +95,18 @@ def run_example(
     tested = {k: None if a is None else a.astype(dtype) for k, a in example.arrays.items()}
     oracle_in = {k: None if a is None else a.astype(np.float64) for k, a in tested.items()}
     config = dict(example.config)
+    updated = _copies(oracle_in, spec.mutated)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        forward_oracle = _as_tuple(spec.reference(*oracle_in.values(), **config))
+        forward_oracle = _as_tuple(spec.reference(*updated.values(), **config))
+    forward_oracle += tuple(updated[name] for name in spec.mutated)
     output_shape = forward_oracle[0].shape
     grad_output = grad64 = None
     if direction == "forward":
-        names = spec.outputs(config)
+        names = (*spec.outputs(config), *spec.mutated)
         expected: tuple[np.ndarray | None, ...] = forward_oracle
         function = getattr(implementation, spec.name)
-        arguments: tuple[Any, ...] = tuple(tested.values())
+        handed = _copies(tested, spec.mutated)  # the implementation updates these
+        arguments: tuple[Any, ...] = tuple(handed.values())
     else:
         grad_output = example.grad_output(output_shape).astype(dtype)
         grad64 = grad_output.astype(np.float64)
@@ -137,6 +147,8 @@ def run_example(
         return Outcome(row, False, NOT_RUN)
     try:
         got = _as_tuple(function(*arguments, **config))
+        if direction == "forward":
+            got += tuple(handed[name] for name in spec.mutated)
     except Exception as error:  # any exception of the implementation is a finding
         problem = f"{type(error).__name__}: {error}"
         row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)

@@ -32,6 +32,12 @@ class TorchImplementation:
         self._ops: dict[str, Callable[..., Any]] = {
             spec.name: getattr(torch.nn.functional, spec.name) for spec in CATALOGUE
         }
+        # which positional arrays get requires_grad (never running statistics: torch refuses
+        # to update a leaf that requires grad in place)
+        self._differentiable = {
+            spec.name: tuple(name in spec.differentiable for name in spec.array_args)
+            for spec in CATALOGUE
+        }
         for dims in (1, 2, 3):  # padding modes other than zeros exist only in nn.ConvNd
             self._ops[f"conv{dims}d"] = self._conv(dims)
 
@@ -96,8 +102,12 @@ class TorchImplementation:
     def _forward(
         self, op: str, arrays: Sequence[np.ndarray | None], config: dict
     ) -> np.ndarray | tuple[np.ndarray, ...]:
+        tensors = [self._tensor(a) for a in arrays]
         with self._torch.no_grad():
-            out = self._ops[op](*(self._tensor(a) for a in arrays), **config)
+            out = self._ops[op](*tensors, **config)
+        for array, tensor in zip(arrays, tensors, strict=True):
+            if array is not None and array.flags.writeable:  # in-place updates reach the caller
+                np.copyto(array, tensor.numpy())
         if isinstance(out, tuple):
             return tuple(np.asarray(o.numpy()) for o in out)
         return np.asarray(out.numpy())
@@ -109,14 +119,16 @@ class TorchImplementation:
         arrays: Sequence[np.ndarray | None],
         config: dict,
     ) -> tuple[np.ndarray | None, ...]:
-        tensors = [self._tensor(a, grad=True) for a in arrays]
+        wanted = self._differentiable.get(op, (True,) * len(arrays))
+        tensors = [self._tensor(a, grad=w) for a, w in zip(arrays, wanted, strict=False)]
         out = self._ops[op](*tensors, **config)
         (out[0] if isinstance(out, tuple) else out).backward(self._tensor(grad_output))
         return tuple(
             None
             if t is None
             else (t.grad if t.grad is not None else self._torch.zeros_like(t)).numpy()
-            for t in tensors
+            for t, w in zip(tensors, wanted, strict=False)
+            if w
         )
 
     def repro_lines(
@@ -137,7 +149,8 @@ class TorchImplementation:
                 "{k: v for k, v in {'weight': weight, 'bias': bias}.items() if v is not None}, "
                 "(input,))"
             )
-        return repro.torch_lines(call, array_names, output_names, backward)
+        differentiable = self._differentiable.get(op)
+        return repro.torch_lines(call, array_names, output_names, backward, differentiable)
 
 
 class ModuleImplementation:

@@ -33,26 +33,33 @@ def array_code(array: np.ndarray | None, dtype: str) -> str:
 
 
 def torch_lines(
-    call: str, array_names: Sequence[str], output_names: Sequence[str], backward: bool
+    call: str,
+    array_names: Sequence[str],
+    output_names: Sequence[str],
+    backward: bool,
+    differentiable: Sequence[bool] | None = None,
 ) -> list[str]:
     """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
     lines = ["import torch", ""]
-    for name in array_names:
+    wanted = list(differentiable or [True] * len(array_names))
+    for name, grad in zip(array_names, wanted, strict=False):
         lines.append(
             f"{name} = None if {name} is None else "
-            f"torch.from_numpy({name}).requires_grad_({backward})"
+            f"torch.from_numpy({name}).requires_grad_({backward and grad})"
         )
     lines.append(f"out = {call}")
     lines.append("outputs = out if isinstance(out, tuple) else (out,)")
     if not backward:
-        return [
-            *lines,
-            f"got = dict(zip({tuple(output_names)!r}, (o.detach().numpy() for o in outputs)))",
-        ]
+        lines.append(
+            f"got = dict(zip({tuple(output_names)!r}, (o.detach().numpy() for o in outputs)))"
+        )
+        # arrays updated in place (running statistics) are outputs under their own names
+        return lines + [f"got[{n!r}] = {n}.numpy()" for n in array_names if n in output_names]
     lines.append("outputs[0].backward(torch.from_numpy(grad_output))")
+    graded = [a for a, grad in zip(array_names, wanted, strict=False) if grad]
     items = ", ".join(
         f"{g!r}: None if {a} is None else {a}.grad.numpy()"
-        for a, g in zip(array_names, output_names, strict=False)
+        for a, g in zip(graded, output_names, strict=False)
     )
     return [*lines, f"got = {{{items}}}"]
 
@@ -75,7 +82,10 @@ def module_lines(
     else:
         lines.append(f"out = impl.{op}({arguments}, **config)")
     lines.append("outputs = out if isinstance(out, tuple) else (out,)")
-    return [*lines, f"got = dict(zip({tuple(output_names)!r}, outputs))"]
+    lines.append(f"got = dict(zip({tuple(output_names)!r}, outputs))")
+    if backward:
+        return lines
+    return lines + [f"got[{n!r}] = {n}" for n in array_names if n in output_names]
 
 
 def snippet(

@@ -60,6 +60,9 @@ class OpSpec:
     linear_args: tuple[str, ...] | None = None
     outputs: Callable[[Mapping[str, Any]], tuple[str, ...]] = single_output
     tolerances: CustomTolerances | None = field(default=None)
+    # arrays the op updates in place (batch_norm's running statistics): their values after
+    # the forward call are outputs too, compared like the others
+    mutated: tuple[str, ...] = ()
 
     @property
     def gradient_names(self) -> tuple[str, ...]:

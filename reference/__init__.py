@@ -37,6 +37,12 @@ from reference.conv_transpose import (
 )
 from reference.fold import fold, fold_backward, unfold, unfold_backward
 from reference.gradcheck import check_gradients, numerical_gradient
+from reference.normalization import (
+    batch_norm,
+    batch_norm_backward,
+    channel_statistics,
+    dead_channel_fraction,
+)
 from reference.pool import (
     avg_pool1d,
     avg_pool1d_backward,
@@ -83,6 +89,9 @@ __all__ = [
     "avg_pool2d_backward",
     "avg_pool3d",
     "avg_pool3d_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "channel_statistics",
     "check_gradients",
     "conv1d",
     "conv1d_backward",
@@ -98,6 +107,7 @@ __all__ = [
     "conv_transpose3d",
     "conv_transpose3d_backward",
     "conv_transpose_output_size",
+    "dead_channel_fraction",
     "fold",
     "fold_backward",
     "lp_pool1d",

@@ -99,3 +99,24 @@ def test_too_few_examples_fail_the_campaign(pytester: pytest.Pytester, tmp_path:
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*FAILED: conv1d torch float64 forward: * examples < 100*"])
+
+
+def test_wrong_batch_norm_is_caught(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(wrong_batch_norm=(HERE / "wrong_batch_norm.py").read_text())
+    out = tmp_path / "report"
+    result = run_campaign(
+        pytester,
+        out,
+        "-k",
+        "batch_norm-float32-forward",
+        "--conformance-impl",
+        "wrong_batch_norm",
+        "--hypothesis-profile=ci",
+        "--hypothesis-seed=1",
+    )
+    result.assert_outcomes(failed=1)
+    frame = pd.read_csv(out / "results.csv")
+    failing = frame[frame["verdict"] == "fail"]
+    # only training normalizes with the batch variance, where the bug lives
+    assert failing["training"].all() and (frame[~frame["training"]]["verdict"] == "pass").all()
+    assert "output: error" in failing.iloc[-1]["problem"]

@@ -1,0 +1,186 @@
+"""Catalogue entry of batch normalization, with a bound derived from its arithmetic.
+
+Per channel, over n values, to first order in the unit roundoff u (every gamma and u below
+counted once for the implementation's precision and once for the float64 oracle's):
+
+    mean:   |d mean| <= gamma_n * A,  A = mean |x|
+    var:    |d var|  <= gamma_{2n+2} * (var + |mean| * A) + d mean**2
+            (two-pass: gamma_{n+2} * var; Welford's recurrences lose up to kappa = |mean| /
+            std more, which the |mean| * A term covers)
+    r = 1 / sqrt(var + eps):  relative error rho = (|d var| + u s) / (2 s) + 2u, s = var + eps
+    y = (x - mean) * r * w + b, which implementations also form as x * (r w) + (b - mean r w):
+            |w| r (|d mean| + |x - mean| rho + 3u (|x| + |mean|)) + 2u (|y| + |b|)
+    running statistics: momentum times the statistic's error, plus 4u of each term.
+    backward (training): grad_bias a sum of n terms; grad_weight = sum g * x_hat with
+    |d x_hat| = r (|d mean| + |x - mean| rho + 3u (|x| + |mean|)); grad_input =
+    |w| r (g - (grad_bias + x_hat grad_weight) / n) carries those errors over n, rho on the
+    whole, and 3u of each of its three terms (they can cancel).
+In eval the statistics are inputs: their error terms vanish. The normalized error is the
+error over the same expressions with each gamma_k replaced by u.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import reference
+from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
+from conformance.example import Example
+from conformance.spec import OpSpec, Region, ToleranceContext, input_array
+from conformance.strategies.normalization import batch_norm_examples
+
+
+def _channels(values: np.ndarray) -> tuple[int, ...]:
+    return (0, *range(2, values.ndim))
+
+
+def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, np.ndarray]:
+    """The bound of every output, with g(k) standing for gamma_k (or u, for the scale)."""
+    inputs, config = context.inputs, context.example.config
+    x = inputs["input"]
+    assert x is not None
+    u = UNIT_ROUNDOFF[context.accumulation_dtype] + ORACLE_ROUNDOFF
+    u_out = UNIT_ROUNDOFF[context.dtype]
+    axes, shape = _channels(x), (-1, *([1] * (x.ndim - 2)))
+    n = x.size // x.shape[1]
+    training, momentum, eps = config["training"], config["momentum"], config["eps"]
+    weight, bias = inputs["weight"], inputs["bias"]
+    if training:
+        mean = x.mean(axis=axes)
+        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+        size = np.abs(x).mean(axis=axes)
+        d_mean = g(n) * size
+        d_var = g(2 * n + 2) * (var + np.abs(mean) * size) + d_mean**2
+    else:
+        mean, var = inputs["running_mean"], inputs["running_var"]
+        assert mean is not None and var is not None
+        d_mean, d_var = np.zeros_like(mean), np.zeros_like(var)
+    s = var + eps
+    r = 1 / np.sqrt(s)
+    rho = (d_var + u * s) / (2 * s) + 2 * u
+    gain = r if weight is None else r * np.abs(weight)
+    centered = np.abs(x - mean.reshape(shape))
+    d_x_hat = r.reshape(shape) * (
+        d_mean.reshape(shape)
+        + centered * rho.reshape(shape)
+        + 3 * u * (np.abs(x) + np.abs(mean).reshape(shape))
+    )
+    expected = context.expected
+    if context.direction == "forward":
+        y = expected["output"]
+        assert y is not None
+        b = 0.0 if bias is None else np.abs(bias).reshape(shape)
+        bounds = {
+            "output": (gain / r).reshape(shape) * d_x_hat
+            + 2 * u * (np.abs(y) + b)
+            + u_out * np.abs(y)
+        }
+        for name, statistic, error, factor in (
+            ("running_mean", mean, d_mean, 1.0),
+            ("running_var", var, d_var, n / max(n - 1, 1)),
+        ):
+            new, old = expected.get(name), inputs[name]
+            if new is None or old is None:
+                continue
+            terms = np.abs((1 - momentum) * old) + np.abs(momentum * factor * statistic)
+            moved = momentum * factor * error + 4 * u * terms if training else 0 * terms
+            bounds[name] = moved + (u_out * np.abs(new) if training else 0.0)
+        return bounds
+    grad = context.grad_output
+    assert grad is not None
+    x_hat = (x - mean.reshape(shape)) * r.reshape(shape)
+    grad_bias = grad.sum(axis=axes)
+    grad_weight = (grad * x_hat).sum(axis=axes)
+    d_bias = g(n) * np.abs(grad).sum(axis=axes)
+    d_weight = (np.abs(grad) * d_x_hat).sum(axis=axes) + g(n) * np.abs(grad * x_hat).sum(axis=axes)
+    if training:
+        correction = (grad_bias.reshape(shape) + x_hat * grad_weight.reshape(shape)) / n
+        inner = grad - correction
+        d_inner = (
+            d_bias.reshape(shape)
+            + np.abs(x_hat) * d_weight.reshape(shape)
+            + d_x_hat * np.abs(grad_weight).reshape(shape)
+        ) / n + 3 * u * (np.abs(grad) + np.abs(correction))
+    else:
+        inner, d_inner = grad, 3 * u * np.abs(grad)
+    grad_input = expected["grad_input"]
+    assert grad_input is not None
+    bounds = {
+        "grad_input": gain.reshape(shape) * (d_inner + np.abs(inner) * rho.reshape(shape))
+        + (2 * u + u_out) * np.abs(grad_input)
+    }
+    if expected.get("grad_weight") is not None:
+        bounds["grad_weight"] = d_weight + u_out * np.abs(grad_weight)
+    if expected.get("grad_bias") is not None:
+        bounds["grad_bias"] = d_bias + u_out * np.abs(grad_bias)
+    return bounds
+
+
+def batch_norm_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+    u = UNIT_ROUNDOFF[context.accumulation_dtype]
+    x = context.inputs["input"]
+    assert x is not None
+    n = x.size // x.shape[1]
+
+    def proven(k: int) -> float:
+        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
+
+    bounds = _bounds(context, proven)
+    scales = _bounds(context, lambda k: u)
+    return {name: Tolerance(bounds[name], scales[name], 2 * n + 2) for name in bounds}
+
+
+def _terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
+    return {}  # batch_norm has its own bound
+
+
+def _regions() -> dict[str, Region]:
+    def has(name: str) -> Region:
+        return lambda e: e.arrays[name] is not None
+
+    def spatial(rank: int) -> Region:
+        return lambda e: input_array(e).ndim == rank + 2
+
+    def training(on: bool) -> Region:
+        return lambda e: bool(e.config["training"]) == on
+
+    regions: dict[str, Region] = {
+        "training": training(True),
+        "eval": training(False),
+        "training without running stats": lambda e: bool(
+            e.config["training"] and e.arrays["running_mean"] is None
+        ),
+        "weight": has("weight"),
+        "bias": has("bias"),
+        "two values per channel": lambda e: input_array(e).size // input_array(e).shape[1] == 2,
+        "momentum 0 or 1": lambda e: e.config["momentum"] in (0.0, 1.0),
+        "large mean (wide values)": lambda e: e.values == "wide",
+    }
+    for rank in range(4):
+        regions[f"{rank} spatial dims"] = spatial(rank)
+    return regions
+
+
+def _outputs(config: Any) -> tuple[str, ...]:
+    return ("output",)
+
+
+SPECS: tuple[OpSpec, ...] = (
+    OpSpec(
+        name="batch_norm",
+        family="normalization",
+        reference=reference.batch_norm,
+        reference_backward=reference.batch_norm_backward,
+        array_args=("input", "running_mean", "running_var", "weight", "bias"),
+        differentiable=("input", "weight", "bias"),
+        examples=batch_norm_examples,
+        terms=_terms,
+        coverage=_regions(),
+        outputs=_outputs,
+        tolerances=batch_norm_tolerances,
+        mutated=("running_mean", "running_var"),
+    ),
+)
