@@ -8,10 +8,10 @@ table must show hit. Each family's entries live in conformance/families/.
 
 from __future__ import annotations
 
-from conformance.families import conv, normalization, pool
+from conformance.families import blocks, conv, normalization, pool
 from conformance.spec import OpSpec
 
-CATALOGUE: tuple[OpSpec, ...] = (*conv.SPECS, *pool.SPECS, *normalization.SPECS)
+CATALOGUE: tuple[OpSpec, ...] = (*conv.SPECS, *pool.SPECS, *normalization.SPECS, *blocks.SPECS)
 
 BY_NAME: dict[str, OpSpec] = {spec.name: spec for spec in CATALOGUE}
 

@@ -17,6 +17,50 @@ import numpy as np
 
 from conformance import repro
 
+# Catalogue ops that torch has under another name or as a composition, and the same calls
+# written out for repro snippets.
+REPRO_CALLS = {
+    "patch_embedding": "torch.nn.functional.conv2d(input, weight, bias, stride=weight.shape[-1])",
+    "depthwise_separable_conv": (
+        "torch.nn.functional.conv2d(torch.nn.functional.conv2d(input, depthwise_weight, "
+        "depthwise_bias, groups=input.shape[-3], **config), pointwise_weight, pointwise_bias)"
+    ),
+    "channel_statistics": (
+        "torch.var_mean(input, dim=(0, *range(2, input.ndim)), correction=config['correction'])"
+    ),
+}
+
+
+def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
+    functional = torch.nn.functional
+
+    def patch_embedding(input: Any, weight: Any, bias: Any = None) -> Any:
+        return functional.conv2d(input, weight, bias, stride=weight.shape[-1])
+
+    def depthwise_separable_conv(
+        input: Any,
+        depthwise_weight: Any,
+        pointwise_weight: Any,
+        depthwise_bias: Any = None,
+        pointwise_bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+    ) -> Any:
+        hidden = functional.conv2d(
+            input, depthwise_weight, depthwise_bias, stride, padding, dilation, input.shape[-3]
+        )
+        return functional.conv2d(hidden, pointwise_weight, pointwise_bias)
+
+    def channel_statistics(input: Any, correction: int = 1) -> Any:
+        return torch.var_mean(input, dim=(0, *range(2, input.ndim)), correction=correction)
+
+    return {
+        "patch_embedding": patch_embedding,
+        "depthwise_separable_conv": depthwise_separable_conv,
+        "channel_statistics": channel_statistics,
+    }
+
 
 class TorchImplementation:
     """torch on the CPU: torch.nn.functional, or the nn module where only it has the feature."""
@@ -29,8 +73,10 @@ class TorchImplementation:
         from conformance.catalogue import CATALOGUE
 
         self._torch = torch
+        equivalents = _torch_equivalents(torch)
         self._ops: dict[str, Callable[..., Any]] = {
-            spec.name: getattr(torch.nn.functional, spec.name) for spec in CATALOGUE
+            spec.name: equivalents.get(spec.name) or getattr(torch.nn.functional, spec.name)
+            for spec in CATALOGUE
         }
         # which positional arrays get requires_grad (never running statistics: torch refuses
         # to update a leaf that requires grad in place)
@@ -140,7 +186,7 @@ class TorchImplementation:
         backward: bool,
     ) -> list[str]:
         """Lines computing ``got`` with torch exactly as this adapter calls it."""
-        call = f"torch.nn.functional.{op}({', '.join(array_names)}, **config)"
+        call = REPRO_CALLS.get(op, f"torch.nn.functional.{op}({', '.join(array_names)}, **config)")
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
             call = (
                 f"torch.func.functional_call(torch.nn.Conv{op[-2]}d(weight.shape[1] * "

@@ -63,6 +63,7 @@ class OpSpec:
     # arrays the op updates in place (batch_norm's running statistics): their values after
     # the forward call are outputs too, compared like the others
     mutated: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ("forward", "backward")
 
     @property
     def gradient_names(self) -> tuple[str, ...]:

@@ -19,6 +19,12 @@ from reference.adaptive import (
     adaptive_max_pool3d,
     adaptive_max_pool3d_backward,
 )
+from reference.blocks import (
+    depthwise_separable_conv,
+    depthwise_separable_conv_backward,
+    patch_embedding,
+    patch_embedding_backward,
+)
 from reference.conv import (
     conv1d,
     conv1d_backward,
@@ -108,6 +114,8 @@ __all__ = [
     "conv_transpose3d_backward",
     "conv_transpose_output_size",
     "dead_channel_fraction",
+    "depthwise_separable_conv",
+    "depthwise_separable_conv_backward",
     "fold",
     "fold_backward",
     "lp_pool1d",
@@ -123,6 +131,8 @@ __all__ = [
     "max_pool3d",
     "max_pool3d_backward",
     "numerical_gradient",
+    "patch_embedding",
+    "patch_embedding_backward",
     "pool_output_size",
     "same_padding",
     "unfold",

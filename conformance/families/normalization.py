@@ -30,11 +30,50 @@ import reference
 from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 from conformance.example import Example
 from conformance.spec import OpSpec, Region, ToleranceContext, input_array
+from conformance.strategies.blocks import statistics_examples
 from conformance.strategies.normalization import batch_norm_examples
 
 
 def _channels(values: np.ndarray) -> tuple[int, ...]:
     return (0, *range(2, values.ndim))
+
+
+def statistics_errors(
+    x: np.ndarray, g: Callable[[int], float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel: mean, biased variance, and their error bounds (module docstring)."""
+    axes, shape = _channels(x), (-1, *([1] * (x.ndim - 2)))
+    n = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    size = np.abs(x).mean(axis=axes)
+    d_mean = g(n) * size
+    d_var = g(2 * n + 2) * (var + np.abs(mean) * size) + d_mean**2
+    return mean, var, d_mean, d_var
+
+
+def statistics_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+    """channel_statistics: the mean's bound, and the variance's scaled by n / (n - correction)
+    plus the division's rounding; the scale replaces each gamma_k by u."""
+    x = context.inputs["input"]
+    assert x is not None
+    u = UNIT_ROUNDOFF[context.accumulation_dtype]
+    u_out = UNIT_ROUNDOFF[context.dtype]
+    n = x.size // x.shape[1]
+    factor = n / (n - context.example.config["correction"])
+
+    def bounds(g: Callable[[int], float]) -> dict[str, np.ndarray]:
+        mean, var, d_mean, d_var = statistics_errors(x, g)
+        return {
+            "mean": d_mean + (u + u_out) * np.abs(mean),
+            "var": factor * d_var + (2 * u + u_out) * factor * var,
+        }
+
+    def proven(k: int) -> float:
+        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
+
+    strict, scale = bounds(proven), bounds(lambda k: u)
+    return {name: Tolerance(strict[name], scale[name], 2 * n + 2) for name in strict}
 
 
 def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, np.ndarray]:
@@ -49,14 +88,11 @@ def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, n
     training, momentum, eps = config["training"], config["momentum"], config["eps"]
     weight, bias = inputs["weight"], inputs["bias"]
     if training:
-        mean = x.mean(axis=axes)
-        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
-        size = np.abs(x).mean(axis=axes)
-        d_mean = g(n) * size
-        d_var = g(2 * n + 2) * (var + np.abs(mean) * size) + d_mean**2
+        mean, var, d_mean, d_var = statistics_errors(x, g)
     else:
-        mean, var = inputs["running_mean"], inputs["running_var"]
-        assert mean is not None and var is not None
+        running_mean, running_var = inputs["running_mean"], inputs["running_var"]
+        assert running_mean is not None and running_var is not None
+        mean, var = running_mean, running_var
         d_mean, d_var = np.zeros_like(mean), np.zeros_like(var)
     s = var + eps
     r = 1 / np.sqrt(s)
@@ -133,6 +169,10 @@ def batch_norm_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     return {name: Tolerance(bounds[name], scales[name], 2 * n + 2) for name in bounds}
 
 
+def _no_backward(*arrays: Any, **config: Any) -> tuple[np.ndarray | None, ...]:
+    raise NotImplementedError("channel_statistics is checked forward only")
+
+
 def _terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
     return {}  # batch_norm has its own bound
 
@@ -168,6 +208,20 @@ def _outputs(config: Any) -> tuple[str, ...]:
     return ("output",)
 
 
+def _statistics_regions() -> dict[str, Region]:
+    return {
+        "biased (correction=0)": lambda e: e.config["correction"] == 0,
+        "unbiased (correction=1)": lambda e: e.config["correction"] == 1,
+        "no spatial dims": lambda e: input_array(e).ndim == 2,
+        "two values per channel": lambda e: input_array(e).size // input_array(e).shape[1] == 2,
+        "large mean (wide values)": lambda e: e.values == "wide",
+    }
+
+
+def _statistics_outputs(config: Any) -> tuple[str, ...]:
+    return ("var", "mean")
+
+
 SPECS: tuple[OpSpec, ...] = (
     OpSpec(
         name="batch_norm",
@@ -182,5 +236,19 @@ SPECS: tuple[OpSpec, ...] = (
         outputs=_outputs,
         tolerances=batch_norm_tolerances,
         mutated=("running_mean", "running_var"),
+    ),
+    OpSpec(
+        name="channel_statistics",
+        family="normalization",
+        reference=reference.channel_statistics,
+        reference_backward=_no_backward,
+        array_args=("input",),
+        differentiable=(),
+        examples=statistics_examples,
+        terms=_terms,
+        coverage=_statistics_regions(),
+        outputs=_statistics_outputs,
+        tolerances=statistics_tolerances,
+        directions=("forward",),
     ),
 )

@@ -14,7 +14,7 @@ from hypothesis import given, target
 from hypothesis import strategies as st
 
 from conformance.baseline import KnownDiscrepancy, explain
-from conformance.catalogue import CATALOGUE, DIRECTIONS, OpSpec
+from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
 from conformance.implementations import implements
 from conformance.recorder import Recorder
@@ -23,7 +23,7 @@ CASES = [
     pytest.param(spec, dtype, direction, id=f"{spec.name}-{dtype}-{direction}")
     for spec in CATALOGUE
     for dtype in spec.dtypes
-    for direction in DIRECTIONS
+    for direction in spec.directions
 ]
 
 

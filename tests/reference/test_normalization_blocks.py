@@ -1,0 +1,178 @@
+"""Batch normalization, activation statistics and the blocks, against their definitions,
+each other and central differences; no torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import reference
+from conformance.example import Example
+from conformance.strategies.blocks import patch_examples, separable_examples
+from conformance.strategies.normalization import batch_norm_examples
+
+
+def integers(example: Example, offset: int = 0) -> dict[str, np.ndarray | None]:
+    rng = np.random.default_rng(example.seed + offset)
+    return {
+        k: None if a is None else rng.integers(-3, 4, a.shape).astype(np.float64)
+        for k, a in example.arrays.items()
+    }
+
+
+@settings(max_examples=60)
+@given(example=patch_examples())
+def test_patch_embedding_is_a_stride_patch_convolution(example: Example) -> None:
+    """Exact on integers: reshape + matmul and conv2d(stride=P) sum the same products."""
+    arrays = integers(example)
+    x, w, b = arrays["input"], arrays["weight"], arrays["bias"]
+    assert x is not None and w is not None
+    patch = w.shape[-1]
+    np.testing.assert_array_equal(
+        reference.patch_embedding(x, w, b), reference.conv2d(x, w, b, stride=patch)
+    )
+    grad = np.random.default_rng(1).integers(-3, 4, reference.patch_embedding(x, w, b).shape)
+    grad = grad.astype(np.float64)
+    ours = reference.patch_embedding_backward(grad, x, w, b)
+    conv = reference.conv2d_backward(grad, x, w, b, stride=patch)
+    for mine, theirs in zip(ours, conv, strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            np.testing.assert_array_equal(mine, theirs)
+
+
+@settings(max_examples=40)
+@given(example=separable_examples())
+def test_depthwise_separable_is_two_convolutions(example: Example) -> None:
+    arrays = integers(example)
+    x = arrays["input"]
+    assert x is not None
+    config = example.config
+    hidden = reference.conv2d(
+        x,
+        arrays["depthwise_weight"],
+        arrays["depthwise_bias"],
+        config["stride"],
+        config["padding"],
+        config["dilation"],
+        x.shape[-3],
+    )
+    expected = reference.conv2d(hidden, arrays["pointwise_weight"], arrays["pointwise_bias"])
+    got = reference.depthwise_separable_conv(*arrays.values(), **config)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _small(example: Example) -> bool:
+    return all(a is None or a.size <= 60 for a in example.arrays.values())
+
+
+@settings(max_examples=15)
+@given(example=separable_examples().filter(_small))
+def test_depthwise_separable_backward_central_differences(example: Example) -> None:
+    rng = np.random.default_rng(example.seed)
+    args = [None if a is None else rng.standard_normal(a.shape) for a in example.arrays.values()]
+    out = reference.depthwise_separable_conv(*args, **example.config)
+    comparisons = reference.check_gradients(
+        reference.depthwise_separable_conv,
+        reference.depthwise_separable_conv_backward,
+        args,
+        rng.standard_normal(out.shape),
+        differentiable=(0, 1, 2, 3, 4),
+        **example.config,
+    )
+    assert comparisons and all(c.ok for c in comparisons), [c.max_abs_error for c in comparisons]
+
+
+@settings(max_examples=25)
+@given(example=batch_norm_examples().filter(_small))
+def test_batch_norm_backward_central_differences(example: Example) -> None:
+    """Training couples every element of a channel through mean and variance; eval does not.
+    The running statistics are copied per call, so each evaluation starts from the same."""
+    rng = np.random.default_rng(example.seed)
+    arrays = {k: None if a is None else a.copy() for k, a in example.arrays.items()}
+    arrays["input"] = rng.standard_normal(arrays["input"].shape)  # type: ignore[union-attr]
+    running = (arrays["running_mean"], arrays["running_var"])
+
+    def forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+        stats = [None if a is None else a.copy() for a in running]
+        return reference.batch_norm(x, *stats, weight, bias, **example.config)
+
+    def backward(
+        grad: np.ndarray, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
+    ) -> tuple:
+        return reference.batch_norm_backward(grad, x, *running, weight, bias, **example.config)
+
+    args = [arrays["input"], arrays["weight"], arrays["bias"]]
+    grad = rng.standard_normal(arrays["input"].shape)  # type: ignore[union-attr]
+    comparisons = reference.check_gradients(forward, backward, args, grad, (0, 1, 2))
+    assert all(c.ok for c in comparisons), [c.max_abs_error for c in comparisons]
+
+
+def test_batch_norm_running_statistics_follow_the_definition() -> None:
+    x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]])  # one channel, n = 4: mean 4, biased var 5
+    running_mean, running_var = np.array([1.0]), np.array([2.0])
+    out = reference.batch_norm(x, running_mean, running_var, training=True, momentum=0.5, eps=0.0)
+    np.testing.assert_allclose(out.ravel(), (np.array([1, 3, 5, 7]) - 4) / np.sqrt(5), rtol=1e-15)
+    # stored: (1 - 0.5) * old + 0.5 * new, the variance unbiased: 5 * 4 / 3
+    np.testing.assert_allclose(running_mean, [0.5 * 1 + 0.5 * 4], rtol=1e-15)
+    np.testing.assert_allclose(running_var, [0.5 * 2 + 0.5 * 20 / 3], rtol=1e-15)
+
+
+def test_notebook_section_12_activation_statistics() -> None:
+    acts = np.random.default_rng(42).normal(size=(8, 16, 14, 14))
+    var, mean = reference.channel_statistics(acts, correction=0)
+    # the notebook's definitions: mean and (biased, numpy's default) std over (0, 2, 3)
+    np.testing.assert_allclose(mean, acts.mean(axis=(0, 2, 3)), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.sqrt(var), acts.std(axis=(0, 2, 3)), rtol=1e-13)
+    unbiased, _ = reference.channel_statistics(acts, correction=1)
+    n = 8 * 14 * 14
+    np.testing.assert_allclose(unbiased, var * n / (n - 1), rtol=1e-13)
+
+
+def test_dead_channel_fraction() -> None:
+    acts = np.maximum(np.random.default_rng(0).normal(size=(4, 5, 3, 3)), 0)
+    acts[:, [1, 3]] = 0.0  # two dead ReLU channels
+    assert reference.dead_channel_fraction(acts) == 2 / 5
+    assert reference.dead_channel_fraction(acts, threshold=100.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: reference.batch_norm(np.zeros((1, 2, 1)), None, None, training=True),
+            ValueError,
+            "more than one value per channel",
+        ),
+        (
+            lambda: reference.batch_norm(np.zeros((2, 2)), None, None),
+            ValueError,
+            "must be given in evaluation mode",
+        ),
+        (
+            lambda: reference.batch_norm(np.zeros((2, 2)), np.zeros(3), np.ones(3)),
+            ValueError,
+            r"running_mean must have shape \(2,\)",
+        ),
+        (
+            lambda: reference.batch_norm(np.zeros((2, 2)), np.zeros(2), np.ones(2), eps=-1.0),
+            ValueError,
+            "eps must be non-negative",
+        ),
+        (lambda: reference.channel_statistics(np.zeros(3)), ValueError, r"\(N, C, \*\)"),
+        (
+            lambda: reference.patch_embedding(np.zeros((1, 2, 2, 2)), np.zeros((3, 2, 3, 3))),
+            ValueError,
+            "smaller than the patch",
+        ),
+        (
+            lambda: reference.patch_embedding(np.zeros((1, 2, 4, 4)), np.zeros((3, 2, 2, 1))),
+            ValueError,
+            "square patches",
+        ),
+    ],
+)
+def test_rejects(call: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()  # type: ignore[operator]
