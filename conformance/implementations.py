@@ -28,6 +28,14 @@ REPRO_CALLS = {
     "channel_statistics": (
         "torch.var_mean(input, dim=(0, *range(2, input.ndim)), correction=config['correction'])"
     ),
+    "residual_block": (
+        "(lambda F, s, e: F.relu(F.batch_norm(F.conv2d(F.relu(F.batch_norm(F.conv2d(input, "
+        "conv1_weight, None, s, 1), None, None, bn1_weight, bn1_bias, True, 0.0, e)), "
+        "conv2_weight, None, 1, 1), None, None, bn2_weight, bn2_bias, True, 0.0, e) + (input "
+        "if shortcut_weight is None else F.batch_norm(F.conv2d(input, shortcut_weight, None, "
+        "s), None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, e))))"
+        "(torch.nn.functional, config['stride'], config['eps'])"
+    ),
 }
 
 
@@ -55,7 +63,38 @@ def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
     def channel_statistics(input: Any, correction: int = 1) -> Any:
         return torch.var_mean(input, dim=(0, *range(2, input.ndim)), correction=correction)
 
+    def residual_block(
+        input: Any,
+        conv1_weight: Any,
+        bn1_weight: Any,
+        bn1_bias: Any,
+        conv2_weight: Any,
+        bn2_weight: Any,
+        bn2_bias: Any,
+        shortcut_weight: Any = None,
+        shortcut_bn_weight: Any = None,
+        shortcut_bn_bias: Any = None,
+        stride: int = 1,
+        eps: float = 1e-5,
+    ) -> Any:
+        def norm(x: Any, weight: Any, bias: Any) -> Any:
+            return functional.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+        hidden = functional.relu(
+            norm(functional.conv2d(input, conv1_weight, None, stride, 1), bn1_weight, bn1_bias)
+        )
+        body = norm(functional.conv2d(hidden, conv2_weight, None, 1, 1), bn2_weight, bn2_bias)
+        skip = input
+        if shortcut_weight is not None:
+            skip = norm(
+                functional.conv2d(input, shortcut_weight, None, stride),
+                shortcut_bn_weight,
+                shortcut_bn_bias,
+            )
+        return functional.relu(body + skip)
+
     return {
+        "residual_block": residual_block,
         "patch_embedding": patch_embedding,
         "depthwise_separable_conv": depthwise_separable_conv,
         "channel_statistics": channel_statistics,

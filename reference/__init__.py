@@ -24,6 +24,8 @@ from reference.blocks import (
     depthwise_separable_conv_backward,
     patch_embedding,
     patch_embedding_backward,
+    residual_block,
+    residual_block_backward,
 )
 from reference.conv import (
     conv1d,
@@ -134,6 +136,8 @@ __all__ = [
     "patch_embedding",
     "patch_embedding_backward",
     "pool_output_size",
+    "residual_block",
+    "residual_block_backward",
     "same_padding",
     "unfold",
     "unfold_backward",

@@ -17,6 +17,7 @@ import numpy as np
 
 from reference._arguments import IntOrTuple, as_float_array, batched, check_bias, check_ndim
 from reference.conv import check_grad_output, check_same_dtype, conv2d, conv2d_backward
+from reference.normalization import batch_norm, batch_norm_backward
 
 
 def _patches(
@@ -135,3 +136,115 @@ def depthwise_separable_conv_backward(
         grad_hidden, input, depthwise_weight, depthwise_bias, stride, padding, dilation, channels
     )
     return grad_input, grad_depthwise, grad_pointwise, grad_depthwise_bias, grad_pointwise_bias
+
+
+def _bn_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    return np.maximum(batch_norm(x, None, None, weight, bias, True, 0.0, eps), 0.0)
+
+
+def residual_block(
+    input: np.ndarray,
+    conv1_weight: np.ndarray,
+    bn1_weight: np.ndarray,
+    bn1_bias: np.ndarray,
+    conv2_weight: np.ndarray,
+    bn2_weight: np.ndarray,
+    bn2_bias: np.ndarray,
+    shortcut_weight: np.ndarray | None = None,
+    shortcut_bn_weight: np.ndarray | None = None,
+    shortcut_bn_bias: np.ndarray | None = None,
+    stride: int = 1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """ResNet's basic block (He et al. 2016), batch norm on batch statistics (training):
+
+        y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)),
+
+    conv1 3x3 with stride, conv2 3x3, both padding 1 and no bias; the shortcut is the
+    identity, or bn(conv1x1(x, stride)) when shortcut_weight is given."""
+    input = as_float_array(input, "input")
+    hidden = _bn_relu(conv2d(input, conv1_weight, None, stride, 1), bn1_weight, bn1_bias, eps)
+    body = batch_norm(
+        conv2d(hidden, conv2_weight, None, 1, 1), None, None, bn2_weight, bn2_bias, True, 0.0, eps
+    )
+    if shortcut_weight is None:
+        if stride != 1 or conv2_weight.shape[0] != input.shape[-3]:
+            raise ValueError("an identity shortcut needs stride 1 and out_channels = in_channels")
+        skip = input
+    else:
+        if shortcut_bn_weight is None or shortcut_bn_bias is None:
+            raise ValueError("a projection shortcut needs shortcut_bn_weight and shortcut_bn_bias")
+        skip = batch_norm(
+            conv2d(input, shortcut_weight, None, stride),
+            None,
+            None,
+            shortcut_bn_weight,
+            shortcut_bn_bias,
+            True,
+            0.0,
+            eps,
+        )
+    return np.maximum(body + skip, 0.0)
+
+
+def residual_block_backward(
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    conv1_weight: np.ndarray,
+    bn1_weight: np.ndarray,
+    bn1_bias: np.ndarray,
+    conv2_weight: np.ndarray,
+    bn2_weight: np.ndarray,
+    bn2_bias: np.ndarray,
+    shortcut_weight: np.ndarray | None = None,
+    shortcut_bn_weight: np.ndarray | None = None,
+    shortcut_bn_bias: np.ndarray | None = None,
+    stride: int = 1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray | None, ...]:
+    """Gradients of every array argument, in order (None for an absent shortcut): the chain
+    rule through each op's own backward; ReLU passes the gradient where its input is > 0."""
+    input = as_float_array(input, "input")
+    a1 = conv2d(input, conv1_weight, None, stride, 1)
+    b1 = batch_norm(a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps)
+    hidden = np.maximum(b1, 0.0)
+    a2 = conv2d(hidden, conv2_weight, None, 1, 1)
+    body = batch_norm(a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps)
+    if shortcut_weight is None:
+        a_s = None
+        skip = input
+    else:
+        a_s = conv2d(input, shortcut_weight, None, stride)
+        skip = batch_norm(a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps)
+    grad_z = np.where(body + skip > 0, grad_output, 0.0)
+    g_a2, g_bn2_w, g_bn2_b = batch_norm_backward(
+        grad_z, a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps
+    )
+    g_hidden, g_conv2, _ = conv2d_backward(g_a2, hidden, conv2_weight, None, 1, 1)
+    g_b1 = np.where(b1 > 0, g_hidden, 0.0)
+    g_a1, g_bn1_w, g_bn1_b = batch_norm_backward(
+        g_b1, a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps
+    )
+    g_input, g_conv1, _ = conv2d_backward(g_a1, input, conv1_weight, None, stride, 1)
+    g_short = g_short_w = g_short_b = None
+    if a_s is None:
+        g_input = g_input + grad_z
+    else:
+        g_as, g_short_w, g_short_b = batch_norm_backward(
+            grad_z, a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps
+        )
+        assert shortcut_weight is not None
+        g_skip, g_short, _ = conv2d_backward(g_as, input, shortcut_weight, None, stride)
+        g_input = g_input + g_skip
+    return (
+        g_input,
+        g_conv1,
+        g_bn1_w,
+        g_bn1_b,
+        g_conv2,
+        g_bn2_w,
+        g_bn2_b,
+        g_short,
+        g_short_w,
+        g_short_b,
+    )

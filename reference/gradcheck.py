@@ -2,13 +2,15 @@
 
 For an op f and a fixed grad_output g, the scalar L(args) = <f(*args), g> has
 dL/d(args[i]) = the i-th gradient that ``<op>_backward(g, *args)`` returns. Each element is
-estimated as (L(a + eps e) - L(a - eps e)) / (2 eps): truncation error O(eps^2 * L'''),
-rounding error O(u * |L| / eps), about 1e-10 * |L| for eps = 1e-6 in float64.
+estimated as (L(a + h e) - L(a - h e)) / (2 h): truncation error O(h^2) times L's third
+derivative, rounding error O(u * |L| / h), about 1e-10 * |L| for the step h = 1e-6 in
+float64. The op's keyword arguments travel as one mapping, so none of them (batch norm's
+``eps``, say) can be taken for one of the checker's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +22,13 @@ def numerical_gradient(
     args: Sequence[Any],
     grad_output: np.ndarray,
     wrt: int,
-    eps: float = 1e-6,
-    **kwargs: Any,
+    step: float = 1e-6,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Central-difference gradient of <function(*args, **kwargs), grad_output> in args[wrt]."""
-    if eps <= 0:
-        raise ValueError(f"eps must be positive, got {eps}")
+    if step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+    options = dict(kwargs or {})
     values = list(args)
     target = np.array(values[wrt], dtype=np.float64, copy=True)
     values[wrt] = target
@@ -33,16 +36,16 @@ def numerical_gradient(
     gradient = np.empty_like(flat)
 
     def loss() -> float:
-        return float(np.vdot(function(*values, **kwargs), grad_output))
+        return float(np.vdot(function(*values, **options), grad_output))
 
     for index in range(flat.size):
         saved = flat[index]
-        flat[index] = saved + eps
+        flat[index] = saved + step
         plus = loss()
-        flat[index] = saved - eps
+        flat[index] = saved - step
         minus = loss()
         flat[index] = saved
-        gradient[index] = (plus - minus) / (2 * eps)
+        gradient[index] = (plus - minus) / (2 * step)
     return gradient.reshape(target.shape)
 
 
@@ -63,10 +66,10 @@ def check_gradients(
     args: Sequence[Any],
     grad_output: np.ndarray,
     differentiable: Sequence[int],
-    eps: float = 1e-6,
+    kwargs: Mapping[str, Any] | None = None,
+    step: float = 1e-6,
     atol: float = 1e-6,
     rtol: float = 1e-5,
-    **kwargs: Any,
 ) -> list[GradientComparison]:
     """Compare ``backward(grad_output, *args, **kwargs)`` with central differences.
 
@@ -74,7 +77,8 @@ def check_gradients(
     that is None, such as an absent bias). The defaults leave about three orders of
     magnitude above the truncation and rounding errors for float64 data of order one.
     """
-    analytic = backward(grad_output, *args, **kwargs)
+    options = dict(kwargs or {})
+    analytic = backward(grad_output, *args, **options)
     if len(analytic) != len(differentiable):
         raise ValueError(
             f"backward returned {len(analytic)} gradients for {len(differentiable)} arguments"
@@ -91,7 +95,7 @@ def check_gradients(
                 f"{np.shape(args[argument])}, got "
                 f"{None if gradient is None else gradient.shape}"
             )
-        numerical = numerical_gradient(function, args, grad_output, argument, eps, **kwargs)
+        numerical = numerical_gradient(function, args, grad_output, argument, step, options)
         error = np.abs(gradient - numerical)
         ok = bool(np.all(error <= atol + rtol * np.abs(numerical)))
         max_error = float(error.max()) if error.size else 0.0

@@ -17,8 +17,9 @@ import numpy as np
 import reference
 from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 from conformance.example import Example
+from conformance.families.normalization import batch_norm_carry, batch_norm_own_bound
 from conformance.spec import OpSpec, Region, ToleranceContext, input_array
-from conformance.strategies.blocks import patch_examples, separable_examples
+from conformance.strategies.blocks import patch_examples, residual_examples, separable_examples
 
 
 def _patch_terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
@@ -136,6 +137,90 @@ def _separable_regions() -> dict[str, Region]:
     }
 
 
+RESIDUAL_ARRAYS = (
+    "input",
+    "conv1_weight",
+    "bn1_weight",
+    "bn1_bias",
+    "conv2_weight",
+    "bn2_weight",
+    "bn2_bias",
+    "shortcut_weight",
+    "shortcut_bn_weight",
+    "shortcut_bn_bias",
+)
+
+
+def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+    """Forward: first-order propagation through the block. Each convolution carries its
+    input's error as conv(delta, |W|) and adds its own gamma_n * conv(|x| + delta, |W|);
+    batch norm carries it as batch_norm_carry and adds its own bound; ReLU is 1-Lipschitz;
+    the sum adds u |z|. The scale replaces each gamma_k by u."""
+    inputs, config = context.inputs, context.example.config
+    x = inputs["input"]
+    assert x is not None
+    u = UNIT_ROUNDOFF[context.accumulation_dtype]
+    u_out = UNIT_ROUNDOFF[context.dtype]
+    stride, eps = config["stride"], config["eps"]
+
+    def conv(
+        value: np.ndarray,
+        weight: np.ndarray | None,
+        step: int,
+        padding: int,
+        delta: np.ndarray,
+        g: Callable[[int], float],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert weight is not None
+        out = reference.conv2d(value, weight, None, step, padding)
+        reach = reference.conv2d(np.abs(value) + delta, np.abs(weight), None, step, padding)
+        carried = reference.conv2d(delta, np.abs(weight), None, step, padding)
+        return out, carried + g(math.prod(weight.shape[1:])) * reach + u * np.abs(out)
+
+    def norm(
+        value: np.ndarray,
+        delta: np.ndarray,
+        weight_name: str,
+        bias_name: str,
+        g: Callable[[int], float],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        weight, bias = inputs[weight_name], inputs[bias_name]
+        own, r, x_hat = batch_norm_own_bound(value, weight, bias, eps, g, u)
+        out = reference.batch_norm(value, None, None, weight, bias, True, 0.0, eps)
+        return out, batch_norm_carry(delta, weight, r, x_hat) + own
+
+    def bound(g: Callable[[int], float]) -> np.ndarray:
+        none = np.zeros_like(x)
+        a1, e_a1 = conv(x, inputs["conv1_weight"], stride, 1, none, g)
+        b1, e_b1 = norm(a1, e_a1, "bn1_weight", "bn1_bias", g)
+        hidden = np.maximum(b1, 0.0)
+        a2, e_a2 = conv(hidden, inputs["conv2_weight"], 1, 1, e_b1, g)
+        body, e_body = norm(a2, e_a2, "bn2_weight", "bn2_bias", g)
+        if inputs["shortcut_weight"] is None:
+            skip, e_skip = x, np.zeros_like(x)
+        else:
+            a_s, e_as = conv(x, inputs["shortcut_weight"], stride, 0, none, g)
+            skip, e_skip = norm(a_s, e_as, "shortcut_bn_weight", "shortcut_bn_bias", g)
+        return e_body + e_skip + u * np.abs(body + skip)
+
+    def proven(k: int) -> float:
+        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
+
+    y = context.expected["output"]
+    assert y is not None
+    final = u_out * np.abs(y)
+    return {"output": Tolerance(bound(proven) + final, bound(lambda k: u) + final, 0)}
+
+
+def _residual_regions() -> dict[str, Region]:
+    return {
+        "identity shortcut": lambda e: e.arrays["shortcut_weight"] is None,
+        "projection shortcut": lambda e: e.arrays["shortcut_weight"] is not None,
+        "stride 2": lambda e: e.config["stride"] == 2,
+        "large values (wide)": lambda e: e.values == "wide",
+    }
+
+
 SPECS: tuple[OpSpec, ...] = (
     OpSpec(
         name="patch_embedding",
@@ -171,5 +256,21 @@ SPECS: tuple[OpSpec, ...] = (
         terms=lambda example, shape: {},
         coverage=_separable_regions(),
         tolerances=separable_tolerances,
+    ),
+    OpSpec(
+        name="residual_block",
+        family="blocks",
+        reference=reference.residual_block,
+        reference_backward=reference.residual_block_backward,
+        array_args=RESIDUAL_ARRAYS,
+        differentiable=RESIDUAL_ARRAYS,
+        examples=residual_examples,
+        terms=lambda example, shape: {},
+        coverage=_residual_regions(),
+        tolerances=residual_tolerances,
+        # backward: the reference is checked by central differences and against torch in
+        # float64 (tests/reference); a rigorous bound for the campaign would need gradient
+        # errors carried back through batch norm and ReLU's kink, not yet derived
+        directions=("forward",),
     ),
 )

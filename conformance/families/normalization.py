@@ -52,6 +52,47 @@ def statistics_errors(
     return mean, var, d_mean, d_var
 
 
+def batch_norm_own_bound(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    g: Callable[[int], float],
+    u: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training mode on exact x: (bound of y from batch norm's own arithmetic, r, x_hat),
+    r and the per-channel gain broadcast; the output dtype's rounding is the caller's."""
+    shape = (-1, *([1] * (x.ndim - 2)))
+    mean, var, d_mean, d_var = statistics_errors(x, g)
+    s = var + eps
+    r = (1 / np.sqrt(s)).reshape(shape)
+    rho = ((d_var + u * s) / (2 * s) + 2 * u).reshape(shape)
+    centered = x - mean.reshape(shape)
+    d_x_hat = r * (
+        d_mean.reshape(shape)
+        + np.abs(centered) * rho
+        + 3 * u * (np.abs(x) + np.abs(mean).reshape(shape))
+    )
+    gain = 1.0 if weight is None else np.abs(weight).reshape(shape)
+    x_hat = centered * r
+    y = x_hat * (1.0 if weight is None else weight.reshape(shape))
+    b = 0.0 if bias is None else bias.reshape(shape)
+    return gain * d_x_hat + 2 * u * (np.abs(y + b) + np.abs(b)), r, x_hat
+
+
+def batch_norm_carry(
+    delta: np.ndarray, weight: np.ndarray | None, r: np.ndarray, x_hat: np.ndarray
+) -> np.ndarray:
+    """First order, how an input error delta >= 0 moves training batch norm's output:
+    |w| r (delta + mean(delta) + |x_hat| mean(|x_hat| delta)), means per channel, from
+    d mean = mean(delta) and d var = 2 mean((x - mean) delta)."""
+    axes, shape = _channels(delta), (-1, *([1] * (delta.ndim - 2)))
+    gain = r if weight is None else r * np.abs(weight).reshape(shape)
+    spread = delta.mean(axis=axes).reshape(shape)
+    tilt = (np.abs(x_hat) * delta).mean(axis=axes).reshape(shape)
+    return gain * (delta + spread + np.abs(x_hat) * tilt)
+
+
 def statistics_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     """channel_statistics: the mean's bound, and the variance's scaled by n / (n - correction)
     plus the division's rounding; the scale replaces each gamma_k by u."""

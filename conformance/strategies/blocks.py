@@ -68,3 +68,29 @@ def statistics_examples(draw: st.DrawFn) -> Example:
     values, seed = draw(values_and_seed(FINITE_KINDS))
     x = fill((batch, channels, *spatial), values, np.random.default_rng(seed))
     return Example({"input": x}, {"correction": correction}, values, seed)
+
+
+@st.composite
+def residual_examples(draw: st.DrawFn) -> Example:
+    """Identity shortcut (stride 1, same channels) or a strided 1x1 projection."""
+    projection = draw(st.booleans())
+    channels = draw(st.integers(1, 3))
+    out = draw(st.integers(1, 4)) if projection else channels
+    stride = draw(st.integers(1, 2)) if projection else 1
+    batch, height, width = draw(st.integers(2, 3)), draw(st.integers(2, 5)), draw(st.integers(2, 5))
+    values, seed = draw(values_and_seed(FINITE_KINDS))
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray | None] = {
+        "input": fill((batch, channels, height, width), values, rng),
+        "conv1_weight": fill((out, channels, 3, 3), values, rng),
+        "bn1_weight": fill((out,), values, rng),
+        "bn1_bias": fill((out,), values, rng),
+        "conv2_weight": fill((out, out, 3, 3), values, rng),
+        "bn2_weight": fill((out,), values, rng),
+        "bn2_bias": fill((out,), values, rng),
+        "shortcut_weight": fill((out, channels, 1, 1), values, rng) if projection else None,
+        "shortcut_bn_weight": fill((out,), values, rng) if projection else None,
+        "shortcut_bn_bias": fill((out,), values, rng) if projection else None,
+    }
+    config = {"stride": stride, "eps": draw(st.sampled_from([1e-5, 1e-3]))}
+    return Example(arrays, config, values, seed)

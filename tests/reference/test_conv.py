@@ -197,7 +197,7 @@ def test_backward_against_central_differences(
         args,
         grad,
         differentiable=(0, 1, 2),
-        **example.config,
+        kwargs=example.config,
     )
     assert len(comparisons) == sum(a is not None for a in args)
     for comparison in comparisons:
@@ -212,8 +212,28 @@ def test_central_differences_notebook_section_9() -> None:
     def loss(kernel: np.ndarray) -> np.ndarray:
         return np.array(np.sum(x * kernel) ** 2)
 
-    numeric = reference.numerical_gradient(loss, [k], np.array(1.0), wrt=0, eps=1e-5)
+    numeric = reference.numerical_gradient(loss, [k], np.array(1.0), wrt=0, step=1e-5)
     analytic = 2 * np.sum(x * k) * x
     # truncation of a quadratic's central difference is zero; rounding ~ 1e-16 / 1e-5
     assert np.max(np.abs(analytic - numeric)) < 1e-9
     assert math.isclose(float(np.sum(x * k)), 0.5 - 2.0 + 0.6 + 1.2)
+
+
+def test_op_keywords_never_collide_with_the_checkers_own() -> None:
+    """An op with an ``eps`` of its own (batch norm has one) must receive it; the checker's
+    step is a separate argument (once, ``eps`` in the op's config was taken as the step)."""
+    seen = []
+
+    def scaled(x: np.ndarray, eps: float = 1.0) -> np.ndarray:
+        seen.append(eps)
+        return x * eps
+
+    def scaled_backward(grad: np.ndarray, x: np.ndarray, eps: float = 1.0) -> tuple:
+        return (grad * eps,)
+
+    x = np.array([1.0, 2.0])
+    [comparison] = reference.check_gradients(
+        scaled, scaled_backward, [x], np.ones(2), (0,), kwargs={"eps": 3.0}
+    )
+    assert set(seen) == {3.0} and comparison.ok
+    np.testing.assert_allclose(comparison.numerical, [3.0, 3.0], rtol=1e-9)

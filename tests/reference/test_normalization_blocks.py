@@ -9,7 +9,7 @@ from hypothesis import given, settings
 
 import reference
 from conformance.example import Example
-from conformance.strategies.blocks import patch_examples, separable_examples
+from conformance.strategies.blocks import patch_examples, residual_examples, separable_examples
 from conformance.strategies.normalization import batch_norm_examples
 
 
@@ -79,7 +79,7 @@ def test_depthwise_separable_backward_central_differences(example: Example) -> N
         args,
         rng.standard_normal(out.shape),
         differentiable=(0, 1, 2, 3, 4),
-        **example.config,
+        kwargs=example.config,
     )
     assert comparisons and all(c.ok for c in comparisons), [c.max_abs_error for c in comparisons]
 
@@ -90,8 +90,12 @@ def test_batch_norm_backward_central_differences(example: Example) -> None:
     """Training couples every element of a channel through mean and variance; eval does not.
     The running statistics are copied per call, so each evaluation starts from the same."""
     rng = np.random.default_rng(example.seed)
-    arrays = {k: None if a is None else a.copy() for k, a in example.arrays.items()}
-    arrays["input"] = rng.standard_normal(arrays["input"].shape)  # type: ignore[union-attr]
+    # order-one data throughout: central differences' rounding error grows as u * |L| / h
+    arrays = {
+        k: None if a is None else rng.standard_normal(a.shape) for k, a in example.arrays.items()
+    }
+    if arrays["running_var"] is not None:
+        arrays["running_var"] = rng.uniform(0.5, 2.0, arrays["running_var"].shape)
     running = (arrays["running_mean"], arrays["running_var"])
 
     def forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
@@ -176,3 +180,39 @@ def test_dead_channel_fraction() -> None:
 def test_rejects(call: object, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         call()  # type: ignore[operator]
+
+
+@settings(max_examples=10)
+@given(example=residual_examples())
+def test_residual_block_backward_central_differences(example: Example) -> None:
+    rng = np.random.default_rng(example.seed)
+    args = [None if a is None else rng.standard_normal(a.shape) for a in example.arrays.values()]
+    out = reference.residual_block(*args, **example.config)
+    comparisons = reference.check_gradients(
+        reference.residual_block,
+        reference.residual_block_backward,
+        args,
+        rng.standard_normal(out.shape),
+        differentiable=tuple(range(len(args))),
+        kwargs=example.config,
+    )
+    assert comparisons and all(c.ok for c in comparisons), [c.max_abs_error for c in comparisons]
+
+
+def test_notebook_section_10_residual() -> None:
+    """y = x + F(x): with conv2's weights zero, bn2 normalizes zeros to zero, so the body is
+    bn2's bias; set it to the notebook's F. The block ends in a ReLU."""
+    x_values, f_values = np.array([1.0, -0.5, 0.25]), np.array([-0.2, 0.1, 0.4])
+    x = np.broadcast_to(x_values.reshape(1, 3, 1, 1), (2, 3, 1, 1)).copy()
+    rng = np.random.default_rng(0)
+    y = reference.residual_block(
+        x,
+        rng.standard_normal((3, 3, 3, 3)),
+        np.ones(3),
+        np.zeros(3),
+        np.zeros((3, 3, 3, 3)),
+        np.ones(3),
+        f_values,
+    )
+    # notebook: x + F = [0.8, -0.4, 0.65]; the block's ReLU keeps 0.8 and 0.65, zeroes -0.4
+    np.testing.assert_allclose(y[0, :, 0, 0], [0.8, 0.0, 0.65], rtol=1e-15)

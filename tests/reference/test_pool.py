@@ -212,7 +212,7 @@ def test_backward_against_central_differences(
     assume(bool(np.isfinite(out).all()))
     grad = rng.standard_normal(out.shape)
     [comparison] = reference.check_gradients(
-        forward, getattr(reference, f"{op}_backward"), [x], grad, differentiable=(0,), **config
+        forward, getattr(reference, f"{op}_backward"), [x], grad, differentiable=(0,), kwargs=config
     )
     assert comparison.ok, comparison.max_abs_error
 
