@@ -247,12 +247,10 @@ class ModuleImplementation:
         self.name = str(getattr(target, "name", spec))
 
     def has(self, op: str) -> bool:
-        has = getattr(self._target, "has", None)
-        return bool(has(op)) if callable(has) else hasattr(self._target, op)
+        return implements(self._target, op)
 
     def accumulation_dtype(self, dtype: str) -> str:
-        declared = getattr(self._target, "accumulation_dtype", None)
-        return str(declared(dtype)) if callable(declared) else dtype
+        return accumulation_dtype(self._target, dtype)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_target"], name)

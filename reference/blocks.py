@@ -13,6 +13,8 @@ out_channels = in_channels * multiplier) followed by a pointwise (1x1) one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from reference._arguments import IntOrTuple, as_float_array, batched, check_bias, check_ndim
@@ -138,8 +140,54 @@ def depthwise_separable_conv_backward(
     return grad_input, grad_depthwise, grad_pointwise, grad_depthwise_bias, grad_pointwise_bias
 
 
-def _bn_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    return np.maximum(batch_norm(x, None, None, weight, bias, True, 0.0, eps), 0.0)
+def _train_norm(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> np.ndarray:
+    return batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+
+@dataclass(frozen=True)
+class _ResidualPass:
+    """The forward values of a residual block that its backward needs."""
+
+    a1: np.ndarray  # conv1(x)
+    b1: np.ndarray  # bn1(a1)
+    hidden: np.ndarray  # relu(b1)
+    a2: np.ndarray  # conv2(hidden)
+    body: np.ndarray  # bn2(a2)
+    a_s: np.ndarray | None  # the projection's conv1x1(x), None for the identity
+    skip: np.ndarray  # x, or bn(a_s)
+
+
+def _residual_forward(
+    input: np.ndarray,
+    conv1_weight: np.ndarray,
+    bn1_weight: np.ndarray,
+    bn1_bias: np.ndarray,
+    conv2_weight: np.ndarray,
+    bn2_weight: np.ndarray,
+    bn2_bias: np.ndarray,
+    shortcut_weight: np.ndarray | None,
+    shortcut_bn_weight: np.ndarray | None,
+    shortcut_bn_bias: np.ndarray | None,
+    stride: int,
+    eps: float,
+) -> _ResidualPass:
+    input = as_float_array(input, "input")
+    a1 = conv2d(input, conv1_weight, None, stride, 1)
+    b1 = _train_norm(a1, bn1_weight, bn1_bias, eps)
+    hidden = np.maximum(b1, 0.0)
+    a2 = conv2d(hidden, conv2_weight, None, 1, 1)
+    body = _train_norm(a2, bn2_weight, bn2_bias, eps)
+    if shortcut_weight is None:
+        if stride != 1 or conv2_weight.shape[0] != input.shape[-3]:
+            raise ValueError("an identity shortcut needs stride 1 and out_channels = in_channels")
+        return _ResidualPass(a1, b1, hidden, a2, body, None, input)
+    if shortcut_bn_weight is None or shortcut_bn_bias is None:
+        raise ValueError("a projection shortcut needs shortcut_bn_weight and shortcut_bn_bias")
+    a_s = conv2d(input, shortcut_weight, None, stride)
+    skip = _train_norm(a_s, shortcut_bn_weight, shortcut_bn_bias, eps)
+    return _ResidualPass(a1, b1, hidden, a2, body, a_s, skip)
 
 
 def residual_block(
@@ -162,29 +210,21 @@ def residual_block(
 
     conv1 3x3 with stride, conv2 3x3, both padding 1 and no bias; the shortcut is the
     identity, or bn(conv1x1(x, stride)) when shortcut_weight is given."""
-    input = as_float_array(input, "input")
-    hidden = _bn_relu(conv2d(input, conv1_weight, None, stride, 1), bn1_weight, bn1_bias, eps)
-    body = batch_norm(
-        conv2d(hidden, conv2_weight, None, 1, 1), None, None, bn2_weight, bn2_bias, True, 0.0, eps
+    values = _residual_forward(
+        input,
+        conv1_weight,
+        bn1_weight,
+        bn1_bias,
+        conv2_weight,
+        bn2_weight,
+        bn2_bias,
+        shortcut_weight,
+        shortcut_bn_weight,
+        shortcut_bn_bias,
+        stride,
+        eps,
     )
-    if shortcut_weight is None:
-        if stride != 1 or conv2_weight.shape[0] != input.shape[-3]:
-            raise ValueError("an identity shortcut needs stride 1 and out_channels = in_channels")
-        skip = input
-    else:
-        if shortcut_bn_weight is None or shortcut_bn_bias is None:
-            raise ValueError("a projection shortcut needs shortcut_bn_weight and shortcut_bn_bias")
-        skip = batch_norm(
-            conv2d(input, shortcut_weight, None, stride),
-            None,
-            None,
-            shortcut_bn_weight,
-            shortcut_bn_bias,
-            True,
-            0.0,
-            eps,
-        )
-    return np.maximum(body + skip, 0.0)
+    return np.maximum(values.body + values.skip, 0.0)
 
 
 def residual_block_backward(
@@ -204,40 +244,49 @@ def residual_block_backward(
 ) -> tuple[np.ndarray | None, ...]:
     """Gradients of every array argument, in order (None for an absent shortcut): the chain
     rule through each op's own backward; ReLU passes the gradient where its input is > 0."""
-    input = as_float_array(input, "input")
-    a1 = conv2d(input, conv1_weight, None, stride, 1)
-    b1 = batch_norm(a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps)
-    hidden = np.maximum(b1, 0.0)
-    a2 = conv2d(hidden, conv2_weight, None, 1, 1)
-    body = batch_norm(a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps)
-    if shortcut_weight is None:
-        a_s = None
-        skip = input
-    else:
-        a_s = conv2d(input, shortcut_weight, None, stride)
-        skip = batch_norm(a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps)
-    grad_z = np.where(body + skip > 0, grad_output, 0.0)
-    g_a2, g_bn2_w, g_bn2_b = batch_norm_backward(
-        grad_z, a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps
+    v = _residual_forward(
+        input,
+        conv1_weight,
+        bn1_weight,
+        bn1_bias,
+        conv2_weight,
+        bn2_weight,
+        bn2_bias,
+        shortcut_weight,
+        shortcut_bn_weight,
+        shortcut_bn_bias,
+        stride,
+        eps,
     )
-    g_hidden, g_conv2, _ = conv2d_backward(g_a2, hidden, conv2_weight, None, 1, 1)
-    g_b1 = np.where(b1 > 0, g_hidden, 0.0)
+    grad_z = np.where(v.body + v.skip > 0, grad_output, 0.0)
+    g_a2, g_bn2_w, g_bn2_b = batch_norm_backward(
+        grad_z, v.a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps
+    )
+    g_hidden, g_conv2, _ = conv2d_backward(g_a2, v.hidden, conv2_weight, None, 1, 1)
     g_a1, g_bn1_w, g_bn1_b = batch_norm_backward(
-        g_b1, a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps
+        np.where(v.b1 > 0, g_hidden, 0.0), v.a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps
     )
     g_input, g_conv1, _ = conv2d_backward(g_a1, input, conv1_weight, None, stride, 1)
-    g_short = g_short_w = g_short_b = None
-    if a_s is None:
-        g_input = g_input + grad_z
-    else:
-        g_as, g_short_w, g_short_b = batch_norm_backward(
-            grad_z, a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps
+    if v.a_s is None:
+        return (
+            g_input + grad_z,
+            g_conv1,
+            g_bn1_w,
+            g_bn1_b,
+            g_conv2,
+            g_bn2_w,
+            g_bn2_b,
+            None,
+            None,
+            None,
         )
-        assert shortcut_weight is not None
-        g_skip, g_short, _ = conv2d_backward(g_as, input, shortcut_weight, None, stride)
-        g_input = g_input + g_skip
+    assert shortcut_weight is not None
+    g_as, g_short_w, g_short_b = batch_norm_backward(
+        grad_z, v.a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps
+    )
+    g_skip, g_short, _ = conv2d_backward(g_as, input, shortcut_weight, None, stride)
     return (
-        g_input,
+        g_input + g_skip,
         g_conv1,
         g_bn1_w,
         g_bn1_b,

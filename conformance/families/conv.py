@@ -146,8 +146,7 @@ def conv_transpose_regions() -> dict[str, Region]:
     return regions
 
 
-def _conv_spec(dims: int) -> OpSpec:
-    name = f"conv{dims}d"
+def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, dims: int) -> OpSpec:
     return OpSpec(
         name=name,
         family="convolution",
@@ -155,28 +154,22 @@ def _conv_spec(dims: int) -> OpSpec:
         reference_backward=getattr(reference, f"{name}_backward"),
         array_args=("input", "weight", "bias"),
         differentiable=("input", "weight", "bias"),
-        examples=lambda: conv_examples(dims),
-        terms=conv_terms,
-        coverage=conv_regions(),
-    )
-
-
-def _conv_transpose_spec(dims: int) -> OpSpec:
-    name = f"conv_transpose{dims}d"
-    return OpSpec(
-        name=name,
-        family="convolution",
-        reference=getattr(reference, name),
-        reference_backward=getattr(reference, f"{name}_backward"),
-        array_args=("input", "weight", "bias"),
-        differentiable=("input", "weight", "bias"),
-        examples=lambda: conv_transpose_examples(dims),
-        terms=conv_transpose_terms,
-        coverage=conv_transpose_regions(),
+        examples=lambda: examples(dims),
+        terms=terms,
+        coverage=regions(),
     )
 
 
 SPECS: tuple[OpSpec, ...] = (
-    *(_conv_spec(dims) for dims in (1, 2, 3)),
-    *(_conv_transpose_spec(dims) for dims in (1, 2, 3)),
+    *(_spec(f"conv{d}d", conv_examples, conv_terms, conv_regions, d) for d in (1, 2, 3)),
+    *(
+        _spec(
+            f"conv_transpose{d}d",
+            conv_transpose_examples,
+            conv_transpose_terms,
+            conv_transpose_regions,
+            d,
+        )
+        for d in (1, 2, 3)
+    ),
 )
