@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 import reference
 from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 from conformance.example import Example
-from conformance.families.normalization import batch_norm_carry, batch_norm_own_bound
+from conformance.families.normalization import (
+    NormErrors,
+    batch_norm_backward_own,
+    batch_norm_carry,
+    batch_norm_own_bound,
+)
 from conformance.spec import OpSpec, Region, ToleranceContext, input_array
 from conformance.strategies.blocks import patch_examples, residual_examples, separable_examples
 
@@ -152,64 +158,186 @@ RESIDUAL_ARRAYS = (
 
 
 def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
-    """Forward: first-order propagation through the block. Each convolution carries its
-    input's error as conv(delta, |W|) and adds its own gamma_n * conv(|x| + delta, |W|);
-    batch norm carries it as batch_norm_carry and adds its own bound; ReLU is 1-Lipschitz;
-    the sum adds u |z|. The scale replaces each gamma_k by u."""
+    """First-order propagation through the block, forward and backward.
+
+    Forward: each convolution carries its input's error as conv(delta, |W|) and adds its own
+    gamma_n * conv(|x| + delta, |W|); batch norm carries it as batch_norm_carry and adds its
+    own bound; ReLU is 1-Lipschitz; the sum adds u |z|.
+    Backward, through the same ops in reverse: a ReLU mask can flip only where its input is
+    within its forward error, and there the gradient may be off by all of it; batch norm's
+    backward carries a gradient error with the forward carry's structure, adds its own
+    arithmetic's bound, and feels its saved input's error through x_hat (d x_hat = the carry
+    with w = 1) and r (relative r * mean(|x_hat| delta)); each convolution's adjoint carries
+    with |W|, its weight gradient pairs errors with the other operand's magnitude, and adds
+    gamma_n of the magnitudes. The scale replaces each gamma_k by u."""
     inputs, config = context.inputs, context.example.config
     x = inputs["input"]
     assert x is not None
     u = UNIT_ROUNDOFF[context.accumulation_dtype]
     u_out = UNIT_ROUNDOFF[context.dtype]
     stride, eps = config["stride"], config["eps"]
+    projection = inputs["shortcut_weight"] is not None
+
+    def weight(name: str) -> np.ndarray:
+        array = inputs[name]
+        assert array is not None
+        return array
 
     def conv(
         value: np.ndarray,
-        weight: np.ndarray | None,
+        name: str,
         step: int,
         padding: int,
         delta: np.ndarray,
         g: Callable[[int], float],
     ) -> tuple[np.ndarray, np.ndarray]:
-        assert weight is not None
-        out = reference.conv2d(value, weight, None, step, padding)
-        reach = reference.conv2d(np.abs(value) + delta, np.abs(weight), None, step, padding)
-        carried = reference.conv2d(delta, np.abs(weight), None, step, padding)
-        return out, carried + g(math.prod(weight.shape[1:])) * reach + u * np.abs(out)
+        w = weight(name)
+        out = reference.conv2d(value, w, None, step, padding)
+        reach = reference.conv2d(np.abs(value) + delta, np.abs(w), None, step, padding)
+        carried = reference.conv2d(delta, np.abs(w), None, step, padding)
+        return out, carried + g(math.prod(w.shape[1:])) * reach + u * np.abs(out)
 
     def norm(
-        value: np.ndarray,
-        delta: np.ndarray,
-        weight_name: str,
-        bias_name: str,
-        g: Callable[[int], float],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        weight, bias = inputs[weight_name], inputs[bias_name]
-        own, r, x_hat = batch_norm_own_bound(value, weight, bias, eps, g, u)
-        out = reference.batch_norm(value, None, None, weight, bias, True, 0.0, eps)
-        return out, batch_norm_carry(delta, weight, r, x_hat) + own
+        value: np.ndarray, delta: np.ndarray, prefix: str, g: Callable[[int], float]
+    ) -> tuple[np.ndarray, np.ndarray, NormErrors]:
+        w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
+        own, errors = batch_norm_own_bound(value, w, b, eps, g, u)
+        out = reference.batch_norm(value, None, None, w, b, True, 0.0, eps)
+        return out, batch_norm_carry(delta, w, errors) + own, errors
 
-    def bound(g: Callable[[int], float]) -> np.ndarray:
+    def forward(g: Callable[[int], float]) -> dict[str, Any]:
         none = np.zeros_like(x)
-        a1, e_a1 = conv(x, inputs["conv1_weight"], stride, 1, none, g)
-        b1, e_b1 = norm(a1, e_a1, "bn1_weight", "bn1_bias", g)
+        a1, e_a1 = conv(x, "conv1_weight", stride, 1, none, g)
+        b1, e_b1, n1 = norm(a1, e_a1, "bn1", g)
         hidden = np.maximum(b1, 0.0)
-        a2, e_a2 = conv(hidden, inputs["conv2_weight"], 1, 1, e_b1, g)
-        body, e_body = norm(a2, e_a2, "bn2_weight", "bn2_bias", g)
-        if inputs["shortcut_weight"] is None:
-            skip, e_skip = x, np.zeros_like(x)
+        a2, e_a2 = conv(hidden, "conv2_weight", 1, 1, e_b1, g)
+        body, e_body, n2 = norm(a2, e_a2, "bn2", g)
+        values = dict(
+            a1=a1,
+            e_a1=e_a1,
+            b1=b1,
+            e_b1=e_b1,
+            n1=n1,
+            hidden=hidden,
+            a2=a2,
+            e_a2=e_a2,
+            n2=n2,
+            skip=x,
+            e_skip=none,
+        )
+        if projection:
+            a_s, e_as = conv(x, "shortcut_weight", stride, 0, none, g)
+            skip, e_skip, n_s = norm(a_s, e_as, "shortcut_bn", g)
+            values.update(a_s=a_s, e_as=e_as, n_s=n_s, skip=skip, e_skip=e_skip)
+        z = body + values["skip"]
+        values.update(z=z, e_z=e_body + values["e_skip"] + u * np.abs(z))
+        return values
+
+    def norm_backward(
+        grad: np.ndarray,
+        e_grad: np.ndarray,
+        saved: np.ndarray,
+        e_saved: np.ndarray,
+        errors: NormErrors,
+        prefix: str,
+        g: Callable[[int], float],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
+        axes, shape = (0, 2, 3), errors.r.shape
+        exact = reference.batch_norm_backward(grad, saved, None, None, w, b, True, 0.0, eps)
+        own = batch_norm_backward_own(grad, w, errors, True, g, u)
+        d_x_hat = batch_norm_carry(e_saved, None, errors)  # the saved input's error in x_hat
+        d_r = errors.r * (np.abs(errors.x_hat) * e_saved).mean(axis=axes).reshape(shape)
+        gain = errors.r if w is None else errors.r * np.abs(w).reshape(shape)
+        mixed = (grad * errors.x_hat).mean(axis=axes).reshape(shape)
+        reach = (np.abs(grad) * d_x_hat).mean(axis=axes).reshape(shape)
+        from_saved = gain * (d_x_hat * np.abs(mixed) + np.abs(errors.x_hat) * reach)
+        from_saved = from_saved + np.abs(exact[0]) * d_r / errors.r
+        bounds = {
+            "grad_input": own["grad_input"] + batch_norm_carry(e_grad, w, errors) + from_saved,
+            "grad_weight": own["grad_weight"]
+            + (e_grad * np.abs(errors.x_hat)).sum(axis=axes)
+            + (np.abs(grad) * d_x_hat).sum(axis=axes),
+            "grad_bias": own["grad_bias"] + e_grad.sum(axis=axes),
+        }
+        return exact[0], bounds
+
+    def conv_backward(
+        grad: np.ndarray,
+        e_grad: np.ndarray,
+        saved: np.ndarray,
+        e_saved: np.ndarray,
+        name: str,
+        step: int,
+        padding: int,
+        g: Callable[[int], float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w = weight(name)
+        grad_input = reference.conv2d_backward(grad, saved, w, None, step, padding)[0]
+        through = reference.conv2d_backward(e_grad, np.abs(saved), np.abs(w), None, step, padding)
+        summed = reference.conv2d_backward(
+            np.abs(grad), np.abs(saved), np.abs(w), None, step, padding
+        )
+        paired = reference.conv2d_backward(np.abs(grad), e_saved, np.abs(w), None, step, padding)
+        positions = grad.size // grad.shape[1]
+        e_input = through[0] + g(w.shape[0] * math.prod(w.shape[2:])) * summed[0]
+        e_weight = through[1] + paired[1] + g(positions) * summed[1]
+        return grad_input, e_input + u * np.abs(grad_input), e_weight
+
+    def backward(g: Callable[[int], float]) -> dict[str, np.ndarray]:
+        v = forward(g)
+        grad = context.grad_output
+        assert grad is not None
+        grad_z = np.where(v["z"] > 0, grad, 0.0)
+        e_gz = np.where(np.abs(v["z"]) <= v["e_z"], np.abs(grad), 0.0)
+        g_a2, e2 = norm_backward(grad_z, e_gz, v["a2"], v["e_a2"], v["n2"], "bn2", g)
+        g_hidden, e_hidden, e_conv2 = conv_backward(
+            g_a2, e2["grad_input"], v["hidden"], v["e_b1"], "conv2_weight", 1, 1, g
+        )
+        g_b1 = np.where(v["b1"] > 0, g_hidden, 0.0)
+        e_gb1 = e_hidden + np.where(np.abs(v["b1"]) <= v["e_b1"], np.abs(g_hidden), 0.0)
+        g_a1, e1 = norm_backward(g_b1, e_gb1, v["a1"], v["e_a1"], v["n1"], "bn1", g)
+        g_x, e_x, e_conv1 = conv_backward(
+            g_a1, e1["grad_input"], x, np.zeros_like(x), "conv1_weight", stride, 1, g
+        )
+        found = {
+            "grad_conv1_weight": e_conv1,
+            "grad_bn1_weight": e1["grad_weight"],
+            "grad_bn1_bias": e1["grad_bias"],
+            "grad_conv2_weight": e_conv2,
+            "grad_bn2_weight": e2["grad_weight"],
+            "grad_bn2_bias": e2["grad_bias"],
+        }
+        if projection:
+            g_as, e_s = norm_backward(grad_z, e_gz, v["a_s"], v["e_as"], v["n_s"], "shortcut_bn", g)
+            g_skip, e_skip, e_conv_s = conv_backward(
+                g_as, e_s["grad_input"], x, np.zeros_like(x), "shortcut_weight", stride, 0, g
+            )
+            found.update(
+                grad_shortcut_weight=e_conv_s,
+                grad_shortcut_bn_weight=e_s["grad_weight"],
+                grad_shortcut_bn_bias=e_s["grad_bias"],
+            )
+            found["grad_input"] = e_x + e_skip + u * np.abs(g_x + g_skip)
         else:
-            a_s, e_as = conv(x, inputs["shortcut_weight"], stride, 0, none, g)
-            skip, e_skip = norm(a_s, e_as, "shortcut_bn_weight", "shortcut_bn_bias", g)
-        return e_body + e_skip + u * np.abs(body + skip)
+            found["grad_input"] = e_x + e_gz + u * np.abs(g_x + grad_z)
+        return found
 
     def proven(k: int) -> float:
         return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
 
-    y = context.expected["output"]
-    assert y is not None
-    final = u_out * np.abs(y)
-    return {"output": Tolerance(bound(proven) + final, bound(lambda k: u) + final, 0)}
+    if context.direction == "forward":
+        strict = {"output": forward(proven)["e_z"]}
+        scale = {"output": forward(lambda k: u)["e_z"]}
+    else:
+        strict, scale = backward(proven), backward(lambda k: u)
+    tolerances = {}
+    for name, bound in strict.items():
+        want = context.expected.get(name)
+        if want is not None:
+            final = u_out * np.abs(want)
+            tolerances[name] = Tolerance(bound + final, scale[name] + final, 0)
+    return tolerances
 
 
 def _residual_regions() -> dict[str, Region]:
@@ -268,9 +396,5 @@ SPECS: tuple[OpSpec, ...] = (
         terms=lambda example, shape: {},
         coverage=_residual_regions(),
         tolerances=residual_tolerances,
-        # backward: the reference is checked by central differences and against torch in
-        # float64 (tests/reference); a rigorous bound for the campaign would need gradient
-        # errors carried back through batch norm and ReLU's kink, not yet derived
-        directions=("forward",),
     ),
 )

@@ -22,6 +22,7 @@ error over the same expressions with each gamma_k replaced by u.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,18 +53,27 @@ def statistics_errors(
     return mean, var, d_mean, d_var
 
 
-def batch_norm_own_bound(
+@dataclass(frozen=True)
+class NormErrors:
+    """A normalizer's values and error terms, broadcast against its input (module docstring):
+    r = 1/sqrt(var + eps), its relative error rho, x_hat = (x - mean) r and d_x_hat."""
+
+    r: np.ndarray
+    rho: np.ndarray
+    x_hat: np.ndarray
+    d_x_hat: np.ndarray
+
+
+def normalizer_errors(
     x: np.ndarray,
-    weight: np.ndarray | None,
-    bias: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    d_mean: np.ndarray,
+    d_var: np.ndarray,
     eps: float,
-    g: Callable[[int], float],
     u: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training mode on exact x: (bound of y from batch norm's own arithmetic, r, x_hat),
-    r and the per-channel gain broadcast; the output dtype's rounding is the caller's."""
+) -> NormErrors:
     shape = (-1, *([1] * (x.ndim - 2)))
-    mean, var, d_mean, d_var = statistics_errors(x, g)
     s = var + eps
     r = (1 / np.sqrt(s)).reshape(shape)
     rho = ((d_var + u * s) / (2 * s) + 2 * u).reshape(shape)
@@ -73,24 +83,82 @@ def batch_norm_own_bound(
         + np.abs(centered) * rho
         + 3 * u * (np.abs(x) + np.abs(mean).reshape(shape))
     )
-    gain = 1.0 if weight is None else np.abs(weight).reshape(shape)
-    x_hat = centered * r
-    y = x_hat * (1.0 if weight is None else weight.reshape(shape))
+    return NormErrors(r, rho, centered * r, d_x_hat)
+
+
+def training_errors(x: np.ndarray, eps: float, g: Callable[[int], float], u: float) -> NormErrors:
+    """The normalizer of training mode, on batch statistics with their errors."""
+    return normalizer_errors(x, *statistics_errors(x, g), eps, u)
+
+
+def _gain(weight: np.ndarray | None, norm: NormErrors) -> np.ndarray:
+    return norm.r if weight is None else norm.r * np.abs(weight).reshape(norm.r.shape)
+
+
+def batch_norm_own_bound(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    g: Callable[[int], float],
+    u: float,
+) -> tuple[np.ndarray, NormErrors]:
+    """Training mode on exact x: the bound of y from batch norm's own arithmetic (without
+    the output dtype's rounding, the caller's), and the normalizer's terms."""
+    norm = training_errors(x, eps, g, u)
+    shape = norm.r.shape
+    y = norm.x_hat * (1.0 if weight is None else weight.reshape(shape))
     b = 0.0 if bias is None else bias.reshape(shape)
-    return gain * d_x_hat + 2 * u * (np.abs(y + b) + np.abs(b)), r, x_hat
+    own = _gain(weight, norm) / norm.r * norm.d_x_hat + 2 * u * (np.abs(y + b) + np.abs(b))
+    return own, norm
 
 
-def batch_norm_carry(
-    delta: np.ndarray, weight: np.ndarray | None, r: np.ndarray, x_hat: np.ndarray
-) -> np.ndarray:
-    """First order, how an input error delta >= 0 moves training batch norm's output:
+def batch_norm_backward_own(
+    grad: np.ndarray,
+    weight: np.ndarray | None,
+    norm: NormErrors,
+    training: bool,
+    g: Callable[[int], float],
+    u: float,
+) -> dict[str, np.ndarray]:
+    """Bounds of (grad_input, grad_weight, grad_bias) from batch norm's backward arithmetic on
+    an exact grad (module docstring); the output dtype's rounding is the caller's."""
+    axes, shape = _channels(grad), norm.r.shape
+    n = grad.size // grad.shape[1]
+    grad_bias = grad.sum(axis=axes)
+    grad_weight = (grad * norm.x_hat).sum(axis=axes)
+    d_bias = g(n) * np.abs(grad).sum(axis=axes)
+    d_weight = (np.abs(grad) * norm.d_x_hat).sum(axis=axes) + g(n) * np.abs(grad * norm.x_hat).sum(
+        axis=axes
+    )
+    if training:
+        correction = (grad_bias.reshape(shape) + norm.x_hat * grad_weight.reshape(shape)) / n
+        inner = grad - correction
+        d_inner = (
+            d_bias.reshape(shape)
+            + np.abs(norm.x_hat) * d_weight.reshape(shape)
+            + norm.d_x_hat * np.abs(grad_weight).reshape(shape)
+        ) / n + 3 * u * (np.abs(grad) + np.abs(correction))
+    else:
+        inner, d_inner = grad, 3 * u * np.abs(grad)
+    gain = _gain(weight, norm)
+    grad_input = gain * inner
+    return {
+        "grad_input": gain * (d_inner + np.abs(inner) * norm.rho) + 2 * u * np.abs(grad_input),
+        "grad_weight": d_weight,
+        "grad_bias": d_bias,
+    }
+
+
+def batch_norm_carry(delta: np.ndarray, weight: np.ndarray | None, norm: NormErrors) -> np.ndarray:
+    """First order, how an error delta >= 0 in training batch norm's input moves its output,
+    and (the same linear structure) how an error in grad_output moves grad_input:
     |w| r (delta + mean(delta) + |x_hat| mean(|x_hat| delta)), means per channel, from
     d mean = mean(delta) and d var = 2 mean((x - mean) delta)."""
-    axes, shape = _channels(delta), (-1, *([1] * (delta.ndim - 2)))
-    gain = r if weight is None else r * np.abs(weight).reshape(shape)
+    axes, shape = _channels(delta), norm.r.shape
     spread = delta.mean(axis=axes).reshape(shape)
-    tilt = (np.abs(x_hat) * delta).mean(axis=axes).reshape(shape)
-    return gain * (delta + spread + np.abs(x_hat) * tilt)
+    tilt = (np.abs(norm.x_hat) * delta).mean(axis=axes).reshape(shape)
+    return _gain(weight, norm) * (delta + spread + np.abs(norm.x_hat) * tilt)
 
 
 def statistics_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
@@ -124,7 +192,7 @@ def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, n
     assert x is not None
     u = UNIT_ROUNDOFF[context.accumulation_dtype] + ORACLE_ROUNDOFF
     u_out = UNIT_ROUNDOFF[context.dtype]
-    axes, shape = _channels(x), (-1, *([1] * (x.ndim - 2)))
+    shape = (-1, *([1] * (x.ndim - 2)))
     n = x.size // x.shape[1]
     training, momentum, eps = config["training"], config["momentum"], config["eps"]
     weight, bias = inputs["weight"], inputs["bias"]
@@ -135,23 +203,14 @@ def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, n
         assert running_mean is not None and running_var is not None
         mean, var = running_mean, running_var
         d_mean, d_var = np.zeros_like(mean), np.zeros_like(var)
-    s = var + eps
-    r = 1 / np.sqrt(s)
-    rho = (d_var + u * s) / (2 * s) + 2 * u
-    gain = r if weight is None else r * np.abs(weight)
-    centered = np.abs(x - mean.reshape(shape))
-    d_x_hat = r.reshape(shape) * (
-        d_mean.reshape(shape)
-        + centered * rho.reshape(shape)
-        + 3 * u * (np.abs(x) + np.abs(mean).reshape(shape))
-    )
+    norm = normalizer_errors(x, mean, var, d_mean, d_var, eps, u)
     expected = context.expected
     if context.direction == "forward":
         y = expected["output"]
         assert y is not None
         b = 0.0 if bias is None else np.abs(bias).reshape(shape)
         bounds = {
-            "output": (gain / r).reshape(shape) * d_x_hat
+            "output": _gain(weight, norm) / norm.r * norm.d_x_hat
             + 2 * u * (np.abs(y) + b)
             + u_out * np.abs(y)
         }
@@ -168,31 +227,12 @@ def _bounds(context: ToleranceContext, g: Callable[[int], float]) -> dict[str, n
         return bounds
     grad = context.grad_output
     assert grad is not None
-    x_hat = (x - mean.reshape(shape)) * r.reshape(shape)
-    grad_bias = grad.sum(axis=axes)
-    grad_weight = (grad * x_hat).sum(axis=axes)
-    d_bias = g(n) * np.abs(grad).sum(axis=axes)
-    d_weight = (np.abs(grad) * d_x_hat).sum(axis=axes) + g(n) * np.abs(grad * x_hat).sum(axis=axes)
-    if training:
-        correction = (grad_bias.reshape(shape) + x_hat * grad_weight.reshape(shape)) / n
-        inner = grad - correction
-        d_inner = (
-            d_bias.reshape(shape)
-            + np.abs(x_hat) * d_weight.reshape(shape)
-            + d_x_hat * np.abs(grad_weight).reshape(shape)
-        ) / n + 3 * u * (np.abs(grad) + np.abs(correction))
-    else:
-        inner, d_inner = grad, 3 * u * np.abs(grad)
-    grad_input = expected["grad_input"]
-    assert grad_input is not None
-    bounds = {
-        "grad_input": gain.reshape(shape) * (d_inner + np.abs(inner) * rho.reshape(shape))
-        + (2 * u + u_out) * np.abs(grad_input)
-    }
-    if expected.get("grad_weight") is not None:
-        bounds["grad_weight"] = d_weight + u_out * np.abs(grad_weight)
-    if expected.get("grad_bias") is not None:
-        bounds["grad_bias"] = d_bias + u_out * np.abs(grad_bias)
+    own = batch_norm_backward_own(grad, weight, norm, training, g, u)
+    bounds = {}
+    for name, bound in own.items():
+        want = expected.get(name)
+        if want is not None:
+            bounds[name] = bound + u_out * np.abs(want)
     return bounds
 
 
