@@ -236,4 +236,6 @@ def test_op_keywords_never_collide_with_the_checkers_own() -> None:
         scaled, scaled_backward, [x], np.ones(2), (0,), kwargs={"eps": 3.0}
     )
     assert set(seen) == {3.0} and comparison.ok
+    # central differences of a linear function: no truncation; rounding about u * |L| / h,
+    # 1.1e-16 * 9 / 1e-6 = 1e-9 absolute against 3
     np.testing.assert_allclose(comparison.numerical, [3.0, 3.0], rtol=1e-9)

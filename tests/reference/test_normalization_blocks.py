@@ -117,6 +117,7 @@ def test_batch_norm_running_statistics_follow_the_definition() -> None:
     x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]])  # one channel, n = 4: mean 4, biased var 5
     running_mean, running_var = np.array([1.0]), np.array([2.0])
     out = reference.batch_norm(x, running_mean, running_var, training=True, momentum=0.5, eps=0.0)
+    # each side a handful of roundings (u = 1.1e-16), so within a few ulps: rtol 1e-15
     np.testing.assert_allclose(out.ravel(), (np.array([1, 3, 5, 7]) - 4) / np.sqrt(5), rtol=1e-15)
     # stored: (1 - 0.5) * old + 0.5 * new, the variance unbiased: 5 * 4 / 3
     np.testing.assert_allclose(running_mean, [0.5 * 1 + 0.5 * 4], rtol=1e-15)
@@ -127,11 +128,13 @@ def test_notebook_section_12_activation_statistics() -> None:
     acts = np.random.default_rng(42).normal(size=(8, 16, 14, 14))
     var, mean = reference.channel_statistics(acts, correction=0)
     # the notebook's definitions: mean and (biased, numpy's default) std over (0, 2, 3)
-    np.testing.assert_allclose(mean, acts.mean(axis=(0, 2, 3)), rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(np.sqrt(var), acts.std(axis=(0, 2, 3)), rtol=1e-13)
+    # the same two-pass reductions as numpy's mean and std, in the same order: equal bits
+    np.testing.assert_array_equal(mean, acts.mean(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(np.sqrt(var), acts.std(axis=(0, 2, 3)))
     unbiased, _ = reference.channel_statistics(acts, correction=1)
     n = 8 * 14 * 14
-    np.testing.assert_allclose(unbiased, var * n / (n - 1), rtol=1e-13)
+    # one division by n - 1 against a multiplication and a division: a few ulps, rtol 1e-15
+    np.testing.assert_allclose(unbiased, var * n / (n - 1), rtol=1e-15)
 
 
 def test_dead_channel_fraction() -> None:
@@ -215,4 +218,5 @@ def test_notebook_section_10_residual() -> None:
         f_values,
     )
     # notebook: x + F = [0.8, -0.4, 0.65]; the block's ReLU keeps 0.8 and 0.65, zeroes -0.4
+    # one addition of two doubles each (and ReLU): the sum rounded once, within an ulp
     np.testing.assert_allclose(y[0, :, 0, 0], [0.8, 0.0, 0.65], rtol=1e-15)

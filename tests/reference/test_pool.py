@@ -114,6 +114,7 @@ def test_lp_pool_matches_brute_force(dims: int, data: st.DataObject) -> None:
 def test_lp_pool_partial_window_is_the_documented_sum() -> None:
     """ones(5), kernel 2, stride 2, ceil_mode: windows [0,1], [2,3], [4] -> sqrt 2, sqrt 2, 1."""
     got = reference.lp_pool1d(np.ones((1, 1, 5)), 2, 2, 2, ceil_mode=True)
+    # a sum of two squares and a square root, each correctly rounded: within an ulp
     np.testing.assert_allclose(got.ravel(), [np.sqrt(2), np.sqrt(2), 1.0], rtol=1e-15)
 
 
