@@ -14,5 +14,3 @@ from conformance.spec import OpSpec
 CATALOGUE: tuple[OpSpec, ...] = (*conv.SPECS, *pool.SPECS, *normalization.SPECS, *blocks.SPECS)
 
 BY_NAME: dict[str, OpSpec] = {spec.name: spec for spec in CATALOGUE}
-
-DIRECTIONS = ("forward", "backward")
