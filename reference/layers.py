@@ -26,6 +26,12 @@ from reference.shapes import conv_output_size, conv_transpose_output_size, pool_
 Shape = tuple[int, ...]
 
 
+def product_flops(macs: int) -> dict[str, int]:
+    """FLOP = 2 MACs; grad_input and grad_weight pair the same operands as the forward."""
+    forward = 2 * macs
+    return {"forward": forward, "grad_input": forward, "grad_weight": forward}
+
+
 def _batch_and_spatial(input_shape: Shape, dims: int, channels: int) -> tuple[int, Shape]:
     if len(input_shape) not in (dims + 1, dims + 2):
         raise ValueError(
@@ -87,8 +93,7 @@ class Conv:
         return batch * self.out_channels * math.prod(self._spatial_out(spatial))
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        forward = 2 * self.macs(input_shape)
-        return {"forward": forward, "grad_input": forward, "grad_weight": forward}
+        return product_flops(self.macs(input_shape))
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,7 @@ class ConvTranspose:
         return batch * self.in_channels * (self.out_channels // self.groups) * landing
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        forward = 2 * self.macs(input_shape)
-        return {"forward": forward, "grad_input": forward, "grad_weight": forward}
+        return product_flops(self.macs(input_shape))
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,7 @@ class Linear:
         return math.prod(input_shape[:-1]) * self.in_features * self.out_features
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        forward = 2 * self.macs(input_shape)
-        return {"forward": forward, "grad_input": forward, "grad_weight": forward}
+        return product_flops(self.macs(input_shape))
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ class Pool:
         return 0
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        return {"forward": 0, "grad_input": 0, "grad_weight": 0}
+        return product_flops(0)
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ class BatchNorm:
         return 0
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        return {"forward": 0, "grad_input": 0, "grad_weight": 0}
+        return product_flops(0)
 
 
 class LayerLike(Protocol):

@@ -53,6 +53,27 @@ def _arrays(
     return arrays, values, seed
 
 
+def _conv_arrays(
+    draw: st.DrawFn,
+    batch: int | None,
+    in_channels: int,
+    sizes: list[int],
+    weight_shape: tuple[int, ...],
+    out_channels: int,
+) -> tuple[dict[str, np.ndarray | None], str, int]:
+    """input (unbatched when batch is None), weight and maybe a bias, filled from one seed."""
+    input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
+    has_bias = draw(st.booleans())
+    return _arrays(
+        draw,
+        {
+            "input": input_shape,
+            "weight": weight_shape,
+            "bias": (out_channels,) if has_bias else None,
+        },
+    )
+
+
 @st.composite
 def conv_examples(draw: st.DrawFn, dims: int) -> Example:
     batch = draw(st.one_of(st.none(), st.integers(1, 3)))
@@ -83,15 +104,8 @@ def conv_examples(draw: st.DrawFn, dims: int) -> Example:
         padding.append(p)
         sizes.append(size)
     in_channels, out_channels = groups * in_per_group, groups * out_per_group
-    input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
-    has_bias = draw(st.booleans())
-    arrays, values, seed = _arrays(
-        draw,
-        {
-            "input": input_shape,
-            "weight": (out_channels, in_per_group, *kernel),
-            "bias": (out_channels,) if has_bias else None,
-        },
+    arrays, values, seed = _conv_arrays(
+        draw, batch, in_channels, sizes, (out_channels, in_per_group, *kernel), out_channels
     )
     config: dict[str, Any] = {
         "stride": _compact(draw, stride),
@@ -123,15 +137,8 @@ def conv_transpose_examples(draw: st.DrawFn, dims: int) -> Example:
         output_padding.append(extra)
         sizes.append(size)
     in_channels, out_channels = groups * in_per_group, groups * out_per_group
-    input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
-    has_bias = draw(st.booleans())
-    arrays, values, seed = _arrays(
-        draw,
-        {
-            "input": input_shape,
-            "weight": (in_channels, out_per_group, *kernel),
-            "bias": (out_channels,) if has_bias else None,
-        },
+    arrays, values, seed = _conv_arrays(
+        draw, batch, in_channels, sizes, (in_channels, out_per_group, *kernel), out_channels
     )
     config: dict[str, Any] = {
         "stride": _compact(draw, stride),
