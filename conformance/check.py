@@ -58,8 +58,7 @@ def sum_of_products_tolerances(spec: OpSpec, context: ToleranceContext) -> dict[
             magnitudes = _as_tuple(
                 spec.reference_backward(np.abs(context.grad_output), *absolute, **config)
             )
-    first = next(e for e in context.expected.values() if e is not None)
-    terms = spec.terms(context.example, first.shape)
+    terms = spec.terms(context.example, context.output_shape)
     by_name = dict(zip(context.expected, magnitudes, strict=True))
     tolerances = {}
     for name in inexact:
@@ -125,6 +124,7 @@ def run_example(
         wanted,
         implementations.accumulation_dtype(implementation, dtype),
         dtype,
+        tuple(output_shape),
     )
     tolerances = (spec.tolerances or (lambda c: sum_of_products_tolerances(spec, c)))(context)
 

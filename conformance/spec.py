@@ -28,6 +28,7 @@ class ToleranceContext:
     expected: Mapping[str, np.ndarray | None]  # the oracle's outputs by name
     accumulation_dtype: str
     dtype: str
+    output_shape: tuple[int, ...]  # the forward output's, which term counts are stated in
 
 
 CustomTolerances = Callable[[ToleranceContext], dict[str, Tolerance]]

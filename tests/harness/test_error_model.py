@@ -86,3 +86,52 @@ def test_shape_and_dtype_are_checked() -> None:
             np.ones(3, np.float32), oracle, oracle, 1, "float64", "float64"
         ).problem
     )
+
+
+def test_backward_bounds_count_terms_over_the_forward_output() -> None:
+    """grad_bias of a transposed conv sums over the forward *output* (here 5 * 1 * 2 = 10
+    positions per channel), not over the input: the bound once took the first gradient's
+    (the input's) shape and was too tight for transposed convolutions."""
+    from conformance.catalogue import BY_NAME
+    from conformance.check import sum_of_products_tolerances
+    from conformance.example import Example
+    from conformance.spec import ToleranceContext
+
+    spec = BY_NAME["conv_transpose3d"]
+    rng = np.random.default_rng(0)
+    arrays = {
+        "input": rng.standard_normal((2, 2, 1, 1)),  # unbatched (C, D, H, W)
+        "weight": rng.standard_normal((2, 2, 3, 1, 2)),
+        "bias": rng.standard_normal(4),
+    }
+    config = {
+        "stride": (1, 2, 1),
+        "padding": (1, 0, 0),
+        "output_padding": (1, 0, 0),
+        "groups": 2,
+        "dilation": (2, 1, 1),
+    }
+    out = spec.reference(*arrays.values(), **config)
+    assert out.shape == (4, 5, 1, 2)
+    grad = rng.standard_normal(out.shape)
+    expected = dict(
+        zip(
+            spec.gradient_names,
+            spec.reference_backward(grad, *arrays.values(), **config),
+            strict=True,
+        )
+    )
+    context = ToleranceContext(
+        spec.name,
+        Example(arrays, config, "normal", 0),
+        "backward",
+        arrays,
+        grad,
+        expected,
+        "float32",
+        "float32",
+        out.shape,
+    )
+    tolerances = sum_of_products_tolerances(spec, context)
+    assert tolerances["grad_bias"].n_terms == 10
+    assert tolerances["grad_weight"].n_terms == 2  # batch 1 x input positions 2 * 1 * 1
