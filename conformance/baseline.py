@@ -1,6 +1,7 @@
 """The committed baseline of known discrepancies: reports/baseline.csv.
 
-Each entry names an op (or *), an implementation, a direction (or *), a coverage region of
+Each entry names an op (or *), an implementation, a dtype (or *), a direction (or *), a
+coverage region of
 that op, an action, and the reason, found by a brute-force case, that the implementation and
 not the reference is wrong there. With action ``record`` a failing example of that op,
 implementation and direction that hits the region is *known*: recorded with the reason, and
@@ -20,7 +21,7 @@ import pandas as pd
 
 NOT_RUN = "not called: the baseline says this call crashes the process"
 
-COLUMNS = ("op", "implementation", "direction", "region", "action", "reason")
+COLUMNS = ("op", "implementation", "dtype", "direction", "region", "action", "reason")
 ACTIONS = ("record", "skip")
 
 
@@ -28,6 +29,7 @@ ACTIONS = ("record", "skip")
 class KnownDiscrepancy:
     op: str
     implementation: str
+    dtype: str
     direction: str
     region: str
     action: str
@@ -37,6 +39,7 @@ class KnownDiscrepancy:
         return (
             self.op in ("*", row["op"])
             and self.implementation == row["implementation"]
+            and self.dtype in ("*", row["dtype"])
             and self.direction in ("*", row["direction"])
             and self.region in str(row.get("regions") or "").split(";")
         )
@@ -84,6 +87,7 @@ def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.Dat
             {
                 "op": entry.op,
                 "implementation": entry.implementation,
+                "dtype": entry.dtype,
                 "direction": entry.direction,
                 "region": entry.region,
                 "examples in region": int(in_region.sum()),

@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 
 from conformance import repro
+from conformance.dtypes import HALF_DTYPES, numpy_dtype
+
+# torch (2.13, CPU) has no float16 or bfloat16 kernel for these ("avg_pool3d_out_frame" not
+# implemented for 'Half'); lp_pool3d is built on avg_pool3d. A test checks that it still
+# refuses them, so a torch that gains them shows up.
+TORCH_UNSUPPORTED = {(op, dtype) for op in ("avg_pool3d", "lp_pool3d") for dtype in HALF_DTYPES}
 
 # Catalogue ops that torch has under another name or as a composition, and the same calls
 # written out for repro snippets.
@@ -163,10 +169,16 @@ class TorchImplementation:
         return conv
 
     def accumulation_dtype(self, dtype: str) -> str:
-        return dtype
+        """torch's CPU kernels accumulate float16 and bfloat16 in float32 (its "opmath"
+        type); the campaign holds them to that declaration, and a failure says it was not
+        kept."""
+        return "float32" if dtype in HALF_DTYPES else dtype
 
     def has(self, op: str) -> bool:
         return op.removesuffix("_backward") in self._ops
+
+    def supports(self, op: str, dtype: str) -> bool:
+        return (op.removesuffix("_backward"), dtype) not in TORCH_UNSUPPORTED
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         ops = self.__dict__.get("_ops", {})
@@ -182,7 +194,18 @@ class TorchImplementation:
     def _tensor(self, array: np.ndarray | None, grad: bool = False) -> Any:
         if array is None:
             return None
-        return self._torch.from_numpy(np.array(array, copy=True)).requires_grad_(grad)
+        copy = np.array(array, copy=True)
+        if copy.dtype == numpy_dtype("bfloat16"):  # torch.from_numpy knows no bfloat16
+            tensor = self._torch.from_numpy(copy.view(np.int16)).view(self._torch.bfloat16)
+        else:
+            tensor = self._torch.from_numpy(copy)
+        return tensor.requires_grad_(grad)
+
+    def _array(self, tensor: Any) -> np.ndarray:
+        tensor = tensor.detach()
+        if tensor.dtype == self._torch.bfloat16:
+            return np.asarray(tensor.view(self._torch.int16).numpy().view(numpy_dtype("bfloat16")))
+        return np.asarray(tensor.numpy())
 
     def _forward(
         self, op: str, arrays: Sequence[np.ndarray | None], config: dict
@@ -192,10 +215,10 @@ class TorchImplementation:
             out = self._ops[op](*tensors, **config)
         for array, tensor in zip(arrays, tensors, strict=True):
             if array is not None and array.flags.writeable:  # in-place updates reach the caller
-                np.copyto(array, tensor.numpy())
+                np.copyto(array, self._array(tensor))
         if isinstance(out, tuple):
-            return tuple(np.asarray(o.numpy()) for o in out)
-        return np.asarray(out.numpy())
+            return tuple(self._array(o) for o in out)
+        return self._array(out)
 
     def _backward(
         self,
@@ -211,7 +234,7 @@ class TorchImplementation:
         return tuple(
             None
             if t is None
-            else (t.grad if t.grad is not None else self._torch.zeros_like(t)).numpy()
+            else self._array(t.grad if t.grad is not None else self._torch.zeros_like(t))
             for t, w in zip(tensors, wanted, strict=False)
             if w
         )
@@ -223,6 +246,7 @@ class TorchImplementation:
         array_names: Sequence[str],
         output_names: Sequence[str],
         backward: bool,
+        dtype: str = "float64",
     ) -> list[str]:
         """Lines computing ``got`` with torch exactly as this adapter calls it."""
         call = REPRO_CALLS.get(op, f"torch.nn.functional.{op}({', '.join(array_names)}, **config)")
@@ -235,7 +259,7 @@ class TorchImplementation:
                 "(input,))"
             )
         differentiable = self._differentiable.get(op)
-        return repro.torch_lines(call, array_names, output_names, backward, differentiable)
+        return repro.torch_lines(call, array_names, output_names, backward, differentiable, dtype)
 
 
 class ModuleImplementation:
@@ -252,6 +276,9 @@ class ModuleImplementation:
     def accumulation_dtype(self, dtype: str) -> str:
         return accumulation_dtype(self._target, dtype)
 
+    def supports(self, op: str, dtype: str) -> bool:
+        return supports(self._target, op, dtype)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_target"], name)
 
@@ -262,9 +289,12 @@ class ModuleImplementation:
         array_names: Sequence[str],
         output_names: Sequence[str],
         backward: bool,
+        dtype: str = "float64",
     ) -> list[str]:
         module, _, attribute = self.spec.partition(":")
-        return repro.module_lines(module, attribute, op, array_names, output_names, backward)
+        return repro.module_lines(
+            module, attribute, op, array_names, output_names, backward, dtype
+        )
 
 
 def load_implementation(spec: str) -> Any:
@@ -291,6 +321,12 @@ def load_implementation(spec: str) -> Any:
 def implements(implementation: Any, op: str) -> bool:
     has = getattr(implementation, "has", None)
     return bool(has(op)) if callable(has) else hasattr(implementation, op)
+
+
+def supports(implementation: Any, op: str, dtype: str) -> bool:
+    """Whether the implementation runs ``op`` in ``dtype`` at all (default: yes)."""
+    declared = getattr(implementation, "supports", None)
+    return bool(declared(op, dtype)) if callable(declared) else True
 
 
 def accumulation_dtype(implementation: Any, dtype: str) -> str:

@@ -23,8 +23,11 @@ def _literal(value: float) -> str:
 
 
 def array_code(array: np.ndarray | None, dtype: str) -> str:
+    """A NumPy literal of ``array``; bfloat16 values are written in float32, which holds
+    each of them exactly (NumPy has no bfloat16; the call lines convert)."""
     if array is None:
         return "None"
+    dtype = "float32" if dtype == "bfloat16" else dtype
     if not np.issubdtype(array.dtype, np.floating):
         body = ", ".join(str(int(v)) for v in array.ravel())
         return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
@@ -38,27 +41,32 @@ def torch_lines(
     output_names: Sequence[str],
     backward: bool,
     differentiable: Sequence[bool] | None = None,
+    dtype: str = "float64",
 ) -> list[str]:
     """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
     lines = ["import torch", ""]
+    to, back = (".to(torch.bfloat16)", ".float()") if dtype == "bfloat16" else ("", "")
     wanted = list(differentiable or [True] * len(array_names))
     for name, grad in zip(array_names, wanted, strict=False):
         lines.append(
             f"{name} = None if {name} is None else "
-            f"torch.from_numpy({name}).requires_grad_({backward and grad})"
+            f"torch.from_numpy({name}){to}.requires_grad_({backward and grad})"
         )
     lines.append(f"out = {call}")
     lines.append("outputs = out if isinstance(out, tuple) else (out,)")
     if not backward:
         lines.append(
-            f"got = dict(zip({tuple(output_names)!r}, (o.detach().numpy() for o in outputs)))"
+            f"got = dict(zip({tuple(output_names)!r}, "
+            f"(o.detach(){back}.numpy() for o in outputs)))"
         )
         # arrays updated in place (running statistics) are outputs under their own names
-        return lines + [f"got[{n!r}] = {n}.numpy()" for n in array_names if n in output_names]
-    lines.append("outputs[0].backward(torch.from_numpy(grad_output))")
+        return lines + [
+            f"got[{n!r}] = {n}{back}.numpy()" for n in array_names if n in output_names
+        ]
+    lines.append(f"outputs[0].backward(torch.from_numpy(grad_output){to})")
     graded = [a for a, grad in zip(array_names, wanted, strict=False) if grad]
     items = ", ".join(
-        f"{g!r}: None if {a} is None else {a}.grad.numpy()"
+        f"{g!r}: None if {a} is None else {a}.grad{back}.numpy()"
         for a, g in zip(graded, output_names, strict=False)
     )
     return [*lines, f"got = {{{items}}}"]
@@ -71,9 +79,16 @@ def module_lines(
     array_names: Sequence[str],
     output_names: Sequence[str],
     backward: bool,
+    dtype: str = "float64",
 ) -> list[str]:
     """Compute ``got`` by calling a user's implementation, importable as module[:attribute]."""
     lines = ["import importlib", "", f"impl = importlib.import_module({module!r})"]
+    if dtype == "bfloat16":
+        lines += ["import ml_dtypes", ""]
+        lines += [
+            f"{name} = None if {name} is None else {name}.astype(ml_dtypes.bfloat16)"
+            for name in (*array_names, "grad_output")
+        ]
     if attribute:
         lines.append(f"impl = getattr(impl, {attribute!r})")
     arguments = ", ".join(array_names)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.dtypes import DTYPES
 from conformance.error_model import Tolerance
 from conformance.example import Example
 
@@ -56,7 +57,7 @@ class OpSpec:
     examples: Callable[[], st.SearchStrategy[Example]]
     terms: Terms
     coverage: Mapping[str, Region]
-    dtypes: tuple[str, ...] = ("float64", "float32")
+    dtypes: tuple[str, ...] = DTYPES
     exact: frozenset[str] = frozenset()
     linear_args: tuple[str, ...] | None = None
     outputs: Callable[[Mapping[str, Any]], tuple[str, ...]] = single_output

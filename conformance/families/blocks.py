@@ -88,7 +88,8 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     a_x, a_h, a_wd, a_wp = np.abs(x), np.abs(h), np.abs(w_d), np.abs(w_p)
 
     def bounds(g: Callable[[int], float]) -> dict[str, np.ndarray]:
-        e_h = g(n_d) * reference.conv2d(a_x, a_wd, _abs(b_d), *knobs) + u * a_h
+        # h and grad_h are stored in the tested dtype between the two convolutions
+        e_h = g(n_d) * reference.conv2d(a_x, a_wd, _abs(b_d), *knobs) + u_out * a_h
         if context.direction == "forward":
             carried = reference.conv2d(e_h, a_wp)
             own = g(n_p) * reference.conv2d(a_h + e_h, a_wp, _abs(b_p))
@@ -98,7 +99,7 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         a_g = np.abs(grad)
         grad_h = reference.conv2d_backward(grad, h, w_p)[0]
         a_gh = np.abs(grad_h)
-        e_gh = g(w_p.shape[0]) * reference.conv2d_backward(a_g, a_h, a_wp)[0] + u * a_gh
+        e_gh = g(w_p.shape[0]) * reference.conv2d_backward(a_g, a_h, a_wp)[0] + u_out * a_gh
         through = reference.conv2d_backward(e_gh, a_x, a_wd, None, *knobs)
         summed = reference.conv2d_backward(a_gh, a_x, a_wd, None, *knobs)
         pointwise_carried = reference.conv2d_backward(a_g, e_h, a_wp)[1]
@@ -195,7 +196,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         out = reference.conv2d(value, w, None, step, padding)
         reach = reference.conv2d(np.abs(value) + delta, np.abs(w), None, step, padding)
         carried = reference.conv2d(delta, np.abs(w), None, step, padding)
-        return out, carried + g(math.prod(w.shape[1:])) * reach + u * np.abs(out)
+        return out, carried + g(math.prod(w.shape[1:])) * reach + u_out * np.abs(out)
 
     def norm(
         value: np.ndarray, delta: np.ndarray, prefix: str, g: Callable[[int], float]
@@ -203,7 +204,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
         own, errors = batch_norm_own_bound(value, w, b, eps, g, u)
         out = reference.batch_norm(value, None, None, w, b, True, 0.0, eps)
-        return out, batch_norm_carry(delta, w, errors) + own, errors
+        return out, batch_norm_carry(delta, w, errors) + own + u_out * np.abs(out), errors
 
     def forward(g: Callable[[int], float]) -> dict[str, Any]:
         none = np.zeros_like(x)
@@ -230,7 +231,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             skip, e_skip, n_s = norm(a_s, e_as, "shortcut_bn", g)
             values.update(a_s=a_s, e_as=e_as, n_s=n_s, skip=skip, e_skip=e_skip)
         z = body + values["skip"]
-        values.update(z=z, e_z=e_body + values["e_skip"] + u * np.abs(z))
+        values.update(z=z, e_z=e_body + values["e_skip"] + u_out * np.abs(z))
         return values
 
     def norm_backward(
@@ -254,7 +255,10 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         from_saved = gain * (d_x_hat * np.abs(mixed) + np.abs(errors.x_hat) * reach)
         from_saved = from_saved + np.abs(exact[0]) * d_r / errors.r
         bounds = {
-            "grad_input": own["grad_input"] + batch_norm_carry(e_grad, w, errors) + from_saved,
+            "grad_input": own["grad_input"]
+            + batch_norm_carry(e_grad, w, errors)
+            + from_saved
+            + u_out * np.abs(exact[0]),
             "grad_weight": own["grad_weight"]
             + (e_grad * np.abs(errors.x_hat)).sum(axis=axes)
             + (np.abs(grad) * d_x_hat).sum(axis=axes),
@@ -282,7 +286,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         positions = grad.size // grad.shape[1]
         e_input = through[0] + g(w.shape[0] * math.prod(w.shape[2:])) * summed[0]
         e_weight = through[1] + paired[1] + g(positions) * summed[1]
-        return grad_input, e_input + u * np.abs(grad_input), e_weight
+        return grad_input, e_input + u_out * np.abs(grad_input), e_weight
 
     def backward(g: Callable[[int], float]) -> dict[str, np.ndarray]:
         v = forward(g)
@@ -318,9 +322,9 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
                 grad_shortcut_bn_weight=e_s["grad_weight"],
                 grad_shortcut_bn_bias=e_s["grad_bias"],
             )
-            found["grad_input"] = e_x + e_skip + u * np.abs(g_x + g_skip)
+            found["grad_input"] = e_x + e_skip + u_out * np.abs(g_x + g_skip)
         else:
-            found["grad_input"] = e_x + e_gz + u * np.abs(g_x + grad_z)
+            found["grad_input"] = e_x + e_gz + u_out * np.abs(g_x + grad_z)
         return found
 
     def proven(k: int) -> float:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance.baseline import KnownDiscrepancy, explain
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
-from conformance.implementations import implements
+from conformance.implementations import implements, supports
 from conformance.recorder import Recorder
 
 CASES = [
@@ -42,10 +42,13 @@ def test_op(
     op = spec.name if direction == "forward" else f"{spec.name}_backward"
     if not implements(implementation, op):
         pytest.skip(f"the implementation under test has no {op}")
+    if not supports(implementation, op, dtype):
+        pytest.skip(f"the implementation under test does not run {op} in {dtype}")
     example = data.draw(spec.examples(), label="example")
     where = {
         "op": spec.name,
         "implementation": implementation.name,
+        "dtype": dtype,
         "direction": direction,
         "regions": ";".join(regions_hit(spec, example)),
     }

@@ -13,7 +13,7 @@ from tests.harness.test_plugin import run_campaign
 
 pytest_plugins = ["pytester"]
 
-HEADER = "op,implementation,direction,region,action,reason\n"
+HEADER = "op,implementation,dtype,direction,region,action,reason\n"
 
 
 def write(path: Path, *lines: str) -> Path:
@@ -26,8 +26,8 @@ def test_known_disagreement_passes_and_is_reported(
 ) -> None:
     baseline = write(
         tmp_path / "baseline.csv",
-        "conv2d,wrong-same-padding,forward,\"padding='same', even kernel\",record,planted bug",
-        "conv2d,wrong-same-padding,forward,stride > 1,record,explains nothing",
+        "conv2d,wrong-same-padding,*,forward,\"padding='same', even kernel\",record,planted bug",
+        "conv2d,wrong-same-padding,*,forward,stride > 1,record,explains nothing",
     )
     out = tmp_path / "report"
     result = run_campaign(
@@ -67,7 +67,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                             padding_mode)
 """
     )
-    baseline = write(tmp_path / "baseline.csv", "conv1d,exploding,forward,bias,skip,crashes")
+    baseline = write(tmp_path / "baseline.csv", "conv1d,exploding,*,forward,bias,skip,crashes")
     out = tmp_path / "report"
     result = run_campaign(
         pytester,
@@ -93,7 +93,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     ("text", "message"),
     [
         ("op,implementation,direction,region,reason\n", "expected the columns"),
-        (HEADER + "conv1d,torch,*,bias,ignore,why\n", "action must be one of"),
+        (HEADER + "conv1d,torch,*,*,bias,ignore,why\n", "action must be one of"),
     ],
 )
 def test_malformed_baseline_is_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,39 @@
+"""The floating dtypes a campaign tests, as NumPy dtypes, with their rounding constants.
+
+NumPy has no bfloat16; ``ml_dtypes`` (the package JAX uses) gives it a real NumPy dtype, so an
+implementation under test receives bfloat16 arrays, not float32 arrays that merely hold
+bfloat16 values.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype called ``name`` (bfloat16 included)."""
+    if name == "bfloat16":
+        return np.dtype(ml_dtypes.bfloat16)
+    try:
+        return np.dtype(name)
+    except TypeError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}") from None
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    return "bfloat16" if dtype == np.dtype(ml_dtypes.bfloat16) else str(dtype)
+
+
+def largest(name: str) -> float:
+    """The largest finite value of the float dtype ``name``."""
+    return float(ml_dtypes.finfo(numpy_dtype(name)).max)
+
+
+def underflow_unit(name: str) -> float:
+    """eta: half the smallest subnormal, the absolute error of rounding below the normal range
+    (Higham 2nd ed., eq. 2.8: fl(x op y) = (x op y)(1 + delta) + eta)."""
+    return float(ml_dtypes.finfo(numpy_dtype(name)).smallest_subnormal) / 2
