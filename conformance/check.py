@@ -27,7 +27,6 @@ from conformance.error_model import (
 from conformance.example import Example
 from conformance.spec import OpSpec, ToleranceContext
 
-
 # float16 tops out at 65504: the "wide" kind's magnitudes (up to 1e3) would overflow inside
 # every product and square, which tests float16's range, not the op. Scaled by 2^-8 (exact)
 # they span 4e-6 to 4 - still six decades of cancellation, now with subnormal products.
