@@ -1,7 +1,7 @@
 """The committed baseline of known discrepancies: reports/baseline.csv.
 
-Each entry names an op (or *), an implementation, a dtype (or *), a direction (or *), a
-coverage region of
+Each entry names an op (or *), an implementation (a glob: torch* is torch and
+torch-channels_last), a dtype (or *), a direction (or *), a coverage region of
 that op, an action, and the reason, found by a brute-force case, that the implementation and
 not the reference is wrong there. With action ``record`` a failing example of that op,
 implementation and direction that hits the region is *known*: recorded with the reason, and
@@ -13,6 +13,7 @@ region (the call would crash the process); the example is recorded as known, not
 from __future__ import annotations
 
 import csv
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ class KnownDiscrepancy:
     def matches(self, row: dict[str, Any]) -> bool:
         return (
             self.op in ("*", row["op"])
-            and self.implementation == row["implementation"]
+            and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
             and self.dtype in ("*", row["dtype"])
             and self.direction in ("*", row["direction"])
             and self.region in str(row.get("regions") or "").split(";")

@@ -262,6 +262,55 @@ class TorchImplementation:
         return repro.torch_lines(call, array_names, output_names, backward, differentiable, dtype)
 
 
+class ChannelsLastImplementation(TorchImplementation):
+    """torch with every 4-d array in channels_last (NHWC) memory format and every 5-d one in
+    channels_last_3d: the same maths through torch's other kernels."""
+
+    name = "torch-channels_last"
+    _op = ""
+
+    def _forward(self, op: str, arrays: Sequence[np.ndarray | None], config: dict) -> Any:
+        self._op = op
+        return super()._forward(op, arrays, config)
+
+    def _backward(
+        self, op: str, grad_output: np.ndarray, arrays: Sequence[np.ndarray | None], config: dict
+    ) -> tuple[np.ndarray | None, ...]:
+        self._op = op
+        return super()._backward(op, grad_output, arrays, config)
+
+    def _tensor(self, array: np.ndarray | None, grad: bool = False) -> Any:
+        tensor = super()._tensor(array)
+        if tensor is None:
+            return None
+        # a 4-d array of a 3-d op is an unbatched (C, D, H, W) input, not NCHW
+        if tensor.ndim == 4 and not self._op.endswith("3d"):
+            tensor = tensor.contiguous(memory_format=self._torch.channels_last)
+        elif tensor.ndim == 5:
+            tensor = tensor.contiguous(memory_format=self._torch.channels_last_3d)
+        return tensor.requires_grad_(grad)
+
+    def repro_lines(
+        self,
+        op: str,
+        config: Mapping[str, Any],
+        array_names: Sequence[str],
+        output_names: Sequence[str],
+        backward: bool,
+        dtype: str = "float64",
+    ) -> list[str]:
+        lines = super().repro_lines(op, config, array_names, output_names, backward, dtype)
+        dims = (5,) if op.endswith("3d") else (4, 5)
+        convert = [
+            f"{name} = {name} if {name} is None or {name}.ndim not in {dims} else "
+            f"{name}.detach().contiguous(memory_format=torch.channels_last if {name}.ndim == 4 "
+            f"else torch.channels_last_3d).requires_grad_({name}.requires_grad)"
+            for name in array_names
+        ]
+        at = next(i for i, line in enumerate(lines) if line.startswith("out = "))
+        return [*lines[:at], *convert, *lines[at:]]
+
+
 class ModuleImplementation:
     """An object named by an import spec (a module, or module:attribute) under test."""
 
@@ -297,10 +346,16 @@ class ModuleImplementation:
         )
 
 
+BUILT_IN = ("torch", "torch-channels_last")
+
+
 def load_implementation(spec: str) -> Any:
-    """'torch', or 'package.module[:attribute]' naming a module or object ('reference' too)."""
+    """'torch', 'torch-channels_last', or 'package.module[:attribute]' naming a module or
+    object ('reference' too)."""
     if spec == "torch":
         return TorchImplementation()
+    if spec == "torch-channels_last":
+        return ChannelsLastImplementation()
     module_name, _, attribute = spec.partition(":")
     try:
         target = importlib.import_module(module_name)

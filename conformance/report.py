@@ -1,4 +1,5 @@
-"""From the recorded rows to the report files: results.csv and summary.md.
+"""From the recorded rows to the report files: summary.md, report.html, results.parquet,
+results.csv and header.json (the run's environment, for re-rendering).
 
 Every file is written whole or not at all (a temporary file renamed over the target), so a
 reader never sees half a report.
@@ -6,6 +7,8 @@ reader never sees half a report.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -15,18 +18,18 @@ from typing import Any
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table
+from conformance.results import GROUP, parquet_ready
 from conformance.spec import OpSpec
 
-GROUP = ["op", "implementation", "dtype", "direction"]
 
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file in the same directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from other users
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -40,6 +43,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         examples=("verdict", "size"),
         passed=("verdict", lambda v: int((v == "pass").sum())),
         known=("verdict", lambda v: int((v == "known").sum())),
+        widened=("verdict", lambda v: int((v == "widened").sum())),
         failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
         p50=("normalized_error", lambda v: v.quantile(0.5)),
         p99=("normalized_error", lambda v: v.quantile(0.99)),
@@ -73,6 +77,34 @@ def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataF
     return table.astype("object").where(table.notna(), "")
 
 
+def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per op: examples, seconds spent measuring them (oracle, implementation, error model)
+    and examples per second."""
+    if "seconds" not in frame:
+        return pd.DataFrame()
+    table = frame.groupby("op", sort=True).agg(
+        examples=("verdict", "size"), seconds=("seconds", "sum")
+    )
+    table["examples/s"] = table["examples"] / table["seconds"]
+    return table.reset_index().sort_values("examples/s")
+
+
+def widened_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Groups where the implementation kept only its dtype's own precision, not the wider
+    accumulation it declared (verdict 'widened')."""
+    if "widened_from" not in frame:
+        return pd.DataFrame()
+    rows = frame[frame["verdict"] == "widened"]
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.groupby(GROUP, sort=True).agg(
+        examples=("verdict", "size"),
+        declared=("widened_from", "first"),
+        example=("widened_problem", "last"),
+    )
+    return table.reset_index()
+
+
 def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str]:
     table = coverage_table(frame, catalogue)
     return [
@@ -104,6 +136,12 @@ def render_summary(
 ) -> str:
     catalogue = list(catalogue)
     lines = ["# Conformance report", ""]
+    if header.get("partial", "no") != "no":
+        lines += [
+            f"**PARTIAL REPORT** ({header['partial']}): every example measured before the "
+            "run stopped is here; the rest were never measured.",
+            "",
+        ]
     lines += [f"- **{name}**: {value}" for name, value in header.items()]
     lines += ["", "## Results", ""]
     lines += [
@@ -120,6 +158,23 @@ def render_summary(
     lines += [_markdown(coverage_table(frame, catalogue)), ""]
     missed = missed_regions(frame, catalogue)
     lines += [f"Regions never hit: {', '.join(missed) if missed else 'none'}.", ""]
+    widened = widened_table(frame)
+    lines += ["## Accumulation precision", ""]
+    if widened.empty:
+        lines += ["Every example held the accumulation precision its implementation declares.", ""]
+    else:
+        lines += [
+            "Findings: examples that failed the bound of the accumulation dtype the "
+            "implementation declares, but pass it computed in the tested dtype itself "
+            "(intermediates rounded to it). Not failures; not what was declared either.",
+            "",
+            _markdown(widened, index=False),
+            "",
+        ]
+    throughput = throughput_table(frame)
+    if not throughput.empty:
+        lines += ["## Throughput", "", "Slowest ops first.", ""]
+        lines += [_markdown(throughput, index=False), ""]
     known = known_table(frame, baseline or [])
     lines += ["## Known discrepancies (reports/baseline.csv)", ""]
     if known.empty:
@@ -163,5 +218,15 @@ def write_report(
     catalogue: Iterable[OpSpec],
     baseline: list[KnownDiscrepancy] | None = None,
 ) -> None:
+    """The five report files; each replaces its predecessor whole."""
+    from conformance.html import render_html  # matplotlib loads only for a report
+
+    catalogue = list(catalogue)
+    parquet = io.BytesIO()
+    parquet_ready(frame).to_parquet(parquet, index=False)
+    atomic_write(directory / "results.parquet", parquet.getvalue())
     atomic_write(directory / "results.csv", frame.to_csv(index=False))
-    atomic_write(directory / "summary.md", render_summary(frame, header, catalogue, baseline))
+    atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
+    summary = render_summary(frame, header, catalogue, baseline)
+    atomic_write(directory / "summary.md", summary)
+    atomic_write(directory / "report.html", render_html(frame, header, catalogue, baseline))

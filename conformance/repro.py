@@ -28,7 +28,7 @@ def array_code(array: np.ndarray | None, dtype: str) -> str:
     if array is None:
         return "None"
     dtype = "float32" if dtype == "bfloat16" else dtype
-    if not np.issubdtype(array.dtype, np.floating):
+    if array.dtype.kind in "iub":
         body = ", ".join(str(int(v)) for v in array.ravel())
         return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
     body = ", ".join(_literal(v) for v in array.astype(np.float64).ravel())
@@ -45,7 +45,13 @@ def torch_lines(
 ) -> list[str]:
     """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
     lines = ["import torch", ""]
-    to, back = (".to(torch.bfloat16)", ".float()") if dtype == "bfloat16" else ("", "")
+    to = ".to(torch.bfloat16)" if dtype == "bfloat16" else ""
+    if dtype == "bfloat16":  # NumPy has no bfloat16: float32 holds each value exactly
+        lines.append(
+            "as_numpy = lambda t: (t.float() if t.dtype == torch.bfloat16 else t).detach().numpy()"
+        )
+    else:
+        lines.append("as_numpy = lambda t: t.detach().numpy()")
     wanted = list(differentiable or [True] * len(array_names))
     for name, grad in zip(array_names, wanted, strict=False):
         lines.append(
@@ -56,17 +62,14 @@ def torch_lines(
     lines.append("outputs = out if isinstance(out, tuple) else (out,)")
     if not backward:
         lines.append(
-            f"got = dict(zip({tuple(output_names)!r}, "
-            f"(o.detach(){back}.numpy() for o in outputs)))"
+            f"got = dict(zip({tuple(output_names)!r}, (as_numpy(o) for o in outputs)))"
         )
         # arrays updated in place (running statistics) are outputs under their own names
-        return lines + [
-            f"got[{n!r}] = {n}{back}.numpy()" for n in array_names if n in output_names
-        ]
+        return lines + [f"got[{n!r}] = as_numpy({n})" for n in array_names if n in output_names]
     lines.append(f"outputs[0].backward(torch.from_numpy(grad_output){to})")
     graded = [a for a, grad in zip(array_names, wanted, strict=False) if grad]
     items = ", ".join(
-        f"{g!r}: None if {a} is None else {a}.grad{back}.numpy()"
+        f"{g!r}: None if {a} is None else as_numpy({a}.grad)"
         for a, g in zip(graded, output_names, strict=False)
     )
     return [*lines, f"got = {{{items}}}"]

@@ -121,6 +121,18 @@ def _empty_window(example: Example, dims: int) -> bool:
     return False
 
 
+def _minus_inf_window(example: Example, dims: int) -> bool:
+    """Some window with elements has -inf as its maximum (all its elements are -inf)."""
+    x = input_array(example)
+    if not np.isneginf(x).any():
+        return False
+    op = getattr(reference, f"max_pool{dims}d")
+    config = {k: v for k, v in example.config.items() if k != "return_indices"}
+    with np.errstate(all="ignore"):
+        output = np.asarray(op(x, **config))
+    return bool(np.isneginf(output).any()) and not _empty_window(example, dims)
+
+
 def _overlapping(example: Example, dims: int) -> bool:
     knobs = _knobs(example, dims)
     return any(
@@ -174,6 +186,7 @@ def _pool_regions(dims: int, kind: str) -> dict[str, Region]:
         regions["dilation > 1"] = _knob_above("dilation", dims, 1)
         regions["return_indices"] = _config_is("return_indices", True)
         regions["window with no element"] = lambda e: _empty_window(e, dims)
+        regions["a window's maximum is -inf"] = lambda e: _minus_inf_window(e, dims)
     if kind == "avg":
         for ceil in (False, True):
             for include in (False, True):

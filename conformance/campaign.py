@@ -1,0 +1,68 @@
+"""The campaign: one test per catalogue op x dtype x direction, against the oracle.
+
+Collected from tests/conformance/test_catalogue.py and run by ``python -m conformance run``.
+
+Every example is recorded (the plugin's recorder) and measured against its error bound; a
+failing example fails the test with the minimal example and a standalone repro snippet,
+unless the committed baseline (reports/baseline.csv) explains it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, target
+from hypothesis import strategies as st
+
+from conformance.baseline import KnownDiscrepancy, explain
+from conformance.catalogue import CATALOGUE, OpSpec
+from conformance.check import regions_hit, run_example
+from conformance.implementations import implements, supports
+from conformance.recorder import Recorder
+
+CASES = [
+    pytest.param(spec, dtype, direction, id=f"{spec.name}-{dtype}-{direction}")
+    for spec in CATALOGUE
+    for dtype in spec.dtypes
+    for direction in spec.directions
+]
+
+
+@pytest.mark.parametrize(("spec", "dtype", "direction"), CASES)
+@given(data=st.data())
+def test_op(
+    spec: OpSpec,
+    dtype: str,
+    direction: str,
+    data: st.DataObject,
+    implementation: Any,
+    conformance_recorder: Recorder,
+    conformance_target: bool,
+    conformance_baseline: list[KnownDiscrepancy],
+) -> None:
+    op = spec.name if direction == "forward" else f"{spec.name}_backward"
+    if not implements(implementation, op):
+        pytest.skip(f"the implementation under test has no {op}")
+    if not supports(implementation, op, dtype):
+        pytest.skip(f"the implementation under test does not run {op} in {dtype}")
+    example = data.draw(spec.examples(), label="example")
+    where = {
+        "op": spec.name,
+        "implementation": implementation.name,
+        "dtype": dtype,
+        "direction": direction,
+        "regions": ";".join(regions_hit(spec, example)),
+    }
+    crashes = explain(conformance_baseline, where, action="skip")
+    began = time.perf_counter()
+    outcome = run_example(spec, implementation, dtype, direction, example, call=crashes is None)
+    outcome.row["seconds"] = time.perf_counter() - began
+    known = crashes or (None if outcome.passed else explain(conformance_baseline, outcome.row))
+    if known is not None:  # a disagreement the committed baseline explains, with its reason
+        outcome.row.update(verdict="known", known_reason=known.reason)
+    conformance_recorder.record(outcome.row)
+    if conformance_target:
+        target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
+    assert outcome.passed or known is not None, outcome.report
