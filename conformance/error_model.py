@@ -179,7 +179,8 @@ def measure(
     if problem:
         return _rejected(problem, n_terms)
     finite = np.isfinite(oracle)
-    error = np.where(finite, np.abs(got64 - oracle), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf where the oracle is not finite
+        error = np.where(finite, np.abs(got64 - oracle), 0.0)
     normalized = _safe_ratio(error, tolerance.scale)
     ratio = _safe_ratio(error, tolerance.bound)
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)

@@ -10,6 +10,7 @@ direction) -> str`` (a Python expression for the repro snippet). ``reference`` i
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -117,6 +118,10 @@ class TorchImplementation:
 
         from conformance.catalogue import CATALOGUE
 
+        # One intra-op thread unless CONFORMANCE_TORCH_THREADS says otherwise: with several,
+        # some kernels (bfloat16 max pooling's backward) sum in a schedule-dependent order,
+        # and a run's rows would then depend on how many workers share the cores.
+        torch.set_num_threads(int(os.environ.get("CONFORMANCE_TORCH_THREADS", "1")))
         self._torch = torch
         equivalents = _torch_equivalents(torch)
         self._ops: dict[str, Callable[..., Any]] = {

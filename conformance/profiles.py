@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
 PROFILES = {
     "quick": 20,
@@ -20,9 +21,24 @@ PROFILES = {
     "thorough": 1000,
 }
 
+
+def _database() -> ExampleDatabase | None:
+    """CONFORMANCE_DATABASE: a directory for Hypothesis's example database, or 'none'.
+
+    A run first replays what the database holds (earlier failures), then the seed's own
+    examples; with 'none' the same seed and profile always give the same rows."""
+    where = os.environ.get("CONFORMANCE_DATABASE", ".hypothesis/examples")
+    return None if where == "none" else DirectoryBasedExampleDatabase(where)
+
+
 for _name, _max_examples in PROFILES.items():
     settings.register_profile(
-        _name, max_examples=_max_examples, deadline=None, derandomize=False, print_blob=True
+        _name,
+        max_examples=_max_examples,
+        deadline=None,
+        derandomize=False,
+        print_blob=True,
+        database=_database(),
     )
 
 settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "ci"))

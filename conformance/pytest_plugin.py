@@ -8,7 +8,9 @@ Loaded by ``-p conformance.pytest_plugin`` (pyproject's addopts).
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
+import pkgutil
 import platform
 import shutil
 import sys
@@ -101,7 +103,21 @@ def _worker_input(config: pytest.Config) -> dict[str, Any] | None:
     return getattr(config, "workerinput", None)
 
 
+def _import_every_module() -> None:
+    """Import all of conformance and reference up front. Hypothesis biases generation with
+    constants found in the local modules loaded so far; loading the same set in every
+    process (a serial run, an xdist worker) makes a seed give the same examples in each."""
+    import conformance
+    import reference
+
+    for package in (conformance, reference):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not module.name.endswith("__main__"):
+                importlib.import_module(module.name)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _import_every_module()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     config.stash[STARTED] = (time.monotonic(), started)
     config.stash[LOST_WORKERS] = []

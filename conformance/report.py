@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table
@@ -39,17 +40,18 @@ def atomic_write(path: Path, content: str | bytes) -> None:
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per op x implementation x dtype x direction: counts and the normalized-error spread."""
     grouped = frame.groupby(GROUP, sort=True)
-    table = grouped.agg(
-        examples=("verdict", "size"),
-        passed=("verdict", lambda v: int((v == "pass").sum())),
-        known=("verdict", lambda v: int((v == "known").sum())),
-        widened=("verdict", lambda v: int((v == "widened").sum())),
-        failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
-        p50=("normalized_error", lambda v: v.quantile(0.5)),
-        p99=("normalized_error", lambda v: v.quantile(0.99)),
-        max=("normalized_error", "max"),
-        worst_bound_ratio=("bound_ratio", "max"),
-    )
+    with np.errstate(invalid="ignore"):  # quantiles of groups holding inf
+        table = grouped.agg(
+            examples=("verdict", "size"),
+            passed=("verdict", lambda v: int((v == "pass").sum())),
+            known=("verdict", lambda v: int((v == "known").sum())),
+            widened=("verdict", lambda v: int((v == "widened").sum())),
+            failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
+            p50=("normalized_error", lambda v: v.quantile(0.5)),
+            p99=("normalized_error", lambda v: v.quantile(0.99)),
+            max=("normalized_error", "max"),
+            worst_bound_ratio=("bound_ratio", "max"),
+        )
     return table.reset_index()
 
 

@@ -45,7 +45,7 @@ class Spool:
         parts = directory / PARTS
         parts.mkdir(parents=True, exist_ok=True)
         self.path = parts / f"{name}.jsonl"
-        self._stream: TextIO | None = self.path.open("w", encoding="utf-8")
+        self._stream: TextIO | None = self.path.open("a", encoding="utf-8")
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self._stream is None:
@@ -90,7 +90,8 @@ def merge(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(latest.values()))
     if frame.empty:
         return frame
-    return frame.sort_values(GROUP, kind="stable").reset_index(drop=True)
+    columns = [*GROUP, *sorted(set(frame.columns) - set(GROUP))]  # whichever spool came first
+    return frame[columns].sort_values(GROUP, kind="stable").reset_index(drop=True)
 
 
 def frame_from_spools(directory: Path) -> pd.DataFrame:
@@ -129,6 +130,10 @@ def load(path: Path) -> pd.DataFrame:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif path.suffix == ".csv":
+            with path.open("rb") as stream:
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":  # every results.csv written here ends its line
+                    raise ResultsError(f"{path}: truncated (its last line is unfinished)")
             frame = pd.read_csv(path)
         elif path.suffix == ".jsonl":
             frame = merge(_read_spool(path))

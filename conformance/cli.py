@@ -1,0 +1,297 @@
+"""python -m conformance: run the campaign, re-render or merge reports, compare two runs,
+list the catalogue, time the reference.
+
+Exit status: 0 when every example passed or is explained by the baseline; 1 when a
+discrepancy is not in the baseline (or, for run, a group fell short of the minimum examples;
+for diff, NEW has a discrepancy OLD had not); 2 for a usage error or an unreadable file,
+always said in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from conformance.dtypes import DTYPES
+
+DEFAULT_OUT = Path("reports") / "latest"
+DEFAULT_BASELINE = Path("reports") / "baseline.csv"
+PROFILE_MINIMUM = {"quick": 0, "ci": 100, "thorough": 100}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="A NumPy reference for convolution math, fuzzed against implementations "
+        "(torch by default) with Hypothesis; every example is measured against a proven "
+        "error bound and written to a report.",
+        epilog="Exit status: 0 all explained, 1 a discrepancy the baseline does not explain "
+        "(or too few examples), 2 usage error or unreadable input.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the campaign and write a report",
+        description="Run the campaign: every selected op x dtype x direction, each against "
+        "the float64 oracle, into one report directory.",
+    )
+    run.add_argument(
+        "--profile",
+        choices=("quick", "ci", "thorough"),
+        default="ci",
+        help="examples per op x dtype x direction: quick 20, ci 150 (the gate: >= 100 "
+        "distinct), thorough 1000 (default: ci)",
+    )
+    run.add_argument("--ops", help="comma-separated catalogue ops (default: all; see list)")
+    run.add_argument(
+        "--dtypes", help=f"comma-separated dtypes from {', '.join(DTYPES)} (default: all)"
+    )
+    run.add_argument(
+        "--impl",
+        default="torch",
+        help="comma-separated implementations under test: torch, torch-channels_last, "
+        "reference, or package.module:attribute (default: torch)",
+    )
+    run.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"report directory (default: {DEFAULT_OUT})"
+    )
+    run.add_argument(
+        "-n",
+        "--workers",
+        default=None,
+        help="pytest-xdist worker processes, a number or 'auto'; the workers' rows merge into "
+        "one report identical to a serial run's with the same seed (default: 1)",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the I-th of N disjoint slices of the catalogue (merge the shards' "
+        "results with 'report')",
+    )
+    run.add_argument(
+        "--seed", type=int, help="Hypothesis seed; the same seed and profile give the same rows"
+    )
+    run.add_argument(
+        "--database",
+        default=None,
+        help="Hypothesis example database directory, replayed before the seed's examples "
+        "(earlier failures come back first), or 'none' for runs that depend on the seed "
+        "alone (default: .hypothesis/examples)",
+    )
+    run.add_argument(
+        "--baseline",
+        type=Path,
+        default=DEFAULT_BASELINE,
+        help=f"known discrepancies (default: {DEFAULT_BASELINE})",
+    )
+    run.add_argument(
+        "--min-examples",
+        type=int,
+        default=None,
+        help="fail a group with fewer distinct examples, or an op region never hit "
+        "(default: 100 for ci and thorough, 0 for quick)",
+    )
+    run.add_argument(
+        "--target",
+        action="store_true",
+        help="steer Hypothesis toward each op's largest bound ratio (narrows coverage)",
+    )
+    run.add_argument(
+        "pytest_args", nargs="*", help="further pytest arguments, after --", metavar="PYTEST_ARG"
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="re-render a report from results files, merging several (shards)",
+        description="Build one report from one or more results (results.parquet, "
+        "results.csv, a report directory, or a crashed run's directory with spooled rows).",
+    )
+    report.add_argument("results", nargs="+", type=Path, help="results files or directories")
+    report.add_argument("--out", type=Path, required=True, help="report directory to write")
+    report.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+
+    diff = commands.add_parser(
+        "diff",
+        help="compare two runs: discrepancies new and fixed, error-distribution shifts",
+        description="Compare OLD and NEW results (say, two torch versions).",
+    )
+    diff.add_argument("old", type=Path)
+    diff.add_argument("new", type=Path)
+    diff.add_argument("--out", type=Path, help="also write the comparison as markdown here")
+    diff.add_argument(
+        "--shift",
+        type=float,
+        default=2.0,
+        help="flag a group whose p99 normalized error moved by more than this factor "
+        "(default: 2)",
+    )
+
+    commands.add_parser("list", help="the catalogue: ops, families, dtypes, directions")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time the reference against torch, side by side",
+        description="Time the reference and torch on the CPU in one process: ResNet-50's "
+        "conv layers and more, float32 and float64, forward and backward.",
+    )
+    bench.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    bench.add_argument("--repeats", type=int, default=5, help="repetitions per case (median)")
+    bench.add_argument(
+        "--size", type=int, default=56, help="input height and width of the ResNet stem"
+    )
+    bench.add_argument("--batch", type=int, default=8)
+    bench.add_argument("--quick", action="store_true", help="a few small cases only")
+    return parser
+
+
+def _campaign_path() -> Path:
+    return Path(__file__).with_name("campaign.py")
+
+
+def pytest_arguments(options: argparse.Namespace) -> list[str]:
+    minimum = options.min_examples
+    if minimum is None:
+        minimum = PROFILE_MINIMUM[options.profile]
+    arguments = [
+        str(_campaign_path()),
+        "-p",
+        "conformance.pytest_plugin",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--hypothesis-profile={options.profile}",
+        f"--conformance-report={options.out}",
+        f"--conformance-min-examples={minimum}",
+        f"--conformance-impl={options.impl}",
+        f"--conformance-baseline={options.baseline}",
+    ]
+    for flag, value in (
+        ("--conformance-ops", options.ops),
+        ("--conformance-dtypes", options.dtypes),
+        ("--conformance-shard", options.shard),
+        ("--hypothesis-seed", options.seed),
+        ("-n", options.workers),
+    ):
+        if value is not None:
+            arguments.append(f"{flag}={value}" if flag.startswith("--") else f"{flag}{value}")
+    if options.target:
+        arguments.append("--conformance-target")
+    return arguments + list(options.pytest_args)
+
+
+def command_run(options: argparse.Namespace) -> int:
+    import os
+
+    import pytest
+
+    os.environ["CONFORMANCE_PROFILE"] = options.profile
+    if options.database is not None:  # read by conformance.profiles, in every worker too
+        os.environ["CONFORMANCE_DATABASE"] = options.database
+    code = int(pytest.main(pytest_arguments(options)))
+    return {0: 0, 1: 1}.get(code, 2 if code in (3, 4) else 1)
+
+
+def _header_of(path: Path) -> dict[str, Any]:
+    source = path / "header.json" if path.is_dir() else path.with_name("header.json")
+    try:
+        return dict(json.loads(source.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def merged_header(paths: Sequence[Path], examples: int) -> dict[str, Any]:
+    """The first input's environment; what differs between inputs is listed, not hidden."""
+    headers = [_header_of(path) for path in paths]
+    header: dict[str, Any] = {"merged from": ", ".join(str(p) for p in paths)}
+    first = next((h for h in headers if h), {})
+    for key in first:
+        values = {str(h.get(key)) for h in headers if h}
+        header[key] = first[key] if len(values) == 1 else " | ".join(sorted(values))
+    header["examples"] = examples
+    partial = [str(h["partial"]) for h in headers if h.get("partial", "no") != "no"]
+    header["partial"] = "; ".join(partial) if partial else "no"
+    return header
+
+
+def command_report(options: argparse.Namespace) -> int:
+    from conformance.baseline import load_baseline
+    from conformance.catalogue import CATALOGUE
+    from conformance.report import discrepancies, write_report
+    from conformance.results import load_many
+
+    frame = load_many(options.results)
+    baseline = load_baseline(options.baseline)
+    header = merged_header(options.results, len(frame))
+    write_report(frame, options.out, header, CATALOGUE, baseline)
+    found = discrepancies(frame)
+    print(
+        f"conformance: {len(frame)} examples from {len(options.results)} results, "
+        f"{len(found)} discrepant groups; report in {options.out}/summary.md"
+    )
+    return 1 if found else 0
+
+
+def command_diff(options: argparse.Namespace) -> int:
+    from conformance.diff import compare, render
+    from conformance.report import atomic_write
+    from conformance.results import load
+
+    old, new = load(options.old), load(options.new)
+    comparison = compare(old, new, options.shift)
+    text = render(comparison, options.old, options.new)
+    print(text)
+    if options.out is not None:
+        atomic_write(options.out, text)
+    return 1 if comparison.new_discrepancies else 0
+
+
+def command_list(options: argparse.Namespace) -> int:
+    from conformance.catalogue import CATALOGUE
+    from conformance.implementations import BUILT_IN
+
+    print(f"{'op':26} {'family':14} {'dtypes':36} directions")
+    for spec in CATALOGUE:
+        print(
+            f"{spec.name:26} {spec.family:14} {','.join(spec.dtypes):36} "
+            f"{','.join(spec.directions)}"
+        )
+    print(f"\nimplementations: {', '.join(BUILT_IN)}, reference, or package.module:attribute")
+    return 0
+
+
+def command_bench(options: argparse.Namespace) -> int:
+    from conformance.bench import main as bench_main
+
+    return bench_main(options)
+
+
+COMMANDS = {
+    "run": command_run,
+    "report": command_report,
+    "diff": command_diff,
+    "list": command_list,
+    "bench": command_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from conformance.results import ResultsError
+
+    options = _parser().parse_args(argv)
+    try:
+        return COMMANDS[options.command](options)
+    except (ResultsError, ValueError) as error:
+        print(f"conformance {options.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"conformance {options.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

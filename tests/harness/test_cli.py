@@ -1,0 +1,209 @@
+"""python -m conformance on real runs: the report files, the gate's exit status, workers and
+shards that merge into the same rows, diff, partial reports, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conformance.catalogue import CATALOGUE
+from conformance.cli import main
+
+ROOT = Path(__file__).parents[2]
+REPORT_FILES = {"summary.md", "report.html", "results.parquet", "results.csv", "header.json"}
+
+
+def conformance(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    if args and args[0] == "run":  # runs that depend on their seed alone
+        args = (*args, "--database=none")
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def rows(directory: Path) -> pd.DataFrame:
+    """The measured rows, without the wall-clock column that differs between runs."""
+    return pd.read_parquet(directory / "results.parquet").drop(columns="seconds")
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("serial")
+    done = conformance(
+        "run", "--profile=quick", "--ops=conv1d,max_pool1d", "--dtypes=float64,bfloat16",
+        "--seed=7", f"--out={out}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_run_writes_the_five_report_files(serial_run: Path) -> None:
+    assert REPORT_FILES <= {path.name for path in serial_run.iterdir()}
+    assert not (serial_run / ".parts").exists(), "the spools outlived the report"
+    header = json.loads((serial_run / "header.json").read_text())
+    assert str(header["seed"]) == "7" and header["profile"] == "quick" and header["partial"] == "no"
+    assert header["examples"] == len(rows(serial_run)) > 0
+    assert header["examples per second"] > 0
+    parquet, csv = rows(serial_run), pd.read_csv(serial_run / "results.csv")
+    assert len(parquet) == len(csv)
+    assert set(parquet["op"]) == {"conv1d", "max_pool1d"}
+    assert set(parquet["dtype"]) == {"float64", "bfloat16"}
+    html = (serial_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # error distribution, coverage map
+    summary = (serial_run / "summary.md").read_text()
+    assert "## Throughput" in summary and "examples per second" in summary
+
+
+def test_same_seed_same_rows_serial_or_with_workers(serial_run: Path, tmp_path: Path) -> None:
+    again, spread = tmp_path / "again", tmp_path / "spread"
+    common = ["run", "--profile=quick", "--ops=conv1d,max_pool1d", "--dtypes=float64,bfloat16"]
+    assert conformance(*common, "--seed=7", f"--out={again}").returncode == 0
+    done = conformance(*common, "--seed=7", f"--out={spread}", "-n", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    pd.testing.assert_frame_equal(rows(serial_run), rows(again))
+    pd.testing.assert_frame_equal(rows(serial_run), rows(spread))
+
+
+def test_shards_are_disjoint_and_merge_into_one_report(tmp_path: Path) -> None:
+    ops = "--ops=conv1d,avg_pool1d,unfold,batch_norm"
+    shards = []
+    for index in (1, 2):
+        out = tmp_path / f"shard{index}"
+        done = conformance(
+            "run", "--profile=quick", ops, "--dtypes=float32", "--seed=1",
+            f"--shard={index}/2", f"--out={out}",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        shards.append(out)
+    first, second = (set(rows(out)["op"]) for out in shards)
+    assert first and second and not first & second
+    merged = tmp_path / "merged"
+    done = conformance("report", *map(str, shards), f"--out={merged}")
+    assert done.returncode == 0, done.stderr
+    assert set(rows(merged)["op"]) == first | second
+    assert len(rows(merged)) == sum(len(rows(out)) for out in shards)
+    assert REPORT_FILES <= {path.name for path in merged.iterdir()}
+
+
+def test_wrong_implementation_fails_the_gate_and_diff_names_it(
+    serial_run: Path, tmp_path: Path
+) -> None:
+    torch_run, wrong_run = tmp_path / "torch", tmp_path / "wrong"
+    common = ["run", "--profile=ci", "--ops=conv2d", "--dtypes=float64", "--seed=0"]
+    common.append("--min-examples=0")
+    assert conformance(*common, f"--out={torch_run}").returncode == 0
+    done = conformance(*common, f"--out={wrong_run}", "--impl=tests.harness.wrong_padding")
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = (wrong_run / "summary.md").read_text()
+    snippet = summary.split("```python\n", 1)[1].split("```", 1)[0]
+    replay = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert float(re.search(r"worst error / bound: (\S+)", replay.stdout).group(1)) > 1
+    # diff sees the implementations' groups as different groups: compare torch with a copy
+    # of the wrong run relabelled as torch, so the discrepancy is new in the same group
+    frame = pd.read_parquet(wrong_run / "results.parquet")
+    frame["implementation"] = "torch"
+    relabelled = tmp_path / "relabelled.parquet"
+    frame.to_parquet(relabelled)
+    compared = conformance("diff", str(torch_run), str(relabelled))
+    assert compared.returncode == 1, compared.stderr
+    new = compared.stdout.split("## New discrepancies (1)", 1)[1].split("##", 1)[0]
+    assert "conv2d torch float64 forward" in new
+    unchanged = conformance("diff", str(torch_run), str(torch_run))
+    assert unchanged.returncode == 0 and "## New discrepancies (0)" in unchanged.stdout
+
+
+INTERRUPTING = '''
+import os
+import reference
+
+name = "interrupting"
+calls = 0
+
+
+def conv1d(*args, **config):
+    global calls
+    calls += 1
+    if calls == 15:
+        {action}
+    return reference.conv1d(*args, **config)
+'''
+
+
+@pytest.mark.parametrize(
+    ("action", "workers", "why"),
+    [
+        ("raise KeyboardInterrupt", [], "interrupted"),
+        ("os._exit(3)", ["-n", "2"], "xdist workers lost"),
+    ],
+    ids=["ctrl-c", "worker-crash"],
+)
+def test_a_stopped_run_leaves_a_partial_report(
+    tmp_path: Path, action: str, workers: list[str], why: str
+) -> None:
+    (tmp_path / "interrupting.py").write_text(INTERRUPTING.format(action=action))
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "conformance", "run", "--profile=quick", "--ops=conv1d",
+            "--dtypes=float64,float32", "--seed=0", "--impl=interrupting", f"--out={out}",
+            f"--baseline={ROOT / 'reports' / 'baseline.csv'}", "--database=none", *workers,
+        ],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    header = json.loads((out / "header.json").read_text())
+    assert header["partial"].startswith(why), header["partial"]
+    assert "PARTIAL REPORT" in (out / "summary.md").read_text()
+    measured = rows(out)
+    assert 10 <= len(measured) and (measured["verdict"] == "pass").all()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"", "the file is empty"),
+        (b"a,b\n1,2\n", "not a conformance results table"),
+        (b"op,implementation,dtype\nconv1d,torch,flo", "truncated"),
+        (b"PAR1 not really", "unreadable"),
+    ],
+    ids=["missing", "empty", "foreign", "truncated", "corrupt-parquet"],
+)
+def test_bad_results_files_get_one_line_and_no_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, message: str
+) -> None:
+    path = tmp_path / ("results.parquet" if message == "unreadable" else "results.csv")
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out"
+    for argv in (["report", str(path), f"--out={out}"], ["diff", str(path), str(path)]):
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1, error
+        assert "Traceback" not in error
+    assert not out.exists()
+
+
+def test_list_names_every_op(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(re.search(rf"^{spec.name} ", listed, re.M) for spec in CATALOGUE)
+    assert "torch-channels_last" in listed
+
+
+def test_unknown_op_is_a_usage_error(tmp_path: Path) -> None:
+    done = conformance("run", "--profile=quick", "--ops=conv9d", f"--out={tmp_path}")
+    assert done.returncode == 2 and "conv9d" in done.stderr + done.stdout
