@@ -127,8 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         "--shift",
         type=float,
         default=2.0,
-        help="flag a group whose p99 normalized error moved by more than this factor "
-        "(default: 2)",
+        help="flag a group whose p99 normalized error moved by more than this factor (default: 2)",
     )
 
     commands.add_parser("list", help="the catalogue: ops, families, dtypes, directions")

@@ -13,12 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from conformance.baseline import KnownDiscrepancy, known_table  # noqa: E402
-from conformance.report import (  # noqa: E402
+from conformance.baseline import KnownDiscrepancy, known_table
+from conformance.report import (
     GROUP,
     coverage_table,
     discrepancies,
@@ -26,7 +26,7 @@ from conformance.report import (  # noqa: E402
     throughput_table,
     widened_table,
 )
-from conformance.spec import OpSpec  # noqa: E402
+from conformance.spec import OpSpec
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }
@@ -109,7 +109,9 @@ def render_html(
         f"<style>{STYLE}</style></head><body><h1>Conformance report</h1>",
     ]
     if header.get("partial", "no") != "no":
-        parts.append(f"<p class='partial'>PARTIAL REPORT: {html.escape(str(header['partial']))}</p>")
+        parts.append(
+            f"<p class='partial'>PARTIAL REPORT: {html.escape(str(header['partial']))}</p>"
+        )
     parts.append("<ul>")
     parts += [
         f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in header.items()

@@ -346,9 +346,7 @@ class ModuleImplementation:
         dtype: str = "float64",
     ) -> list[str]:
         module, _, attribute = self.spec.partition(":")
-        return repro.module_lines(
-            module, attribute, op, array_names, output_names, backward, dtype
-        )
+        return repro.module_lines(module, attribute, op, array_names, output_names, backward, dtype)
 
 
 BUILT_IN = ("torch", "torch-channels_last")

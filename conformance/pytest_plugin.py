@@ -16,8 +16,8 @@ import shutil
 import sys
 import tempfile
 import time
-from importlib import metadata
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,9 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         report = config.getoption("conformance_report")
         config.stash[TEMPORARY] = report is None
-        directory = Path(tempfile.mkdtemp(prefix="conformance-")) if report is None else Path(report)
+        directory = (
+            Path(tempfile.mkdtemp(prefix="conformance-")) if report is None else Path(report)
+        )
         remove_spools(directory)  # a previous run's leftovers are not this run's rows
         name = "main"
     config.stash[SPOOL_DIR] = directory
@@ -186,7 +188,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ops = in_shard if ops is None else ops & in_shard
     if ops is None and dtypes is None:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         spec, dtype = params.get("spec"), params.get("dtype")

@@ -61,9 +61,7 @@ def torch_lines(
     lines.append(f"out = {call}")
     lines.append("outputs = out if isinstance(out, tuple) else (out,)")
     if not backward:
-        lines.append(
-            f"got = dict(zip({tuple(output_names)!r}, (as_numpy(o) for o in outputs)))"
-        )
+        lines.append(f"got = dict(zip({tuple(output_names)!r}, (as_numpy(o) for o in outputs)))")
         # arrays updated in place (running statistics) are outputs under their own names
         return lines + [f"got[{n!r}] = as_numpy({n})" for n in array_names if n in output_names]
     lines.append(f"outputs[0].backward(torch.from_numpy(grad_output){to})")

@@ -27,7 +27,6 @@ from conformance.families.normalization import (
 from conformance.spec import OpSpec, Region, ToleranceContext, input_array
 from conformance.strategies.blocks import patch_examples, residual_examples, separable_examples
 
-
 # The composed bounds carry each intermediate's storage rounding to first order, but not its
 # underflow to subnormals or overflow past 65504, which in float16 and bfloat16 decide the
 # result (an intermediate's inf - inf turns a representable gradient into NaN). Until they

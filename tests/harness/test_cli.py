@@ -124,7 +124,7 @@ def test_wrong_implementation_fails_the_gate_and_diff_names_it(
     assert unchanged.returncode == 0 and "## New discrepancies (0)" in unchanged.stdout
 
 
-INTERRUPTING = '''
+INTERRUPTING = """
 import os
 import reference
 
@@ -138,7 +138,7 @@ def conv1d(*args, **config):
     if calls == 15:
         {action}
     return reference.conv1d(*args, **config)
-'''
+"""
 
 
 @pytest.mark.parametrize(
