@@ -60,6 +60,44 @@ def _grad_matrix(grad_output: np.ndarray, groups: int) -> np.ndarray:
     return per_group.transpose(order).reshape(groups, -1, channels // groups)
 
 
+def _tap_slices(
+    tap: Sequence[int], dilation: Sequence[int], out_size: Sequence[int], stride: Sequence[int]
+) -> tuple[Any, ...]:
+    """Index of the input positions q*stride + tap*dilation of every output q, one tap."""
+    return (
+        Ellipsis,
+        *(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
+        ),
+    )
+
+
+def per_tap(groups: int, in_per_group: int) -> bool:
+    """Depthwise (one input channel per group): a loop of broadcast multiply-adds over the
+    kernel taps beats a batched matmul whose inner dimension is the kernel size alone."""
+    return groups > 1 and in_per_group == 1
+
+
+def _correlate_taps(
+    x_padded: np.ndarray,
+    weight: np.ndarray,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    out_size: Sequence[int],
+) -> np.ndarray:
+    """Depthwise correlate: y[n, g*m+o, q] = sum_k W[g*m+o, 0, k] * x[n, g, q*s + k*d]."""
+    batch, dims = x_padded.shape[0], len(out_size)
+    multiplier = weight.shape[0] // groups
+    spread = (1, groups, multiplier, *([1] * dims))
+    out = np.zeros((batch, groups, multiplier, *out_size), dtype=np.result_type(x_padded, weight))
+    for tap in np.ndindex(*weight.shape[2:]):
+        taps = x_padded[_tap_slices(tap, dilation, out_size, stride)][:, :, np.newaxis]
+        out += taps * weight[(slice(None), 0, *tap)].reshape(spread)
+    return out.reshape(batch, groups * multiplier, *out_size)
+
+
 def correlate(
     x_padded: np.ndarray,
     weight: np.ndarray,
@@ -69,6 +107,8 @@ def correlate(
     out_size: Sequence[int],
 ) -> np.ndarray:
     """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
+    if per_tap(groups, weight.shape[1]):
+        return _correlate_taps(x_padded, weight, stride, dilation, groups, out_size)
     batch = x_padded.shape[0]
     out_channels = weight.shape[0]
     kernel_size = weight.shape[2:]
@@ -95,6 +135,16 @@ def correlate_backward_input(
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
     in_per_group = weight.shape[1]
+    if per_tap(groups, in_per_group):
+        multiplier = weight.shape[0] // groups
+        per_group = grad_output.reshape(batch, groups, multiplier, *out_size)
+        grad = np.zeros((batch, groups, *padded_size), dtype=grad_output.dtype)
+        spread = (1, groups, multiplier, *([1] * dims))
+        for tap in np.ndindex(*kernel_size):
+            contribution = (per_group * weight[(slice(None), 0, *tap)].reshape(spread)).sum(2)
+            with np.errstate(invalid="ignore", over="ignore"):
+                grad[_tap_slices(tap, dilation, out_size, stride)] += contribution
+        return grad
     weight_matrix = weight.reshape(groups, weight.shape[0] // groups, -1)  # (G, Co, Cg*K)
     grad_columns = np.matmul(_grad_matrix(grad_output, groups), weight_matrix)
     grad_columns = grad_columns.reshape(groups, batch, *out_size, in_per_group, *kernel_size)
@@ -145,6 +195,15 @@ def correlate_backward_weight(
     """Adjoint of :func:`correlate` in W: cols^T @ grad, as (G*Co, Cg, *kernel_size)."""
     out_size = grad_output.shape[2:]
     out_channels = grad_output.shape[1]
+    if per_tap(groups, x_padded.shape[1] // groups):
+        batch, dims = grad_output.shape[0], len(out_size)
+        per_group = grad_output.reshape(batch, groups, out_channels // groups, *out_size)
+        grad_weight = np.empty((out_channels, 1, *kernel_size), dtype=grad_output.dtype)
+        axes = (0, *range(3, 3 + dims))
+        for tap in np.ndindex(*kernel_size):
+            taps = x_padded[_tap_slices(tap, dilation, out_size, stride)][:, :, np.newaxis]
+            grad_weight[(slice(None), 0, *tap)] = (per_group * taps).sum(axis=axes).reshape(-1)
+        return grad_weight
     columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
     grad_weight = np.matmul(columns.transpose(0, 2, 1), _grad_matrix(grad_output, groups))
     in_per_group = x_padded.shape[1] // groups
