@@ -20,6 +20,7 @@ from conformance.baseline import KnownDiscrepancy, explain
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
 from conformance.implementations import implements, supports
+from conformance.invalid import check_invalid, invalid_calls, judge
 from conformance.recorder import Recorder
 
 CASES = [
@@ -66,3 +67,30 @@ def test_op(
     if conformance_target:
         target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
     assert outcome.passed or known is not None, outcome.report
+
+
+@pytest.mark.parametrize("spec", CATALOGUE, ids=[f"{spec.name}-invalid" for spec in CATALOGUE])
+@given(data=st.data())
+def test_invalid_call(
+    spec: OpSpec,
+    data: st.DataObject,
+    implementation: Any,
+    conformance_recorder: Recorder,
+    conformance_baseline: list[KnownDiscrepancy],
+) -> None:
+    """A call broken by one rule: the implementation and the reference must both reject it,
+    the reference with a ValueError or TypeError naming the argument."""
+    if not implements(implementation, spec.name):
+        pytest.skip(f"the implementation under test has no {spec.name}")
+    example, rule = data.draw(invalid_calls(spec), label="invalid call")
+    row = check_invalid(spec, implementation, example, rule)
+    row["regions"] = rule.name  # a baseline entry names the rule as its region
+    verdict, problem = judge(row)
+    known = explain(conformance_baseline, row) if verdict == "fail" else None
+    row.update(verdict="known" if known else verdict, problem=problem)
+    if known is not None:
+        row["known_reason"] = known.reason
+    conformance_recorder.record(row)
+    assert verdict == "pass" or known is not None, (
+        f"{spec.name}, {rule.name}: {problem}\nconfig {row['config']}, shapes {row['shapes']}"
+    )

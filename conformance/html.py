@@ -22,6 +22,7 @@ from conformance.report import (
     GROUP,
     coverage_table,
     discrepancies,
+    error_table,
     results_table,
     throughput_table,
     widened_table,
@@ -125,6 +126,7 @@ def render_html(
     coverage = coverage_table(frame, catalogue)
     parts.append(str(coverage.to_html(border=0)))
     parts += ["<h2>Accumulation precision (widened bounds)</h2>", _table(widened_table(frame))]
+    parts += ["<h2>Error conformance (invalid calls)</h2>", _table(error_table(frame))]
     parts += ["<h2>Throughput</h2>", _table(throughput_table(frame))]
     known = known_table(frame, baseline or [])
     parts += ["<h2>Known discrepancies</h2>", _table(known)]

@@ -107,6 +107,31 @@ def widened_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def error_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per op and implementation: invalid calls tried and who rejected them."""
+    if "error_verdict" not in frame:
+        return pd.DataFrame()
+    calls = frame[frame["direction"] == "invalid call"]
+    if calls.empty:
+        return pd.DataFrame()
+    table = pd.crosstab([calls["op"], calls["implementation"]], calls["error_verdict"])
+    for verdict in (
+        "both rejected",
+        "only the implementation rejected",
+        "only the reference rejected",
+        "neither rejected",
+    ):
+        if verdict not in table:
+            table[verdict] = 0
+    table.insert(0, "tried", table.sum(axis=1))
+    named = calls.groupby(["op", "implementation"])["reference_error_names_argument"]
+    table["reference error names the argument"] = named.apply(lambda v: int((v == True).sum()))  # noqa: E712
+    table["known"] = calls.groupby(["op", "implementation"])["verdict"].apply(
+        lambda v: int((v == "known").sum())
+    )
+    return table.reset_index()
+
+
 def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str]:
     table = coverage_table(frame, catalogue)
     return [
@@ -171,6 +196,20 @@ def render_summary(
             "(intermediates rounded to it). Not failures; not what was declared either.",
             "",
             _markdown(widened, index=False),
+            "",
+        ]
+    errors = error_table(frame)
+    lines += ["## Error conformance", ""]
+    if errors.empty:
+        lines += ["No invalid calls were tried.", ""]
+    else:
+        lines += [
+            "Invalid calls (a valid example broken by one rule): both must reject. Only the "
+            "implementation rejected = the reference is too permissive; only the reference = "
+            "too strict; neither = the rule binds neither (not a failure). known = explained "
+            "by the baseline.",
+            "",
+            _markdown(errors, index=False),
             "",
         ]
     throughput = throughput_table(frame)
