@@ -255,6 +255,10 @@ class TorchImplementation:
     ) -> list[str]:
         """Lines computing ``got`` with torch exactly as this adapter calls it."""
         call = REPRO_CALLS.get(op, f"torch.nn.functional.{op}({', '.join(array_names)}, **config)")
+        if "padding_mode" in config:  # F.convNd has no padding_mode: zeros is its only mode
+            call = call.replace(
+                "**config", "**{k: v for k, v in config.items() if k != 'padding_mode'}"
+            )
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
             call = (
                 f"torch.func.functional_call(torch.nn.Conv{op[-2]}d(weight.shape[1] * "

@@ -53,9 +53,7 @@ def _has(key: str) -> Callable[[OpSpec, Example], bool]:
 
 def _int_knob(key: str) -> Callable[[OpSpec, Example], bool]:
     """A knob given as numbers (not 'same'/'valid'), so a number can replace it."""
-    return lambda spec, example: key in example.config and not isinstance(
-        example.config[key], str
-    )
+    return lambda spec, example: key in example.config and not isinstance(example.config[key], str)
 
 
 def _is_conv(spec: OpSpec) -> bool:
@@ -182,9 +180,11 @@ def broken(rule: Rule, example: Example) -> tuple[Arrays, Config]:
 def invalid_calls(spec: OpSpec) -> st.SearchStrategy[tuple[Example, Rule]]:
     """A valid example of the op and one rule that applies to it."""
     return spec.examples().flatmap(
-        lambda example: st.tuples(st.just(example), st.sampled_from(rules_for(spec, example)))
-        if rules_for(spec, example)
-        else st.nothing()
+        lambda example: (
+            st.tuples(st.just(example), st.sampled_from(rules_for(spec, example)))
+            if rules_for(spec, example)
+            else st.nothing()
+        )
     )
 
 

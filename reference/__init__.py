@@ -5,6 +5,7 @@ torch. Backward companions are ``<op>_backward`` and return the gradients of the
 differentiable inputs as a tuple, in argument order.
 """
 
+from reference._windows import set_im2col_budget
 from reference.adaptive import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
@@ -139,6 +140,7 @@ __all__ = [
     "residual_block",
     "residual_block_backward",
     "same_padding",
+    "set_im2col_budget",
     "unfold",
     "unfold_backward",
 ]

@@ -33,6 +33,29 @@ def windows(
     return view[(slice(None), slice(None), *out_slices, *tap_slices)]
 
 
+# The most one im2col buffer may take. A bigger call is refused before anything is
+# allocated, with the figure, instead of swapping the machine to a halt; raise it with
+# reference.set_im2col_budget(bytes).
+IM2COL_BUDGET = {"bytes": 4 * 2**30}
+
+
+def set_im2col_budget(limit: int) -> None:
+    """Set the largest im2col buffer (bytes) a convolution may allocate."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        raise ValueError(f"the im2col budget must be a positive number of bytes, got {limit!r}")
+    IM2COL_BUDGET["bytes"] = limit
+
+
+def check_im2col_budget(rows: int, columns: int, groups: int, itemsize: int) -> None:
+    size = rows * columns * groups * itemsize
+    if size > IM2COL_BUDGET["bytes"]:
+        raise ValueError(
+            f"input and weight too large: the im2col buffer ({groups} x {rows} x {columns} "
+            f"elements) would take {size / 2**30:.3g} GiB, over the budget of "
+            f"{IM2COL_BUDGET['bytes'] / 2**30:.3g} GiB (reference.set_im2col_budget)"
+        )
+
+
 def _columns(
     x_padded: np.ndarray,
     groups: int,
@@ -43,6 +66,12 @@ def _columns(
 ) -> np.ndarray:
     """The im2col buffer (G, N*prod(out_size), Cg*prod(kernel_size))."""
     batch, channels = x_padded.shape[:2]
+    check_im2col_budget(
+        batch * math.prod(out_size),
+        channels // groups * math.prod(kernel_size),
+        groups,
+        x_padded.dtype.itemsize,
+    )
     dims = len(kernel_size)
     view = windows(x_padded, kernel_size, stride, dilation, out_size)
     view = view.reshape(batch, groups, channels // groups, *view.shape[2:])
@@ -146,6 +175,12 @@ def correlate_backward_input(
                 grad[_tap_slices(tap, dilation, out_size, stride)] += contribution
         return grad
     weight_matrix = weight.reshape(groups, weight.shape[0] // groups, -1)  # (G, Co, Cg*K)
+    check_im2col_budget(
+        batch * math.prod(out_size),
+        weight_matrix.shape[-1],
+        groups,
+        np.result_type(grad_output, weight).itemsize,
+    )
     grad_columns = np.matmul(_grad_matrix(grad_output, groups), weight_matrix)
     grad_columns = grad_columns.reshape(groups, batch, *out_size, in_per_group, *kernel_size)
     order = (1, 0, 2 + dims, *range(2, 2 + dims), *range(3 + dims, 3 + 2 * dims))
