@@ -15,12 +15,15 @@ IntOrTuple = int | Sequence[int]
 
 
 def as_float_array(value: object, name: str) -> np.ndarray:
-    """Return ``value`` as a floating ndarray, or raise TypeError naming ``name``."""
+    """Return ``value`` as a C-contiguous floating ndarray (a copy only when it is not one
+    already: then sums run in one order whatever the caller's layout, so a Fortran-order or
+    negatively strided array gives the bitwise-same answer), or raise TypeError naming
+    ``name``."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
     if not np.issubdtype(value.dtype, np.floating):
         raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
-    return value
+    return np.ascontiguousarray(value)
 
 
 def check_ndim(array: np.ndarray, name: str, allowed: Sequence[int], meaning: str) -> None:

@@ -77,7 +77,7 @@ def _columns(
     view = view.reshape(batch, groups, channels // groups, *view.shape[2:])
     order = (1, 0, *range(3, 3 + dims), 2, *range(3 + dims, 3 + 2 * dims))
     rows = batch * math.prod(out_size)
-    return view.transpose(order).reshape(groups, rows, -1)
+    return view.transpose(order).reshape(groups, rows, channels // groups * math.prod(kernel_size))
 
 
 def _grad_matrix(grad_output: np.ndarray, groups: int) -> np.ndarray:

@@ -61,7 +61,7 @@ class AdaptivePlan:
         )
 
     def taps(self, flat: np.ndarray) -> np.ndarray:
-        planes = self.input.reshape(*self.input.shape[:2], -1)
+        planes = self.input.reshape(*self.input.shape[:2], math.prod(self.input.shape[2:]))
         return planes[:, :, flat]
 
     def scatter(self, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:

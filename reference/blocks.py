@@ -49,7 +49,7 @@ def _tiles(x: np.ndarray, rows: int, cols: int, patch: int) -> np.ndarray:
     batch, channels = x.shape[:2]
     cut = x[:, :, : rows * patch, : cols * patch]
     tiles = cut.reshape(batch, channels, rows, patch, cols, patch).transpose(0, 2, 4, 1, 3, 5)
-    return tiles.reshape(batch * rows * cols, -1)
+    return tiles.reshape(batch * rows * cols, channels * patch * patch)
 
 
 def patch_embedding(
@@ -62,11 +62,11 @@ def patch_embedding(
     tiles = x[:, :, : rows * patch, : cols * patch].reshape(
         batch, channels, rows, patch, cols, patch
     )
-    tiles = tiles.transpose(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, -1)
+    tiles = tiles.transpose(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels * patch**2)
     out = tiles @ weight.reshape(weight.shape[0], -1).T
     if bias is not None:
         out = out + bias
-    out = out.reshape(x.shape[0], rows, cols, -1).transpose(0, 3, 1, 2)
+    out = out.reshape(x.shape[0], rows, cols, weight.shape[0]).transpose(0, 3, 1, 2)
     out = np.ascontiguousarray(out)
     return out[0] if unbatched else out
 
@@ -84,7 +84,7 @@ def patch_embedding_backward(
     tiles = x[:, :, : rows * patch, : cols * patch].reshape(
         batch, channels, rows, patch, cols, patch
     )
-    tiles = tiles.transpose(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, -1)
+    tiles = tiles.transpose(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels * patch**2)
     grad_weight = (grad_rows.T @ tiles).reshape(weight.shape)
     grad_tiles = (grad_rows @ weight.reshape(embed, -1)).reshape(
         batch, rows, cols, channels, patch, patch

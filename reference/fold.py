@@ -65,7 +65,9 @@ def _unfold(x: np.ndarray, plan: BlockPlan) -> np.ndarray:
     padded = np.pad(x, [(0, 0), (0, 0), *[(p, p) for p in plan.padding]])
     view = windows(padded, plan.kernel, plan.stride, plan.dilation, plan.blocks)
     columns = view.transpose(0, 1, 4, 5, 2, 3)  # (N, C, kh, kw, bh, bw)
-    return columns.reshape(x.shape[0], plan.channels * math.prod(plan.kernel), -1)
+    return columns.reshape(
+        x.shape[0], plan.channels * math.prod(plan.kernel), math.prod(plan.blocks)
+    )
 
 
 def _fold(columns: np.ndarray, plan: BlockPlan) -> np.ndarray:

@@ -67,7 +67,7 @@ def _check(
             )
     if not training and (running_mean is None or running_var is None):
         raise ValueError("running_mean and running_var must be given in evaluation mode")
-    if training and input.size // max(channels, 1) <= 1:
+    if training and input.shape[0] > 0 and input.size // max(channels, 1) <= 1:
         raise ValueError(
             f"training needs more than one value per channel, got input shape {input.shape}"
         )
@@ -99,6 +99,8 @@ def batch_norm(
 ) -> np.ndarray:
     """torch.nn.functional.batch_norm; updates running_mean and running_var in place."""
     input = _check(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if input.shape[0] == 0:  # an empty batch: nothing to normalize, no statistics (torch)
+        return input.copy()
     if training:
         mean, var = _statistics(input)
         count = input.size // input.shape[1]
@@ -136,6 +138,13 @@ def batch_norm_backward(
     Takes the running statistics as they were before the forward call."""
     input = _check(input, running_mean, running_var, weight, bias, training, momentum, eps)
     grad = check_grad_output(grad_output, input.shape, False, input.dtype)
+    if input.shape[0] == 0:  # the forward ignored its parameters: their gradients are 0
+        zeros = np.zeros(input.shape[1], dtype=input.dtype)
+        return (
+            grad.copy(),
+            None if weight is None else zeros,
+            None if bias is None else zeros.copy(),
+        )
     axes = _channel_axes(input)
     if training:
         mean, var = _statistics(input)

@@ -76,7 +76,7 @@ class PoolPlan:
     def taps(self, x: np.ndarray) -> np.ndarray:
         """(N, C, *out_size, prod(kernel)): every window's elements in window order."""
         view = windows(self.padded(x), self.kernel, self.stride, self.dilation, self.out_size)
-        return view.reshape(*view.shape[: 2 + len(self.kernel)], -1)
+        return view.reshape(*view.shape[: 2 + len(self.kernel)], math.prod(self.kernel))
 
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
         """(valid, flat index) per output position and tap, each (*out_size, prod(kernel))."""
