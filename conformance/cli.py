@@ -74,14 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         "results with 'report')",
     )
     run.add_argument(
-        "--seed", type=int, help="Hypothesis seed; the same seed and profile give the same rows"
+        "--seed",
+        type=int,
+        help="Hypothesis seed: the same seed and profile give the same rows, serial or with "
+        "workers (the database is then not used)",
     )
     run.add_argument(
         "--database",
         default=None,
-        help="Hypothesis example database directory, replayed before the seed's examples "
-        "(earlier failures come back first), or 'none' for runs that depend on the seed "
-        "alone (default: .hypothesis/examples)",
+        help="Hypothesis example database directory: a run without --seed replays the "
+        "failures saved there before anything new, and saves its own; 'none' to neither "
+        "read nor write it. Hypothesis ignores it under --seed. (default: "
+        ".hypothesis/examples)",
     )
     run.add_argument(
         "--baseline",

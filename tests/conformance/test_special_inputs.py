@@ -98,11 +98,11 @@ def test_empty_batch_agrees_with_torch(spec: OpSpec, data: st.DataObject) -> Non
         output = ours[1][0] if isinstance(ours[1], tuple) else ours[1]
         grad = np.zeros(np.shape(output))
         gradients = spec.reference_backward(grad, *arrays.values(), **config)
-        wanted = TORCH_BACKWARD(spec, grad, arrays, config)
+        wanted = torch_backward(spec, grad, arrays, config)
         assert _shapes(tuple(gradients)) == _shapes(tuple(wanted))
 
 
-def TORCH_BACKWARD(  # noqa: N802  (the adapter's backward, named as a helper)
+def torch_backward(
     spec: OpSpec, grad: np.ndarray, arrays: dict[str, Any], config: dict[str, Any]
 ) -> Any:
     return getattr(TORCH, f"{spec.name}_backward")(grad, *arrays.values(), **config)
@@ -211,3 +211,15 @@ def test_a_call_over_the_im2col_budget_is_refused_before_allocating() -> None:
         reference.set_im2col_budget(4 * 2**30)
     with pytest.raises(ValueError, match="budget"):
         reference.set_im2col_budget(0)
+
+
+def test_the_dtypes_torch_is_excused_from_are_really_unsupported() -> None:
+    """TORCH_UNSUPPORTED must stay true: a torch that gains these kernels gets tested."""
+    from conformance.implementations import TORCH_UNSUPPORTED
+
+    for op, dtype in sorted(TORCH_UNSUPPORTED):
+        x = torch.ones(1, 1, 2, 2, 2, dtype=getattr(torch, dtype))
+        call = getattr(torch.nn.functional, op)
+        arguments = (2.0, 1) if op.startswith("lp_") else (1,)
+        with pytest.raises(RuntimeError, match="not implemented"):
+            call(x, *arguments)

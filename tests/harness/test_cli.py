@@ -207,3 +207,44 @@ def test_list_names_every_op(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_op_is_a_usage_error(tmp_path: Path) -> None:
     done = conformance("run", "--profile=quick", "--ops=conv9d", f"--out={tmp_path}")
     assert done.returncode == 2 and "conv9d" in done.stderr + done.stdout
+
+
+def test_a_recorded_discrepancy_replays_from_the_example_database(tmp_path: Path) -> None:
+    """Hypothesis saves the shrunk failure; the next run tries it before anything new. (It
+    keeps no database for a run with a fixed seed, so neither run gives one.)"""
+    database = tmp_path / "database"
+
+    def run(out: Path) -> pd.DataFrame:
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "conformance", "run", "--profile=ci", "--ops=conv2d",
+                "--dtypes=float64", f"--database={database}", "--min-examples=0",
+                "--impl=tests.harness.wrong_padding", f"--out={out}",
+            ],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+        )  # fmt: skip
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        frame = rows(out)
+        return frame[frame["direction"] == "forward"]
+
+    for attempt in range(3):  # a ci-depth run finds the planted bug in about 19 runs of 20
+        first = run(tmp_path / f"first{attempt}")
+        failing = first[first["verdict"] == "fail"]
+        if not failing.empty:
+            break
+    assert not failing.empty, "three runs never found the planted bug"
+    minimal = failing["example_key"].iloc[-1]
+    second = run(tmp_path / "second")
+    assert minimal in set(second["example_key"].iloc[:5]), second["example_key"].iloc[:5]
+
+
+def test_channels_last_is_a_second_built_in_implementation(tmp_path: Path) -> None:
+    done = conformance(
+        "run", "--profile=quick", "--ops=conv2d,max_pool2d", "--dtypes=float32",
+        "--impl=torch,torch-channels_last", "--seed=2", f"--out={tmp_path}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    frame = rows(tmp_path)
+    assert set(frame["implementation"]) == {"torch", "torch-channels_last"}
+    per_impl = frame.groupby("implementation")["example_key"].apply(set)
+    assert per_impl["torch"] == per_impl["torch-channels_last"]  # the same examples for both
