@@ -152,16 +152,29 @@ def first_max_index(taps: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Values and flat indices; a window with no element inside the input (possible with
-    dilation) gives -inf, the maximum of nothing, and index -1."""
-    taps = plan.taps(plan.input)
+    """Values and flat indices, one pass per kernel tap over strided views (no copy of the
+    windows): torch's rule is the last NaN of a window if it has one, else its first
+    maximum. A window with no element inside the input (possible with dilation) gives -inf,
+    the maximum of nothing, and index -1."""
+    view = windows(plan.padded(plan.input), plan.kernel, plan.stride, plan.dilation, plan.out_size)
     valid, flat = plan.grids()
-    choice = first_max_index(taps, valid)[..., np.newaxis]
-    values = np.take_along_axis(taps, choice, axis=-1)[..., 0]
-    indices = np.take_along_axis(np.broadcast_to(flat, taps.shape), choice, axis=-1)[..., 0]
-    empty = ~valid.any(axis=-1)
-    values = np.where(empty, -np.inf, values).astype(plan.input.dtype)
-    return values, np.where(empty, -1, indices).astype(np.int64)
+    shape = view.shape[: 2 + len(plan.kernel)]
+    best = np.full(shape, -np.inf, dtype=plan.input.dtype)
+    best_index = np.full(shape, -1, dtype=np.int64)
+    nan_index = np.full(shape, -1, dtype=np.int64)
+    for position, tap in enumerate(np.ndindex(*plan.kernel)):
+        values = view[(Ellipsis, *tap)]
+        inside, index = valid[..., position], flat[..., position]
+        nan = np.isnan(values) & inside
+        nan_index = np.where(nan, index, nan_index)
+        # strictly greater keeps the first maximum; the first element inside the window is
+        # taken even when it is -inf
+        better = inside & ~nan & ((values > best) | (best_index < 0))
+        best = np.where(better, values, best)
+        best_index = np.where(better, index, best_index)
+    has_nan = nan_index >= 0
+    values = np.where(has_nan, np.nan, best).astype(plan.input.dtype)
+    return values, np.where(has_nan, nan_index, best_index)
 
 
 def _max_backward(grad: np.ndarray, plan: PoolPlan) -> np.ndarray:
@@ -214,8 +227,15 @@ def _check_norm_type(norm_type: object) -> float:
 
 
 def _window_sums(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
+    """Sum of each window, one strided view per kernel tap added in window order (no copy
+    of the windows)."""
+    view = windows(plan.padded(x), plan.kernel, plan.stride, plan.dilation, plan.out_size)
+    taps = iter(np.ndindex(*plan.kernel))
+    total = view[(Ellipsis, *next(taps))].copy()
     with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN, as IEEE says
-        return plan.taps(x).sum(axis=-1)
+        for tap in taps:
+            total += view[(Ellipsis, *tap)]
+    return total
 
 
 def _lp_coefficients(grad: np.ndarray, sums: np.ndarray, norm_type: float) -> np.ndarray:
