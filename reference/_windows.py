@@ -127,6 +127,12 @@ def _correlate_taps(
     return out.reshape(batch, groups * multiplier, *out_size)
 
 
+# Below this many output positions per image (7x7 and less), an NCHW-native product is a
+# row of skinny GEMMs; folding the batch into the rows is then faster (bench: 2.6-4.8x on
+# ResNet-50's 4x4 stage at batch 8).
+NATIVE_MIN_POSITIONS = 64
+
+
 def correlate(
     x_padded: np.ndarray,
     weight: np.ndarray,
@@ -138,16 +144,30 @@ def correlate(
     """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
     if per_tap(groups, weight.shape[1]):
         return _correlate_taps(x_padded, weight, stride, dilation, groups, out_size)
-    batch = x_padded.shape[0]
-    out_channels = weight.shape[0]
+    batch, channels = x_padded.shape[:2]
+    out_channels, in_per_group = weight.shape[:2]
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
-    columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
-    weight_matrix = weight.reshape(groups, out_channels // groups, -1).transpose(0, 2, 1)
-    product = np.matmul(columns, weight_matrix)  # (G, N*O, Co)
-    product = product.reshape(groups, batch, *out_size, out_channels // groups)
-    order = (1, 0, 2 + dims, *range(2, 2 + dims))
-    return np.ascontiguousarray(product.transpose(order)).reshape(batch, out_channels, *out_size)
+    depth, positions = in_per_group * math.prod(kernel_size), math.prod(out_size)
+    if positions < NATIVE_MIN_POSITIONS:
+        # few positions per image: one GEMM per group over the whole batch, (N*O, Cg*K) rows
+        columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
+        weight_rows = weight.reshape(groups, out_channels // groups, depth).transpose(0, 2, 1)
+        product = np.matmul(columns, weight_rows).reshape(groups, batch, *out_size, -1)
+        order = (1, 0, 2 + dims, *range(2, 2 + dims))
+        return np.ascontiguousarray(product.transpose(order)).reshape(
+            batch, out_channels, *out_size
+        )
+    # NCHW-native: columns (N, G, Cg*K, O) so that W (G, Co, Cg*K) @ columns is already
+    # (N, G, Co, O), the output's own layout: no transpose of the product
+    check_im2col_budget(batch * positions, depth, groups, x_padded.dtype.itemsize)
+    view = windows(x_padded, kernel_size, stride, dilation, out_size)
+    view = view.reshape(batch, groups, in_per_group, *view.shape[2:])
+    order = (0, 1, 2, *range(3 + dims, 3 + 2 * dims), *range(3, 3 + dims))
+    columns = view.transpose(order).reshape(batch, groups, depth, positions)
+    weight_matrix = weight.reshape(groups, out_channels // groups, depth)
+    product = np.matmul(weight_matrix, columns)  # (N, G, Co, O)
+    return product.reshape(batch, out_channels, *out_size)
 
 
 def correlate_backward_input(

@@ -7,7 +7,9 @@ identity checks compare with equality, not a tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 import reference
 from conformance.example import Example
 from conformance.strategies.conv import conv_examples, conv_transpose_examples
+from reference import _windows
 from reference.shapes import same_padding
 from tests.reference import brute_force
 
@@ -48,15 +51,29 @@ def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
     return [(p, p) for p in per_dim(config["padding"], dims)]
 
 
+@contextlib.contextmanager
+def product_layout(layout: str) -> Iterator[None]:
+    """Force correlate's NCHW-native product ('native') or its batch-folded one ('folded')
+    whatever the size, so that brute force checks both on every example."""
+    saved = _windows.NATIVE_MIN_POSITIONS
+    _windows.NATIVE_MIN_POSITIONS = 0 if layout == "native" else 2**62
+    try:
+        yield
+    finally:
+        _windows.NATIVE_MIN_POSITIONS = saved
+
+
+@pytest.mark.parametrize("layout", ["native", "folded"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_conv_matches_brute_force(dims: int, data: st.DataObject) -> None:
+def test_conv_matches_brute_force(dims: int, layout: str, data: st.DataObject) -> None:
     example = data.draw(conv_examples(dims))
     arrays = integer_arrays(example)
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
     assert x is not None and weight is not None
-    got = reference.__dict__[f"conv{dims}d"](x, weight, bias, **example.config)
+    with product_layout(layout):
+        got = reference.__dict__[f"conv{dims}d"](x, weight, bias, **example.config)
     config = example.config
     expected = brute_force.conv(
         batched(x, dims),
