@@ -19,7 +19,10 @@ from hypothesis import strategies as st
 #   integers  small integer-valued floats: exact sums and ties
 #   wide      log-uniform magnitudes over six decades with random signs: cancellation
 #   specials  small integers with NaN, +-inf and -0.0 in about one element in six
-VALUE_KINDS = ("normal", "integers", "wide", "specials")
+#   sparse    small integers, three in four of them 0: windows that sum to 0 (lp pooling)
+#   sinks     small integers with -inf in every other element: windows of -inf alone, the
+#             maximum of which must still name one of their elements
+VALUE_KINDS = ("normal", "integers", "wide", "specials", "sinks")
 FINITE_KINDS = ("normal", "integers", "wide")
 SPECIAL_VALUES = np.array([np.nan, np.inf, -np.inf, -0.0])
 
@@ -37,6 +40,12 @@ def fill(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndar
         values = rng.integers(-3, 4, size=shape).astype(np.float64)
         special = SPECIAL_VALUES[rng.integers(0, len(SPECIAL_VALUES), size=shape)]
         return np.where(rng.random(shape) < 1 / 6, special, values)
+    if kind == "sparse":
+        values = rng.integers(-3, 4, size=shape).astype(np.float64)
+        return np.where(rng.random(shape) < 3 / 4, 0.0, values)
+    if kind == "sinks":
+        values = rng.integers(-3, 4, size=shape).astype(np.float64)
+        return np.where(rng.random(shape) < 1 / 2, -np.inf, values)
     raise ValueError(f"unknown value kind {kind!r}")
 
 

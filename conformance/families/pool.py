@@ -147,7 +147,7 @@ def _has(predicate: Callable[[np.ndarray], np.ndarray]) -> Region:
 
 def _value_regions() -> dict[str, Region]:
     return {
-        "ties (integer values)": lambda e: e.values in ("integers", "specials"),
+        "ties (integer values)": lambda e: e.values in ("integers", "specials", "sinks"),
         "NaN in input": _has(np.isnan),
         "+-inf in input": _has(np.isinf),
         "-0.0 in input": _has(lambda x: (x == 0) & np.signbit(x)),
@@ -276,6 +276,10 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
                 bound = np.abs(y) * (root + exponent / p + 2 * u_out)
                 at_zero = np.power(spread * magnitude + eta, 1.0 / p)
             bound = np.where((sums == 0) & (magnitude > 0), at_zero, bound)
+            if not (p == int(p) and int(p) % 2 == 0):
+                # x**p can be negative: where S may have rounded across 0, its sign, and so
+                # whether the root is a number or NaN, is unknown; no claim is made there
+                bound = np.where(r >= 1, np.inf, bound)
             return {"output": Tolerance(bound, bound / n, n)}
         grad, gradient = context.grad_output, context.expected["grad_input"]
         assert grad is not None and gradient is not None
@@ -288,10 +292,14 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
             relative = root + abs(1.0 / p - 1.0) * exponent + products
             per_window = np.abs(grad) * np.power(np.abs(sums), 1.0 / p - 1.0) * relative
             per_window = np.where(sums == 0, 0.0, per_window)
+            # where S may have rounded to 0, torch's gradient there (0 for p = 1, 0 * inf
+            # for p > 1) says nothing: no claim
+            per_window = np.where((r >= 1) & (sums != 0), np.inf, per_window)
             backward = getattr(reference, f"lp_pool{dims}d_backward")
             knob_config = {k: v for k, v in example.config.items() if k != "norm_type"}
             reach = backward(per_window, x, 1.0, **knob_config)[0]
             bound = np.power(np.abs(x), p - 1.0) * reach + u_out * np.abs(gradient)
+            bound = np.where(np.isnan(bound), np.inf, bound)  # 0 * inf: no claim either
         return {"grad_input": Tolerance(bound, bound / n, n)}
 
     return tolerances

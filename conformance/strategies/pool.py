@@ -54,7 +54,8 @@ def pool_examples(draw: st.DrawFn, dims: int, kind: str) -> Example:
         stride.append(s)
         padding.append(p)
         dilation.append(d)
-    kinds = FINITE_KINDS if kind == "lp" else VALUE_KINDS
+    # lp: finite values, plus mostly-zero inputs whose windows sum to 0 (the p = 1 kink)
+    kinds = (*FINITE_KINDS, "sparse") if kind == "lp" else VALUE_KINDS
     x, values, seed = _input(draw, sizes, kinds)
     # torch's lp_pool1d takes kernel_size and stride as ints only (its documented API)
     single = kind == "lp" and dims == 1
