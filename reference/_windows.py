@@ -144,7 +144,7 @@ def correlate(
     """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
     if per_tap(groups, weight.shape[1]):
         return _correlate_taps(x_padded, weight, stride, dilation, groups, out_size)
-    batch, channels = x_padded.shape[:2]
+    batch = x_padded.shape[0]
     out_channels, in_per_group = weight.shape[:2]
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
