@@ -117,9 +117,11 @@ def _import_every_module() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if STARTED in config.stash:  # configured once per process: never reset the spools
+        return
     _import_every_module()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    config.stash[STARTED] = (time.monotonic(), started)
+    config.stash[STARTED] = (time.time(), started)
     config.stash[LOST_WORKERS] = []
     worker = _worker_input(config)
     if worker is not None:  # an xdist worker spools where its controller said
@@ -258,7 +260,7 @@ def _version(package: str) -> str:
 
 def run_header(config: pytest.Config, examples: int, partial: str) -> dict[str, Any]:
     began, started = config.stash[STARTED]
-    duration = time.monotonic() - began
+    duration = time.time() - began
     return {
         "started (UTC)": started,
         "duration (s)": round(duration, 1),
