@@ -153,7 +153,8 @@ def correlate(
         # few positions per image: one GEMM per group over the whole batch, (N*O, Cg*K) rows
         columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
         weight_rows = weight.reshape(groups, out_channels // groups, depth).transpose(0, 2, 1)
-        product = np.matmul(columns, weight_rows).reshape(groups, batch, *out_size, -1)
+        product = np.matmul(columns, weight_rows)
+        product = product.reshape(groups, batch, *out_size, out_channels // groups)
         order = (1, 0, 2 + dims, *range(2, 2 + dims))
         return np.ascontiguousarray(product.transpose(order)).reshape(
             batch, out_channels, *out_size
