@@ -42,7 +42,7 @@ class KnownDiscrepancy:
             and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
             and self.dtype in ("*", row["dtype"])
             and self.direction in ("*", row["direction"])
-            and self.region in str(row.get("regions") or "").split(";")
+            and (self.region == "*" or self.region in str(row.get("regions") or "").split(";"))
         )
 
 
@@ -70,7 +70,7 @@ def explain(
 
 def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> pd.Series:
     """entry.matches for every row at once (``regions``: each row's regions as a set)."""
-    hits = regions.map(lambda names: entry.region in names)
+    hits = regions.map(lambda names: entry.region == "*" or entry.region in names)
     if entry.op != "*":
         hits &= frame["op"] == entry.op
     hits &= frame["implementation"].map(

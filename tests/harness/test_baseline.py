@@ -113,5 +113,5 @@ def test_committed_baseline_loads_and_names_real_regions() -> None:
     for entry in entries:
         # an invalid-call entry names the rule that broke the call; the others a region
         regions = rules if entry.direction == "invalid call" else BY_NAME[entry.op].coverage
-        assert entry.region in regions, entry
+        assert entry.region == "*" or entry.region in regions, entry
         assert entry.reason
