@@ -57,7 +57,7 @@ def pool_examples(draw: st.DrawFn, dims: int, kind: str) -> Example:
         stride.append(s)
         padding.append(p)
         dilation.append(d)
-    kinds: tuple[str, ...] = VALUE_KINDS
+    kinds: tuple[str, ...] = (*VALUE_KINDS, "sinks") if kind == "max" else VALUE_KINDS
     if kind == "lp":
         # p and the value kind drawn as one pair, so that every p meets every kind -
         # mostly-zero inputs included, whose windows sum to 0 (the p = 1 kink)
