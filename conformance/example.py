@@ -70,4 +70,8 @@ class Example:
 
 
 def values_and_seed(kinds: tuple[str, ...] = FINITE_KINDS) -> st.SearchStrategy[tuple[str, int]]:
-    return st.tuples(st.sampled_from(kinds), st.integers(0, 2**32 - 1))
+    """A value kind and a fill seed. The kind is the seed modulo the number of kinds:
+    Hypothesis's sampled_from favours the first entries (a ci run drew 'specials', the last,
+    for 8 examples of 150), while a 32-bit seed's residue is close to uniform; shrinking the
+    seed to 0 still leads to the first, plainest kind."""
+    return st.integers(0, 2**32 - 1).map(lambda seed: (kinds[seed % len(kinds)], seed))

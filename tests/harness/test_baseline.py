@@ -39,7 +39,7 @@ def test_known_disagreement_passes_and_is_reported(
         "--conformance-impl",
         "wrong_padding",
         "--hypothesis-profile=ci",
-        "--hypothesis-seed=0",
+        "--hypothesis-seed=1",  # a seed whose ci run meets the bug (9 seeds of 0-9 do)
         f"--conformance-baseline={baseline}",
     )
     result.assert_outcomes(passed=1)
