@@ -129,8 +129,11 @@ def gemm_rate(dtype: np.dtype, repeats: int, size: int = 768) -> float:
     return 2 * size**3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def _runs(case: Case, dtype: np.dtype, torch: Any) -> dict[str, tuple[Run, Run]]:
-    """(reference, torch) callables for each direction of ``case``."""
+def _runs(
+    case: Case, dtype: np.dtype, torch: Any
+) -> tuple[dict[str, tuple[Run, Run]], tuple[int, ...]]:
+    """(reference, torch) callables for each direction of ``case``, and the forward output's
+    shape."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal(case.input_shape).astype(dtype)
     arrays = [x]
@@ -152,10 +155,11 @@ def _runs(case: Case, dtype: np.dtype, torch: Any) -> dict[str, tuple[Run, Run]]
         out = functional(*tensors, **case.config)
         return torch.autograd.grad(out, tensors, torch_grad)
 
-    return {
+    runs = {
         "forward": (lambda: forward(*arrays, **case.config), torch_forward),
         "backward": (lambda: backward(grad, *arrays, **case.config), torch_backward),
     }
+    return runs, y.shape
 
 
 def peak_memory(case: Case, dtype: np.dtype) -> tuple[int, int]:
@@ -180,17 +184,13 @@ def run_bench(cases: list[Case], dtypes: tuple[str, ...], repeats: int) -> pd.Da
         dtype = np.dtype(dtype_name)
         rate = gemm_rate(dtype, repeats)
         for case in cases:
-            for direction, (ours, theirs) in _runs(case, dtype, torch).items():
+            runs, output_shape = _runs(case, dtype, torch)
+            for direction, (ours, theirs) in runs.items():
                 reference_s = median_seconds(ours, repeats)
                 torch_s = median_seconds(theirs, repeats)
-                output = np.asarray(ours() if direction == "forward" else ours()[0])
-                y_shape = output.shape if direction == "forward" else None
-                macs = case.macs(y_shape) if y_shape is not None else 0
-                if direction == "backward" and case.weight_shape is not None:
-                    forward_y = np.asarray(getattr(reference, case.op)(
-                        np.zeros(case.input_shape, dtype), np.zeros(case.weight_shape, dtype),
-                        **case.config))  # fmt: skip
-                    macs = 2 * case.macs(forward_y.shape)  # grad input + grad weight
+                macs = case.macs(output_shape)
+                if direction == "backward":
+                    macs *= 2  # grad input + grad weight
                 gflops = 2 * macs / reference_s / 1e9 if macs else float("nan")
                 row = {
                     "case": case.name,

@@ -196,7 +196,8 @@ class TorchImplementation:
             )
         raise AttributeError(name)
 
-    def _tensor(self, array: np.ndarray | None, grad: bool = False) -> Any:
+    def _tensor(self, array: np.ndarray | None, grad: bool = False, op: str = "") -> Any:
+        """A tensor copy of ``array`` (``op``: the catalogue op it is for)."""
         if array is None:
             return None
         copy = np.array(array, copy=True)
@@ -215,7 +216,7 @@ class TorchImplementation:
     def _forward(
         self, op: str, arrays: Sequence[np.ndarray | None], config: dict
     ) -> np.ndarray | tuple[np.ndarray, ...]:
-        tensors = [self._tensor(a) for a in arrays]
+        tensors = [self._tensor(a, op=op) for a in arrays]
         with self._torch.no_grad():
             out = self._ops[op](*tensors, **config)
         for array, tensor in zip(arrays, tensors, strict=True):
@@ -233,9 +234,9 @@ class TorchImplementation:
         config: dict,
     ) -> tuple[np.ndarray | None, ...]:
         wanted = self._differentiable.get(op, (True,) * len(arrays))
-        tensors = [self._tensor(a, grad=w) for a, w in zip(arrays, wanted, strict=False)]
+        tensors = [self._tensor(a, w, op) for a, w in zip(arrays, wanted, strict=False)]
         out = self._ops[op](*tensors, **config)
-        (out[0] if isinstance(out, tuple) else out).backward(self._tensor(grad_output))
+        (out[0] if isinstance(out, tuple) else out).backward(self._tensor(grad_output, op=op))
         return tuple(
             None
             if t is None
@@ -276,24 +277,13 @@ class ChannelsLastImplementation(TorchImplementation):
     channels_last_3d: the same maths through torch's other kernels."""
 
     name = "torch-channels_last"
-    _op = ""
 
-    def _forward(self, op: str, arrays: Sequence[np.ndarray | None], config: dict) -> Any:
-        self._op = op
-        return super()._forward(op, arrays, config)
-
-    def _backward(
-        self, op: str, grad_output: np.ndarray, arrays: Sequence[np.ndarray | None], config: dict
-    ) -> tuple[np.ndarray | None, ...]:
-        self._op = op
-        return super()._backward(op, grad_output, arrays, config)
-
-    def _tensor(self, array: np.ndarray | None, grad: bool = False) -> Any:
-        tensor = super()._tensor(array)
+    def _tensor(self, array: np.ndarray | None, grad: bool = False, op: str = "") -> Any:
+        tensor = super()._tensor(array, op=op)
         if tensor is None:
             return None
         # a 4-d array of a 3-d op is an unbatched (C, D, H, W) input, not NCHW
-        if tensor.ndim == 4 and not self._op.endswith("3d"):
+        if tensor.ndim == 4 and not op.endswith("3d"):
             tensor = tensor.contiguous(memory_format=self._torch.channels_last)
         elif tensor.ndim == 5:
             tensor = tensor.contiguous(memory_format=self._torch.channels_last_3d)
