@@ -111,7 +111,15 @@ def quick_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+# OpenBLAS's worker threads spin for a while after a NumPy product; a torch call that starts
+# while they spin finds a core taken, and its OpenMP region waits a scheduler quantum (5-15x
+# slower torch times, in bursts, when the two alternate without a pause). Each timing starts
+# after this pause, so neither library runs against the other's idle threads.
+SETTLE_SECONDS = 0.1
+
+
 def median_seconds(run: Run, repeats: int) -> float:
+    time.sleep(SETTLE_SECONDS)
     run()  # warm-up: first-call allocation and dispatch
     times = []
     for _ in range(repeats):

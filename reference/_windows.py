@@ -64,29 +64,35 @@ def _columns(
     dilation: Sequence[int],
     out_size: Sequence[int],
 ) -> np.ndarray:
-    """The im2col buffer (G, N*prod(out_size), Cg*prod(kernel_size))."""
+    """The channel-major im2col buffer (G, Cg*prod(kernel_size), N*prod(out_size)).
+
+    Rows are (input channel, tap) as in the weight's own (Cg, *K) order, so W (G, Co, Cg*K)
+    multiplies it with no transpose; the batch folds into the columns, so each group is one
+    GEMM whatever the image size. Output positions are the contiguous inner run of the copy.
+    """
     batch, channels = x_padded.shape[:2]
-    check_im2col_budget(
-        batch * math.prod(out_size),
-        channels // groups * math.prod(kernel_size),
-        groups,
-        x_padded.dtype.itemsize,
-    )
+    depth = channels // groups * math.prod(kernel_size)
+    check_im2col_budget(batch * math.prod(out_size), depth, groups, x_padded.dtype.itemsize)
     dims = len(kernel_size)
     view = windows(x_padded, kernel_size, stride, dilation, out_size)
     view = view.reshape(batch, groups, channels // groups, *view.shape[2:])
-    order = (1, 0, *range(3, 3 + dims), 2, *range(3 + dims, 3 + 2 * dims))
-    rows = batch * math.prod(out_size)
-    return view.transpose(order).reshape(groups, rows, channels // groups * math.prod(kernel_size))
+    order = (1, 2, *range(3 + dims, 3 + 2 * dims), 0, *range(3, 3 + dims))
+    return view.transpose(order).reshape(groups, depth, batch * math.prod(out_size))
 
 
-def _grad_matrix(grad_output: np.ndarray, groups: int) -> np.ndarray:
-    """grad_output (N, G*Co, *O) as (G, N*prod(O), Co)."""
+def _grad_rows(grad_output: np.ndarray, groups: int) -> np.ndarray:
+    """grad_output (N, G*Co, *O) as (G, Co, N*prod(O)), the layout of :func:`_columns`."""
     batch, channels = grad_output.shape[:2]
-    dims = grad_output.ndim - 2
-    per_group = grad_output.reshape(batch, groups, channels // groups, *grad_output.shape[2:])
-    order = (1, 0, *range(3, 3 + dims), 2)
-    return per_group.transpose(order).reshape(groups, -1, channels // groups)
+    positions = math.prod(grad_output.shape[2:])  # explicit sizes: an empty batch has no -1
+    per_group = grad_output.reshape(batch, groups, channels // groups, positions)
+    return per_group.transpose(1, 2, 0, 3).reshape(groups, channels // groups, batch * positions)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b over the last two axes. An inner dimension of 1 (a depthwise conv's one output
+    channel per group) is an outer product, which NumPy's matmul computes in a loop 6x slower
+    than the broadcast multiply (bench: depthwise backward)."""
+    return a * b if a.shape[-1] == 1 else np.matmul(a, b)
 
 
 def _tap_slices(
@@ -102,34 +108,10 @@ def _tap_slices(
     )
 
 
-def per_tap(groups: int, in_per_group: int) -> bool:
-    """Depthwise (one input channel per group): a loop of broadcast multiply-adds over the
-    kernel taps beats a batched matmul whose inner dimension is the kernel size alone."""
-    return groups > 1 and in_per_group == 1
-
-
-def _correlate_taps(
-    x_padded: np.ndarray,
-    weight: np.ndarray,
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    out_size: Sequence[int],
-) -> np.ndarray:
-    """Depthwise correlate: y[n, g*m+o, q] = sum_k W[g*m+o, 0, k] * x[n, g, q*s + k*d]."""
-    batch, dims = x_padded.shape[0], len(out_size)
-    multiplier = weight.shape[0] // groups
-    spread = (1, groups, multiplier, *([1] * dims))
-    out = np.zeros((batch, groups, multiplier, *out_size), dtype=np.result_type(x_padded, weight))
-    for tap in np.ndindex(*weight.shape[2:]):
-        taps = x_padded[_tap_slices(tap, dilation, out_size, stride)][:, :, np.newaxis]
-        out += taps * weight[(slice(None), 0, *tap)].reshape(spread)
-    return out.reshape(batch, groups * multiplier, *out_size)
-
-
-# Below this many output positions per image (7x7 and less), an NCHW-native product is a
-# row of skinny GEMMs; folding the batch into the rows is then faster (bench: 2.6-4.8x on
-# ResNet-50's 4x4 stage at batch 8).
+# From this many output positions per image (8x8 and up) a product per image, W (G, Co, Cg*K)
+# @ columns (N, G, Cg*K, O), is already in the output's (N, C, O) layout and beats the
+# channel-major one, which pays a transpose of the product; below it, per-image GEMMs are too
+# skinny (bench: 1.4-1.8x slower on ResNet-50's 7x7 stages at batch 8).
 NATIVE_MIN_POSITIONS = 64
 
 
@@ -142,31 +124,27 @@ def correlate(
     out_size: Sequence[int],
 ) -> np.ndarray:
     """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
-    if per_tap(groups, weight.shape[1]):
-        return _correlate_taps(x_padded, weight, stride, dilation, groups, out_size)
     batch = x_padded.shape[0]
     out_channels, in_per_group = weight.shape[:2]
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
     depth, positions = in_per_group * math.prod(kernel_size), math.prod(out_size)
-    if positions < NATIVE_MIN_POSITIONS:
-        # few positions per image: one GEMM per group over the whole batch, (N*O, Cg*K) rows
+    weight_matrix = weight.reshape(groups, out_channels // groups, depth)
+    if positions < NATIVE_MIN_POSITIONS or in_per_group == 1:
+        # channel-major: one GEMM per group over the whole batch. Depthwise convs come here
+        # at every size: with an inner dimension of the kernel size alone, per-image
+        # products are matrix-vector calls, and per-tap multiply-adds are 2x slower still.
         columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
-        weight_rows = weight.reshape(groups, out_channels // groups, depth).transpose(0, 2, 1)
-        product = np.matmul(columns, weight_rows)
-        product = product.reshape(groups, batch, *out_size, out_channels // groups)
-        order = (1, 0, 2 + dims, *range(2, 2 + dims))
-        return np.ascontiguousarray(product.transpose(order)).reshape(
-            batch, out_channels, *out_size
-        )
-    # NCHW-native: columns (N, G, Cg*K, O) so that W (G, Co, Cg*K) @ columns is already
+        product = _matmul(weight_matrix, columns)  # (G, Co, N*O)
+        product = product.reshape(out_channels, batch, positions).transpose(1, 0, 2)
+        return np.ascontiguousarray(product).reshape(batch, out_channels, *out_size)
+    # NCHW-native: columns (N, G, Cg*K, O), so that W (G, Co, Cg*K) @ columns is already
     # (N, G, Co, O), the output's own layout: no transpose of the product
     check_im2col_budget(batch * positions, depth, groups, x_padded.dtype.itemsize)
     view = windows(x_padded, kernel_size, stride, dilation, out_size)
     view = view.reshape(batch, groups, in_per_group, *view.shape[2:])
     order = (0, 1, 2, *range(3 + dims, 3 + 2 * dims), *range(3, 3 + dims))
     columns = view.transpose(order).reshape(batch, groups, depth, positions)
-    weight_matrix = weight.reshape(groups, out_channels // groups, depth)
     product = np.matmul(weight_matrix, columns)  # (N, G, Co, O)
     return product.reshape(batch, out_channels, *out_size)
 
@@ -179,40 +157,25 @@ def correlate_backward_input(
     groups: int,
     padded_size: Sequence[int],
 ) -> np.ndarray:
-    """Adjoint of :func:`correlate` in x: col2im of grad @ W, onto (N, C, *padded_size)."""
+    """Adjoint of :func:`correlate` in x: col2im of W^T @ grad, onto (N, C, *padded_size)."""
     batch = grad_output.shape[0]
     out_size = grad_output.shape[2:]
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
     in_per_group = weight.shape[1]
-    if per_tap(groups, in_per_group):
-        multiplier = weight.shape[0] // groups
-        per_group = grad_output.reshape(batch, groups, multiplier, *out_size)
-        grad = np.zeros((batch, groups, *padded_size), dtype=grad_output.dtype)
-        spread = (1, groups, multiplier, *([1] * dims))
-        for tap in np.ndindex(*kernel_size):
-            contribution = (per_group * weight[(slice(None), 0, *tap)].reshape(spread)).sum(2)
-            with np.errstate(invalid="ignore", over="ignore"):
-                grad[_tap_slices(tap, dilation, out_size, stride)] += contribution
-        return grad
-    weight_matrix = weight.reshape(groups, weight.shape[0] // groups, -1)  # (G, Co, Cg*K)
+    weight_matrix = weight.reshape(
+        groups, weight.shape[0] // groups, in_per_group * math.prod(kernel_size)
+    )
     check_im2col_budget(
         batch * math.prod(out_size),
         weight_matrix.shape[-1],
         groups,
         np.result_type(grad_output, weight).itemsize,
     )
-    grad_columns = np.matmul(_grad_matrix(grad_output, groups), weight_matrix)
-    grad_columns = grad_columns.reshape(groups, batch, *out_size, in_per_group, *kernel_size)
-    order = (1, 0, 2 + dims, *range(2, 2 + dims), *range(3 + dims, 3 + 2 * dims))
-    grad_columns = grad_columns.transpose(order)  # (N, G, Cg, *O, *K)
-    grad = scatter_windows(
-        grad_columns.reshape(batch, groups * in_per_group, *grad_columns.shape[3:]),
-        padded_size,
-        stride,
-        dilation,
-    )
-    return grad
+    grad_columns = _matmul(weight_matrix.transpose(0, 2, 1), _grad_rows(grad_output, groups))
+    grad_columns = grad_columns.reshape(groups * in_per_group, *kernel_size, batch, *out_size)
+    order = (1 + dims, 0, *range(2 + dims, 2 + 2 * dims), *range(1, 1 + dims))
+    return scatter_windows(grad_columns.transpose(order), padded_size, stride, dilation)
 
 
 def scatter_windows(
@@ -230,13 +193,8 @@ def scatter_windows(
     kernel_size = taps.shape[2 + dims :]
     grad = np.zeros((*taps.shape[:2], *padded_size), dtype=taps.dtype)
     for tap in np.ndindex(*kernel_size):  # inf + -inf is NaN, as IEEE says: no warning
-        target = tuple(
-            slice(t * d, t * d + (o - 1) * s + 1, s)
-            for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
-        )
-        destination: tuple[Any, ...] = (Ellipsis, *target)
         with np.errstate(invalid="ignore", over="ignore"):
-            grad[destination] += taps[(Ellipsis, *tap)]
+            grad[_tap_slices(tap, dilation, out_size, stride)] += taps[(Ellipsis, *tap)]
     return grad
 
 
@@ -248,24 +206,10 @@ def correlate_backward_weight(
     dilation: Sequence[int],
     groups: int,
 ) -> np.ndarray:
-    """Adjoint of :func:`correlate` in W: cols^T @ grad, as (G*Co, Cg, *kernel_size)."""
-    out_size = grad_output.shape[2:]
-    out_channels = grad_output.shape[1]
-    if per_tap(groups, x_padded.shape[1] // groups):
-        batch, dims = grad_output.shape[0], len(out_size)
-        per_group = grad_output.reshape(batch, groups, out_channels // groups, *out_size)
-        grad_weight = np.empty((out_channels, 1, *kernel_size), dtype=grad_output.dtype)
-        axes = (0, *range(3, 3 + dims))
-        for tap in np.ndindex(*kernel_size):
-            taps = x_padded[_tap_slices(tap, dilation, out_size, stride)][:, :, np.newaxis]
-            grad_weight[(slice(None), 0, *tap)] = (per_group * taps).sum(axis=axes).reshape(-1)
-        return grad_weight
-    columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
-    grad_weight = np.matmul(columns.transpose(0, 2, 1), _grad_matrix(grad_output, groups))
-    in_per_group = x_padded.shape[1] // groups
-    return np.ascontiguousarray(grad_weight.transpose(0, 2, 1)).reshape(
-        out_channels, in_per_group, *kernel_size
-    )
+    """Adjoint of :func:`correlate` in W: grad @ cols^T, as (G*Co, Cg, *kernel_size)."""
+    columns = _columns(x_padded, groups, kernel_size, stride, dilation, grad_output.shape[2:])
+    grad_weight = np.matmul(_grad_rows(grad_output, groups), columns.transpose(0, 2, 1))
+    return grad_weight.reshape(grad_output.shape[1], x_padded.shape[1] // groups, *kernel_size)
 
 
 def crop(array: np.ndarray, starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:

@@ -53,7 +53,7 @@ def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
 
 @contextlib.contextmanager
 def product_layout(layout: str) -> Iterator[None]:
-    """Force correlate's NCHW-native product ('native') or its batch-folded one ('folded')
+    """Force correlate's NCHW-native product ("native") or its channel-major one ("channel-major")
     whatever the size, so that brute force checks both on every example."""
     saved = _windows.NATIVE_MIN_POSITIONS
     _windows.NATIVE_MIN_POSITIONS = 0 if layout == "native" else 2**62
@@ -63,7 +63,7 @@ def product_layout(layout: str) -> Iterator[None]:
         _windows.NATIVE_MIN_POSITIONS = saved
 
 
-@pytest.mark.parametrize("layout", ["native", "folded"])
+@pytest.mark.parametrize("layout", ["native", "channel-major"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
