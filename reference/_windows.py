@@ -108,11 +108,19 @@ def _tap_slices(
     )
 
 
-# From this many output positions per image (8x8 and up) a product per image, W (G, Co, Cg*K)
-# @ columns (N, G, Cg*K, O), is already in the output's (N, C, O) layout and beats the
-# channel-major one, which pays a transpose of the product; below it, per-image GEMMs are too
-# skinny (bench: 1.4-1.8x slower on ResNet-50's 7x7 stages at batch 8).
+# Below this many output positions per image (8x8), per-image GEMMs are too skinny: the
+# NCHW-native product runs 2.5-3.7x slower than the channel-major one on ResNet-50's 2x2 stage
+# and 1.2-1.6x on its 4x4 one (bench, batch 8).
 NATIVE_MIN_POSITIONS = 64
+
+
+def native_layout(positions: int, kernel_size: Sequence[int], groups: int) -> bool:
+    """Whether :func:`correlate` multiplies per image in NCHW (W @ columns (N, G, Cg*K, O))
+    rather than channel-major. It wins where its columns cost nothing (a 1x1 kernel, whose
+    columns are the input itself: 0.6-0.8x the time at 14x14) and for grouped convs (0.75-0.9x);
+    channel-major wins for dense kxk kernels (0.8-0.9x), its single GEMM per group being
+    larger than the cost of transposing the product back."""
+    return positions >= NATIVE_MIN_POSITIONS and (math.prod(kernel_size) == 1 or groups > 1)
 
 
 def correlate(
@@ -130,10 +138,7 @@ def correlate(
     dims = len(kernel_size)
     depth, positions = in_per_group * math.prod(kernel_size), math.prod(out_size)
     weight_matrix = weight.reshape(groups, out_channels // groups, depth)
-    if positions < NATIVE_MIN_POSITIONS or in_per_group == 1:
-        # channel-major: one GEMM per group over the whole batch. Depthwise convs come here
-        # at every size: with an inner dimension of the kernel size alone, per-image
-        # products are matrix-vector calls, and per-tap multiply-adds are 2x slower still.
+    if not native_layout(positions, kernel_size, groups):  # one GEMM per group over the batch
         columns = _columns(x_padded, groups, kernel_size, stride, dilation, out_size)
         product = _matmul(weight_matrix, columns)  # (G, Co, N*O)
         product = product.reshape(out_channels, batch, positions).transpose(1, 0, 2)
@@ -145,7 +150,7 @@ def correlate(
     view = view.reshape(batch, groups, in_per_group, *view.shape[2:])
     order = (0, 1, 2, *range(3 + dims, 3 + 2 * dims), *range(3, 3 + dims))
     columns = view.transpose(order).reshape(batch, groups, depth, positions)
-    product = np.matmul(weight_matrix, columns)  # (N, G, Co, O)
+    product = _matmul(weight_matrix, columns)  # (N, G, Co, O)
     return product.reshape(batch, out_channels, *out_size)
 
 

@@ -70,8 +70,12 @@ class PoolPlan:
             widths.append((p, max(0, needed - p - size)))
         return widths
 
-    def padded(self, x: np.ndarray) -> np.ndarray:
-        return np.pad(x, self.widths())
+    def padded(self, x: np.ndarray, value: float = 0.0) -> np.ndarray:
+        """x with the widths' padding of ``value``; x itself (no copy) when there is none."""
+        widths = self.widths()
+        if not any(before or after for before, after in widths):
+            return x
+        return np.pad(x, widths, constant_values=value)
 
     def taps(self, x: np.ndarray) -> np.ndarray:
         """(N, C, *out_size, prod(kernel)): every window's elements in window order."""
@@ -161,8 +165,9 @@ def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
     first element inside the input, or index -1 if it has none (dilation can skip a short
     input), whose value is -inf, the maximum of nothing.
     """
-    padded = np.pad(plan.input, plan.widths(), constant_values=-np.inf)
-    view = windows(padded, plan.kernel, plan.stride, plan.dilation, plan.out_size)
+    view = windows(
+        plan.padded(plan.input, -np.inf), plan.kernel, plan.stride, plan.dilation, plan.out_size
+    )
     taps = [view[(Ellipsis, *tap)] for tap in np.ndindex(*plan.kernel)]
     # branch-free passes: a masked copy over random data runs 5x slower than arithmetic
     best = taps[0].copy()

@@ -55,12 +55,12 @@ def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
 def product_layout(layout: str) -> Iterator[None]:
     """Force correlate's NCHW-native product ("native") or its channel-major one ("channel-major")
     whatever the size, so that brute force checks both on every example."""
-    saved = _windows.NATIVE_MIN_POSITIONS
-    _windows.NATIVE_MIN_POSITIONS = 0 if layout == "native" else 2**62
+    saved = _windows.native_layout
+    _windows.native_layout = lambda *arguments: layout == "native"
     try:
         yield
     finally:
-        _windows.NATIVE_MIN_POSITIONS = saved
+        _windows.native_layout = saved
 
 
 @pytest.mark.parametrize("layout", ["native", "channel-major"])
