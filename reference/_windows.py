@@ -91,8 +91,10 @@ def _grad_rows(grad_output: np.ndarray, groups: int) -> np.ndarray:
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b over the last two axes. An inner dimension of 1 (a depthwise conv's one output
     channel per group) is an outer product, which NumPy's matmul computes in a loop 6x slower
-    than the broadcast multiply (bench: depthwise backward)."""
-    return a * b if a.shape[-1] == 1 else np.matmul(a, b)
+    than the broadcast multiply (bench: depthwise backward). inf * 0 is NaN, as IEEE says:
+    no warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return a * b if a.shape[-1] == 1 else np.matmul(a, b)
 
 
 def _tap_slices(
