@@ -206,7 +206,8 @@ def peak_memory(case: Case, dtype: np.dtype) -> tuple[int, int]:
     y = reference.conv2d(x, w, **case.config)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    columns = math.prod(y.shape) // case.weight_shape[0] * math.prod(case.weight_shape[1:])
+    groups = case.config.get("groups", 1)  # each group has its own Cg*K rows of columns
+    columns = math.prod(y.shape) // case.weight_shape[0] * math.prod(case.weight_shape[1:]) * groups
     return peak, (columns + y.size) * dtype.itemsize
 
 
