@@ -23,6 +23,8 @@ def test_quick_bench_writes_both_dtypes_and_directions_of_every_case(tmp_path: P
     assert set(table["dtype"]) == {"float32", "float64"}
     assert (table["reference (ms)"] > 0).all() and (table["torch (ms)"] > 0).all()
     ratio = table["reference (ms)"] / table["torch (ms)"]
+    # the file's ratio divides seconds, this one milliseconds (each scaled by 1e3): a few
+    # roundings apart, so within rtol 1e-9 whatever the times
     np.testing.assert_allclose(table["ratio"], ratio, rtol=1e-9)
     pooling = table[table["kind"] == "pooling"]
     assert pooling["GEMM fraction"].isna().all(), "pooling has no multiply-adds to rate"
