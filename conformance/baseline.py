@@ -8,6 +8,10 @@ implementation and direction that hits the region is *known*: recorded with the 
 not failing the gate. With action ``skip`` the implementation is not called at all in that
 region (the call would crash the process); the example is recorded as known, not run. A
 ``record`` entry whose region was hit in a run without any failure is *stale*.
+
+``confirmed_with`` names the framework and version the entry was confirmed with ("torch
+2.13.0", "onnxruntime 1.31.1"); a run on another version reports the entries it could not
+confirm (stale there, or never met).
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ import pandas as pd
 
 NOT_RUN = "not called: the baseline says this call crashes the process"
 
-COLUMNS = ("op", "implementation", "dtype", "direction", "region", "action", "reason")
+COLUMNS = (
+    "op",
+    "implementation",
+    "dtype",
+    "direction",
+    "region",
+    "action",
+    "reason",
+    "confirmed_with",
+)
+# a baseline written before confirmed_with existed still loads (the version then unknown)
+LEGACY_COLUMNS = COLUMNS[:-1]
 ACTIONS = ("record", "skip")
 
 
@@ -35,6 +50,12 @@ class KnownDiscrepancy:
     region: str
     action: str
     reason: str
+    confirmed_with: str = ""
+
+    def framework(self) -> tuple[str, str]:
+        """(package, version) of confirmed_with; ('', '') when it names none."""
+        package, _, version = self.confirmed_with.strip().partition(" ")
+        return package, version.strip()
 
     def matches(self, row: dict[str, Any]) -> bool:
         return (
@@ -52,9 +73,12 @@ def load_baseline(path: Path) -> list[KnownDiscrepancy]:
         return []
     with path.open(newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        columns = tuple(reader.fieldnames or ())
+        if columns not in (COLUMNS, LEGACY_COLUMNS):
             raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
-        entries = [KnownDiscrepancy(**{k: row[k].strip() for k in COLUMNS}) for row in reader]
+        entries = [
+            KnownDiscrepancy(**{k: (row[k] or "").strip() for k in columns}) for row in reader
+        ]
     for entry in entries:
         if entry.action not in ACTIONS:
             raise ValueError(f"{path}: action must be one of {ACTIONS}, got {entry.action!r}")
@@ -83,6 +107,36 @@ def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> p
     return hits.astype(bool)
 
 
+def unconfirmed(
+    frame: pd.DataFrame, baseline: list[KnownDiscrepancy], versions: dict[str, str]
+) -> list[str]:
+    """Entries confirmed with another version of their framework than this run's
+    (``versions``: package -> version of the run) that this run did not confirm: no
+    disagreement in their region, whether or not the region was hit."""
+    implementations = set(frame["implementation"].astype(str)) if not frame.empty else set()
+    table = known_table(frame, baseline)
+    disagreed = {
+        (r["op"], r["implementation"], r["dtype"], r["direction"], r["region"])
+        for r in table.to_dict("records")
+        if r["disagreed"] > 0 or r["not run"] > 0  # a skipped crash cannot be re-confirmed
+    }
+    found = []
+    for entry in baseline:
+        package, version = entry.framework()
+        if not package or package not in versions or versions[package] == version:
+            continue
+        if not any(fnmatch.fnmatchcase(name, entry.implementation) for name in implementations):
+            continue
+        key = (entry.op, entry.implementation, entry.dtype, entry.direction, entry.region)
+        if key not in disagreed:
+            found.append(
+                f"{entry.op} {entry.implementation} {entry.dtype} {entry.direction}, "
+                f"{entry.region}: confirmed with {entry.confirmed_with}, this run has "
+                f"{package} {versions[package]}"
+            )
+    return found
+
+
 def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.DataFrame:
     """Per baseline entry that applies to this run: examples in its region, how many of them
     disagreed (known), and whether it is stale (its region was hit, nothing disagreed)."""
@@ -107,6 +161,7 @@ def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.Dat
                 "disagreed": known - not_run,
                 "not run": not_run,
                 "stale": entry.action == "record" and known == 0,
+                "confirmed with": entry.confirmed_with,
                 "reason": entry.reason,
             }
         )

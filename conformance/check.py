@@ -201,6 +201,11 @@ def run_example(
         got = _as_tuple(function(*arguments, **config))
         if direction == "forward":
             got += tuple(handed[name] for name in spec.mutated)
+    except implementations.Unsupported as declared_unsupported:
+        # the adapter cannot express this example: counted apart, never a pass or a failure
+        row.update(verdict="unsupported", normalized_error=np.nan, bound_ratio=np.nan)
+        row.update(n_terms=0, problem=f"unsupported: {declared_unsupported}")
+        return Outcome(row, True, "")
     except Exception as error:  # any exception of the implementation is a finding
         problem = f"{type(error).__name__}: {error}"
         row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)

@@ -55,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         "--impl",
         default="torch",
         help="comma-separated implementations under test: torch, torch-channels_last, "
+        "torch-compile, torch-decompositions, onnxruntime, onnx-reference, jax (see list), "
         "reference, or package.module:attribute (default: torch)",
+    )
+    run.add_argument(
+        "--device",
+        default=None,
+        help="the device torch runs on: cpu (default), cuda, cuda:N or mps; on CUDA, float32 "
+        "is judged as TF32 where torch.backends.cudnn.allow_tf32 is on",
     )
     run.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"report directory (default: {DEFAULT_OUT})"
@@ -175,6 +182,7 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
     ]
     for flag, value in (
         ("--conformance-ops", options.ops),
+        ("--conformance-device", options.device),
         ("--conformance-dtypes", options.dtypes),
         ("--conformance-shard", options.shard),
         ("--hypothesis-seed", options.seed),
@@ -255,7 +263,7 @@ def command_diff(options: argparse.Namespace) -> int:
 
 def command_list(options: argparse.Namespace) -> int:
     from conformance.catalogue import CATALOGUE
-    from conformance.implementations import BUILT_IN
+    from conformance.implementations import BUILT_IN, installed
 
     print(f"{'op':26} {'family':14} {'dtypes':36} directions")
     for spec in CATALOGUE:
@@ -263,7 +271,13 @@ def command_list(options: argparse.Namespace) -> int:
             f"{spec.name:26} {spec.family:14} {','.join(spec.dtypes):36} "
             f"{','.join(spec.directions)}"
         )
-    print(f"\nimplementations: {', '.join(BUILT_IN)}, reference, or package.module:attribute")
+    print("\nimplementations (--impl NAME[,NAME...]):")
+    for name, present in installed().items():
+        built_in = BUILT_IN[name]
+        state = "installed" if present else f"not installed: pip install 'convconformance[{built_in.extra}]'"
+        print(f"  {name:22} {built_in.summary} ({state})")
+    print("  reference              the oracle itself")
+    print("  package.module[:attr]  your own module or object")
     return 0
 
 

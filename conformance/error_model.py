@@ -29,6 +29,11 @@ UNIT_ROUNDOFF: dict[str, float] = {
     "bfloat16": 2.0**-8,
 }
 ORACLE_ROUNDOFF = UNIT_ROUNDOFF["float64"]
+# TF32 (NVIDIA tensor cores, float32 storage): each operand is cut to a 10-bit fraction, by
+# truncation on some hardware, so its relative error is below 2^-10; the products of two such
+# operands are exact in float32 and summed in float32.
+TF32_OPERAND_ROUNDOFF = 2.0**-10
+UNIT_ROUNDOFF["tf32"] = TF32_OPERAND_ROUNDOFF
 
 
 def gamma(n: int, u: float) -> float:
@@ -108,6 +113,12 @@ def sum_of_products(
     covered = np.where(finite, magnitude, 0.0) * (1 + gamma(n_terms, ORACLE_ROUNDOFF))
     size = np.where(finite, np.abs(oracle), 0.0)
     spread = gamma(n_terms, u) + gamma(n_terms, ORACLE_ROUNDOFF)
+    if accumulation_dtype == "tf32":
+        # |fl(a)fl(b) - ab| <= (2 t + t^2)|ab| per product, then a float32 sum of the rounded
+        # products, each at most (1 + t)^2 |ab|: spread = 2t + t^2 + gamma_n(u32)(1 + t)^2.
+        t = TF32_OPERAND_ROUNDOFF
+        spread = 2 * t + t * t + gamma(n_terms, UNIT_ROUNDOFF["float32"]) * (1 + t) ** 2
+        spread += gamma(n_terms, ORACLE_ROUNDOFF)
     bound = (1 + u_out) * spread * covered + u_out * size
     return Tolerance(np.asarray(bound), np.asarray(u * covered + u_out * size), n_terms)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.implementations import Unsupported
 from conformance.example import Example
 from conformance.spec import OpSpec
 
@@ -215,6 +216,8 @@ def check_invalid(
     clean = isinstance(ours, (ValueError, TypeError))
     named = clean and any(name in str(ours) for name in (rule.argument, *rule.also))
     verdict = VERDICTS[(theirs is not None, ours is not None)]
+    if isinstance(theirs, Unsupported):  # the adapter cannot express the call at all
+        verdict = "unsupported by the implementation"
     return {
         "op": spec.name,
         "implementation": implementation.name,
@@ -238,6 +241,8 @@ def judge(row: Mapping[str, Any]) -> tuple[str, str]:
     """(verdict, problem): agreement passes; a rejection by one side alone, or a reference
     error that is not a ValueError/TypeError naming the argument, fails."""
     verdict = row["error_verdict"]
+    if verdict == "unsupported by the implementation":
+        return "unsupported", row["implementation_error"]
     if verdict == "only the implementation rejected":
         return "fail", f"the reference accepts it (too permissive): {row['implementation_error']}"
     if verdict == "only the reference rejected":

@@ -82,8 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--conformance-impl",
         metavar="SPEC[,SPEC...]",
         default="torch",
-        help="implementations under test, comma-separated: torch, torch-channels_last, "
-        "reference, or package.module:attribute",
+        help="implementations under test, comma-separated: a built-in name (python -m "
+        "conformance list), reference, or package.module:attribute",
+    )
+    group.addoption(
+        "--conformance-device",
+        metavar="DEVICE",
+        default=None,
+        help="the device torch runs on (cpu, cuda, cuda:1, mps; default cpu)",
     )
     group.addoption(
         "--conformance-ops",
@@ -245,7 +251,9 @@ def implementation(request: pytest.FixtureRequest) -> Any:
     loaded = request.config.stash.setdefault(LOADED, {})
     if spec not in loaded:
         try:
-            loaded[spec] = load_implementation(spec)
+            loaded[spec] = load_implementation(
+                spec, device=request.config.getoption("conformance_device")
+            )
         except ValueError as error:
             pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
     return loaded[spec]

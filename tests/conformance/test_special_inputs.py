@@ -19,7 +19,7 @@ from conformance.baseline import explain, load_baseline
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit
 from conformance.example import Example
-from conformance.implementations import TorchImplementation
+from conformance.implementations.torch_eager import TorchImplementation
 
 TORCH = TorchImplementation()
 
@@ -209,7 +209,7 @@ def test_a_call_over_the_im2col_budget_is_refused_before_allocating() -> None:
 
 def test_the_dtypes_torch_is_excused_from_are_really_unsupported() -> None:
     """TORCH_UNSUPPORTED must stay true: a torch that gains these kernels gets tested."""
-    from conformance.implementations import TORCH_UNSUPPORTED
+    from conformance.implementations.torch_eager import TORCH_UNSUPPORTED
 
     for op, dtype in sorted(TORCH_UNSUPPORTED):
         x = torch.ones(1, 1, 2, 2, 2, dtype=getattr(torch, dtype))

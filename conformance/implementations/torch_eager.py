@@ -1,15 +1,14 @@
-"""Implementations under test: adapters exposing catalogue op names on NumPy arrays.
+"""torch in eager mode: torch.nn.functional on the CPU or on an accelerator, and the same
+calls with channels-last memory format.
 
-An implementation is any object whose attributes named like catalogue ops take and return
-NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output, *arrays,
-**config)`` returns the gradients of the differentiable arrays. It may declare
-``accumulation_dtype(dtype) -> str`` (default: the dtype itself) and ``repro_call(op,
-direction) -> str`` (a Python expression for the repro snippet). ``reference`` itself is one.
+On CUDA, float32 convolutions may run in TF32 (``torch.backends.cudnn.allow_tf32``, on by
+default): the adapter then declares the accumulation class ``tf32`` for float32, so such a
+result is judged against TF32's bound and reported under the name ``torch[cuda,tf32]``, not
+as a float32 failure.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -113,7 +112,7 @@ class TorchImplementation:
 
     name = "torch"
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu", tf32: bool | None = None) -> None:
         import torch
 
         from conformance.catalogue import CATALOGUE
@@ -123,6 +122,16 @@ class TorchImplementation:
         # and a run's rows would then depend on how many workers share the cores.
         torch.set_num_threads(int(os.environ.get("CONFORMANCE_TORCH_THREADS", "1")))
         self._torch = torch
+        self.device = _checked_device(torch, device)
+        self.tf32 = False
+        if self.device.type == "cuda":
+            if tf32 is None:  # the user's setting (torch's default: on for cuDNN convs)
+                tf32 = bool(torch.backends.cudnn.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            self.tf32 = tf32
+        if self.device.type != "cpu":
+            self.name = f"{self.name}[{self.device.type}{',tf32' if self.tf32 else ''}]"
         equivalents = _torch_equivalents(torch)
         self._ops: dict[str, Callable[..., Any]] = {
             spec.name: equivalents.get(spec.name) or getattr(torch.nn.functional, spec.name)
@@ -177,7 +186,16 @@ class TorchImplementation:
         """torch's CPU kernels accumulate float16 and bfloat16 in float32 (its "opmath"
         type); the campaign holds them to that declaration, and a failure says it was not
         kept."""
+        if dtype == "float32" and self.tf32:
+            return "tf32"
         return "float32" if dtype in HALF_DTYPES else dtype
+
+    def versions(self) -> dict[str, str]:
+        found = {"torch": str(self._torch.__version__)}
+        if self.device.type == "cuda":
+            found["cuda"] = str(self._torch.version.cuda)
+            found["device"] = str(self._torch.cuda.get_device_name(self.device))
+        return found
 
     def has(self, op: str) -> bool:
         return op.removesuffix("_backward") in self._ops
@@ -205,10 +223,12 @@ class TorchImplementation:
             tensor = self._torch.from_numpy(copy.view(np.int16)).view(self._torch.bfloat16)
         else:
             tensor = self._torch.from_numpy(copy)
+        if self.device.type != "cpu":
+            tensor = tensor.to(self.device)
         return tensor.requires_grad_(grad)
 
     def _array(self, tensor: Any) -> np.ndarray:
-        tensor = tensor.detach()
+        tensor = tensor.detach().cpu()
         if tensor.dtype == self._torch.bfloat16:
             return np.asarray(tensor.view(self._torch.int16).numpy().view(numpy_dtype("bfloat16")))
         return np.asarray(tensor.numpy())
@@ -272,6 +292,24 @@ class TorchImplementation:
         return repro.torch_lines(call, array_names, output_names, backward, differentiable, dtype)
 
 
+def _checked_device(torch: Any, device: str) -> Any:
+    """torch.device(device), refused in one line where torch cannot use it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device: {device!r} is not a torch device ({error})") from None
+    available = {
+        "cpu": lambda: True,
+        "cuda": lambda: torch.cuda.is_available(),
+        "mps": lambda: torch.backends.mps.is_available(),
+    }
+    if parsed.type not in available:
+        raise ValueError(f"--device: {device!r}: choose cpu, cuda or mps")
+    if not available[parsed.type]():
+        raise ValueError(f"--device: {device!r} is not available to this torch ({torch.__version__})")
+    return parsed
+
+
 class ChannelsLastImplementation(TorchImplementation):
     """torch with every 4-d array in channels_last (NHWC) memory format and every 5-d one in
     channels_last_3d: the same maths through torch's other kernels."""
@@ -308,79 +346,3 @@ class ChannelsLastImplementation(TorchImplementation):
         ]
         at = next(i for i, line in enumerate(lines) if line.startswith("out = "))
         return [*lines[:at], *convert, *lines[at:]]
-
-
-class ModuleImplementation:
-    """An object named by an import spec (a module, or module:attribute) under test."""
-
-    def __init__(self, spec: str, target: Any) -> None:
-        self.spec = spec
-        self._target = target
-        self.name = str(getattr(target, "name", spec))
-
-    def has(self, op: str) -> bool:
-        return implements(self._target, op)
-
-    def accumulation_dtype(self, dtype: str) -> str:
-        return accumulation_dtype(self._target, dtype)
-
-    def supports(self, op: str, dtype: str) -> bool:
-        return supports(self._target, op, dtype)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_target"], name)
-
-    def repro_lines(
-        self,
-        op: str,
-        config: Mapping[str, Any],
-        array_names: Sequence[str],
-        output_names: Sequence[str],
-        backward: bool,
-        dtype: str = "float64",
-    ) -> list[str]:
-        module, _, attribute = self.spec.partition(":")
-        return repro.module_lines(module, attribute, op, array_names, output_names, backward, dtype)
-
-
-BUILT_IN = ("torch", "torch-channels_last")
-
-
-def load_implementation(spec: str) -> Any:
-    """'torch', 'torch-channels_last', or 'package.module[:attribute]' naming a module or
-    object ('reference' too)."""
-    if spec == "torch":
-        return TorchImplementation()
-    if spec == "torch-channels_last":
-        return ChannelsLastImplementation()
-    module_name, _, attribute = spec.partition(":")
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(
-            f"implementation {spec!r}: cannot import {module_name!r}: {error}"
-        ) from None
-    if attribute:
-        try:
-            target = getattr(target, attribute)
-        except AttributeError:
-            raise ValueError(
-                f"implementation {spec!r}: {module_name} has no {attribute!r}"
-            ) from None
-    return ModuleImplementation(spec, target)
-
-
-def implements(implementation: Any, op: str) -> bool:
-    has = getattr(implementation, "has", None)
-    return bool(has(op)) if callable(has) else hasattr(implementation, op)
-
-
-def supports(implementation: Any, op: str, dtype: str) -> bool:
-    """Whether the implementation runs ``op`` in ``dtype`` at all (default: yes)."""
-    declared = getattr(implementation, "supports", None)
-    return bool(declared(op, dtype)) if callable(declared) else True
-
-
-def accumulation_dtype(implementation: Any, dtype: str) -> str:
-    declared = getattr(implementation, "accumulation_dtype", None)
-    return str(declared(dtype)) if callable(declared) else dtype
