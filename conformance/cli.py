@@ -274,7 +274,11 @@ def command_list(options: argparse.Namespace) -> int:
     print("\nimplementations (--impl NAME[,NAME...]):")
     for name, present in installed().items():
         built_in = BUILT_IN[name]
-        state = "installed" if present else f"not installed: pip install 'convconformance[{built_in.extra}]'"
+        state = (
+            "installed"
+            if present
+            else f"not installed: pip install 'convconformance[{built_in.extra}]'"
+        )
         print(f"  {name:22} {built_in.summary} ({state})")
     print("  reference              the oracle itself")
     print("  package.module[:attr]  your own module or object")

@@ -27,6 +27,7 @@ from conformance.report import (
     throughput_table,
     widened_table,
 )
+from conformance.scoreboard import scoreboard_matrix, scoreboard_table, status_matrix
 from conformance.spec import OpSpec
 
 STYLE = """
@@ -36,7 +37,35 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #eee; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 .partial { background: #fdd; padding: 0.5em; font-weight: bold; }
+td.pass { background: #d9f2d9; }
+td.known { background: #fff1c2; }
+td.FAIL { background: #f7c6c6; font-weight: bold; }
+td.unsupported, td.partly-unsupported { background: #e4e4e4; color: #555; }
 """
+
+
+def scoreboard_html(frame: pd.DataFrame) -> str:
+    """The op x implementation grid, each cell coloured by its status."""
+    board = scoreboard_table(frame)
+    if board.empty:
+        return "<p>None.</p>"
+    cells, statuses = scoreboard_matrix(board), status_matrix(board)
+    rows = ["<table><tr><th>op</th>"]
+    rows += [f"<th>{html.escape(str(name))}</th>" for name in cells.columns]
+    rows.append("</tr>")
+    for op in cells.index:
+        rows.append(f"<tr><th>{html.escape(str(op))}</th>")
+        for name in cells.columns:
+            status = str(statuses.at[op, name]).replace(" ", "-")
+            text = html.escape(str(cells.at[op, name])) or "not run"
+            rows.append(f"<td class='{status}' title='{status}'>{text}</td>")
+        rows.append("</tr>")
+    rows.append("</table>")
+    legend = (
+        "<p>Green: every example within its bound; yellow: disagreements the baseline "
+        "explains; red: a failure; grey: the implementation cannot express the examples.</p>"
+    )
+    return legend + "".join(rows)
 
 
 def _png(figure: Any) -> str:
@@ -120,6 +149,7 @@ def render_html(
     parts.append("</ul>")
     if frame.empty:
         return "".join([*parts, "<p>No examples were recorded.</p></body></html>"])
+    parts += ["<h2>Scoreboard</h2>", scoreboard_html(frame)]
     parts += ["<h2>Results</h2>", _table(results_table(frame))]
     parts += ["<h2>Normalized error per op and dtype</h2>", error_plot(frame)]
     parts += ["<h2>Coverage</h2>", coverage_plot(frame, catalogue)]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.implementations import Unsupported
 from conformance.example import Example
+from conformance.implementations import Unsupported
 from conformance.spec import OpSpec
 
 Arrays = dict[str, np.ndarray | None]

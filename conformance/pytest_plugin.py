@@ -27,7 +27,7 @@ import conformance.profiles  # noqa: F401  (registers the Hypothesis profiles)
 from conformance.baseline import KnownDiscrepancy, load_baseline
 from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
-from conformance.implementations import load_implementation
+from conformance.implementations import BUILT_IN, load_implementation
 from conformance.recorder import Recorder
 from conformance.report import discrepancies, missed_regions, results_table, write_report
 from conformance.results import Spool, frame_from_spools, remove_spools
@@ -283,8 +283,18 @@ def run_header(config: pytest.Config, examples: int, partial: str) -> dict[str, 
         "seed": config.getoption("hypothesis_seed", None) or "random",
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        **{package: _version(package) for package in ("torch", "numpy", "hypothesis", "pandas")},
+        **{package: _version(package) for package in _packages(config)},
     }
+
+
+def _packages(config: pytest.Config) -> list[str]:
+    """The packages whose versions a run's header states: the harness's and those of every
+    built-in implementation under test (the baseline's confirmed_with is compared to them)."""
+    packages = ["torch", "numpy", "hypothesis", "pandas"]
+    for spec in implementation_specs(config):
+        if spec in BUILT_IN:
+            packages += [p for p in BUILT_IN[spec].packages if p not in packages]
+    return packages
 
 
 def shortfalls(config: pytest.Config, frame: Any) -> list[str]:

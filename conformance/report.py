@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conformance.baseline import KnownDiscrepancy, known_table
+from conformance.baseline import KnownDiscrepancy, known_table, unconfirmed
 from conformance.results import GROUP, parquet_ready
+from conformance.scoreboard import JUDGED, scoreboard_matrix, scoreboard_table
 from conformance.spec import OpSpec
 
 
@@ -38,14 +39,24 @@ def atomic_write(path: Path, content: str | bytes) -> None:
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per op x implementation x dtype x direction: counts and the normalized-error spread."""
-    grouped = frame.groupby(GROUP, sort=True)
+    """Per op x implementation x dtype x direction: counts and the normalized-error spread.
+
+    The error statistics are over the examples the bound judged: those the baseline excuses
+    (known) and those the implementation could not express (unsupported) are counted, not
+    averaged in."""
+    judged = frame["verdict"].isin(JUDGED)
+    measured = frame.assign(
+        normalized_error=frame["normalized_error"].where(judged),
+        bound_ratio=frame["bound_ratio"].where(judged),
+    )
+    grouped = measured.groupby(GROUP, sort=True)
     with np.errstate(invalid="ignore"):  # quantiles of groups holding inf
         table = grouped.agg(
             examples=("verdict", "size"),
             passed=("verdict", lambda v: int((v == "pass").sum())),
             known=("verdict", lambda v: int((v == "known").sum())),
             widened=("verdict", lambda v: int((v == "widened").sum())),
+            unsupported=("verdict", lambda v: int((v == "unsupported").sum())),
             failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
             p50=("normalized_error", lambda v: v.quantile(0.5)),
             p99=("normalized_error", lambda v: v.quantile(0.99)),
@@ -170,6 +181,19 @@ def render_summary(
             "",
         ]
     lines += [f"- **{name}**: {value}" for name, value in header.items()]
+    board = scoreboard_table(frame)
+    if not frame.empty and board["implementation"].nunique() > 1:
+        lines += ["", "## Scoreboard", ""]
+        lines += [
+            "Op x implementation: examples that passed their bound (widened included) of all "
+            "examples, then those the baseline explains (known), those the implementation "
+            "cannot express (unsupported) and those that FAILED. The long form, with the "
+            "worst bound ratio over the judged examples, follows.",
+            "",
+            _markdown(scoreboard_matrix(board)),
+            "",
+            _markdown(board, index=False),
+        ]
     lines += ["", "## Results", ""]
     lines += [
         "Normalized error = |got - oracle| / (u * sum|a*b| + u_out * |oracle|), the worst "
@@ -218,6 +242,16 @@ def render_summary(
         lines += [_markdown(throughput, index=False), ""]
     known = known_table(frame, baseline or [])
     lines += ["## Known discrepancies (reports/baseline.csv)", ""]
+    versions = {k: str(v) for k, v in header.items() if isinstance(v, str)}
+    not_confirmed = unconfirmed(frame, baseline or [], versions)
+    if not_confirmed:
+        lines += [
+            "Entries confirmed with another version than this run's, which this run did not "
+            "confirm (no disagreement in their region):",
+            "",
+            *[f"- {line}" for line in not_confirmed],
+            "",
+        ]
     if known.empty:
         lines += ["None applies to this run.", ""]
     else:

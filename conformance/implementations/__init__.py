@@ -102,8 +102,7 @@ def _built_in(name: str, device: str | None) -> Any:
         extra = f"pip install 'convconformance[{built_in.extra}]'" if built_in.extra else ""
         install = extra or f"pip install {' '.join(missing)}"
         raise ValueError(
-            f"implementation {name!r} needs {', '.join(missing)}, which is not installed: "
-            f"{install}"
+            f"implementation {name!r} needs {', '.join(missing)}, which is not installed: {install}"
         )
     module = importlib.import_module(f"{__name__}.{built_in.module}")
     factory = getattr(module, built_in.factory)

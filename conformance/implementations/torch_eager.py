@@ -223,9 +223,7 @@ class TorchImplementation:
             tensor = self._torch.from_numpy(copy.view(np.int16)).view(self._torch.bfloat16)
         else:
             tensor = self._torch.from_numpy(copy)
-        if self.device.type != "cpu":
-            tensor = tensor.to(self.device)
-        return tensor.requires_grad_(grad)
+        return tensor.to(self.device).requires_grad_(grad)  # no copy when already there
 
     def _array(self, tensor: Any) -> np.ndarray:
         tensor = tensor.detach().cpu()
@@ -306,7 +304,9 @@ def _checked_device(torch: Any, device: str) -> Any:
     if parsed.type not in available:
         raise ValueError(f"--device: {device!r}: choose cpu, cuda or mps")
     if not available[parsed.type]():
-        raise ValueError(f"--device: {device!r} is not available to this torch ({torch.__version__})")
+        raise ValueError(
+            f"--device: {device!r} is not available to this torch ({torch.__version__})"
+        )
     return parsed
 
 

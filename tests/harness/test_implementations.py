@@ -1,0 +1,234 @@
+"""The implementation seam: per-example unsupported outcomes, the scoreboard over several
+implementations, the device and TF32 plumbing, and baseline entries of another version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reference
+from conformance.baseline import KnownDiscrepancy, unconfirmed
+from conformance.catalogue import BY_NAME
+from conformance.check import run_example
+from conformance.example import Example
+from conformance.implementations import BUILT_IN, installed, load_implementation
+from conformance.implementations.torch_eager import TorchImplementation
+from conformance.scoreboard import scoreboard_matrix, scoreboard_table
+
+ROOT = Path(__file__).parents[2]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_unsupported_examples_are_counted_apart_on_a_real_run(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_cli(
+        "run",
+        "--impl",
+        "tests.harness.partial_pool,torch",
+        "--ops",
+        "max_pool2d",
+        "--dtypes",
+        "float64",
+        "--profile",
+        "quick",
+        "--seed",
+        "5",
+        "--database",
+        "none",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    frame = pd.read_parquet(out / "results.parquet")
+    mine = frame[frame["implementation"] == "partial_pool"]
+    forward = mine[mine["direction"] == "forward"]
+    # every ceil_mode example of the fixture is unsupported, and only those
+    assert (forward["verdict"] == "unsupported").eq(forward["ceil_mode"].astype(bool)).all()
+    assert (forward["verdict"] == "unsupported").any()
+    assert (
+        forward.loc[forward["verdict"] == "unsupported", "problem"].str.contains("ceil_mode").all()
+    )
+    summary = (out / "summary.md").read_text()
+    assert "## Scoreboard" in summary
+    board = scoreboard_table(frame).set_index(["op", "implementation"])
+    cell = board.loc[("max_pool2d", "partial_pool")]
+    assert cell["unsupported"] == int((mine["verdict"] == "unsupported").sum())
+    assert cell["passed"] + cell["unsupported"] == cell["examples"]
+    assert cell["status"] == "partly unsupported"
+    html = (out / "report.html").read_text()
+    assert "class='partly-unsupported'" in html
+
+
+def test_scoreboard_status_is_the_worst_verdict() -> None:
+    rows = [
+        ("conv2d", "a", "pass", 0.5),
+        ("conv2d", "a", "fail", 3.0),
+        ("conv2d", "b", "pass", 0.1),
+        ("conv2d", "b", "known", np.inf),
+        ("conv2d", "c", "unsupported", np.nan),
+        ("max_pool2d", "a", "widened", 0.9),
+    ]
+    frame = pd.DataFrame(rows, columns=["op", "implementation", "verdict", "bound_ratio"])
+    board = scoreboard_table(frame).set_index(["op", "implementation"])
+    assert board.loc[("conv2d", "a"), "status"] == "FAIL"
+    assert board.loc[("conv2d", "b"), "status"] == "known"
+    # the known example's infinite ratio is excused, not the worst judged ratio
+    assert board.loc[("conv2d", "b"), "worst_bound_ratio"] == 0.1
+    assert board.loc[("conv2d", "c"), "status"] == "unsupported"
+    assert board.loc[("max_pool2d", "a"), "status"] == "pass"
+    matrix = scoreboard_matrix(scoreboard_table(frame))
+    assert matrix.at["conv2d", "a"] == "1/2 pass, 1 FAILED"
+    assert matrix.at["max_pool2d", "b"] == ""  # never run
+
+
+def test_list_says_which_implementations_are_installed() -> None:
+    result = run_cli("list")
+    assert result.returncode == 0
+    for name, present in installed().items():
+        line = next(line for line in result.stdout.splitlines() if line.split()[:1] == [name])
+        assert ("not installed" in line) != present
+
+
+def test_a_missing_framework_is_one_line_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"convconformance\[jax\]") as error:
+        load_implementation("jax")
+    assert "\n" not in str(error.value)
+    assert BUILT_IN["jax"].extra == "jax"
+
+
+def test_an_unavailable_device_is_refused_in_one_line() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nothing to refuse")
+    result = run_cli("run", "--device", "cuda", "--ops", "conv1d", "--profile", "quick")
+    assert result.returncode == 2
+    assert "--device: 'cuda' is not available" in result.stdout + result.stderr
+    with pytest.raises(ValueError, match="choose cpu, cuda or mps"):
+        TorchImplementation(device="xla")
+
+
+def test_torch_runs_on_the_device_it_is_given() -> None:
+    """The device plumbing on the CPU: tensors are made on the adapter's device and results
+    come back as NumPy, forward and backward; the name says the device when it is not the
+    CPU."""
+    implementation = TorchImplementation(device="cpu")
+    seen: list[str] = []
+    tensor = implementation._tensor
+    implementation._tensor = lambda *a, **k: _record(tensor(*a, **k), seen)  # type: ignore[method-assign]
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5))
+    w = np.random.default_rng(1).standard_normal((3, 2, 3, 3))
+    got = implementation.conv2d(x, w)
+    assert isinstance(got, np.ndarray) and got.shape == (1, 3, 3, 3)
+    grads = implementation.conv2d_backward(np.ones_like(got), x, w, None)
+    assert grads[0].shape == x.shape and grads[1].shape == w.shape
+    assert seen and set(seen) == {"cpu"}
+    assert implementation.name == "torch" and implementation.accumulation_dtype("float32") == (
+        "float32"
+    )
+
+
+def _record(tensor: object, seen: list[str]) -> object:
+    if tensor is not None:
+        seen.append(str(tensor.device))  # type: ignore[attr-defined]
+    return tensor
+
+
+def _tf32(array: np.ndarray) -> np.ndarray:
+    """float32 values with the fraction cut to TF32's 10 bits (truncation, the worst case)."""
+    bits = array.astype(np.float32).view(np.uint32) & np.uint32(0xFFFFE000)
+    return bits.view(np.float32)
+
+
+class Tf32Conv:
+    """conv2d as a tensor core computes it in TF32: truncated operands, exact products,
+    a float32 result."""
+
+    name = "tf32-emulation"
+
+    def __init__(self, declared: str) -> None:
+        self.declared = declared
+
+    def accumulation_dtype(self, dtype: str) -> str:
+        return self.declared
+
+    def repro_lines(self, *args: object) -> list[str]:
+        return ["got = {}"]
+
+    def conv2d(
+        self, input: np.ndarray, weight: np.ndarray, bias: object = None, **config: object
+    ) -> np.ndarray:
+        config.pop("padding_mode", None)
+        exact = reference.conv2d(
+            _tf32(input).astype(np.float64), _tf32(weight).astype(np.float64), None, **config
+        )  # type: ignore[arg-type]
+        return np.asarray(exact, dtype=np.float32)
+
+
+def test_tf32_results_are_judged_against_tf32s_bound() -> None:
+    """A TF32 result fails float32's bound and passes the bound of the tf32 class, which
+    TorchImplementation declares on CUDA with TF32 allowed."""
+    rng = np.random.default_rng(3)
+    example = Example(
+        arrays={
+            "input": rng.standard_normal((2, 8, 6, 6)),
+            "weight": rng.standard_normal((4, 8, 3, 3)),
+            "bias": None,
+        },
+        config={"stride": 1, "padding": 1, "dilation": 1, "groups": 1, "padding_mode": "zeros"},
+        values="normal",
+        seed=3,
+    )
+    spec = BY_NAME["conv2d"]
+    as_float32 = run_example(spec, Tf32Conv("float32"), "float32", "forward", example)
+    as_tf32 = run_example(spec, Tf32Conv("tf32"), "float32", "forward", example)
+    assert not as_float32.passed
+    assert as_tf32.passed, as_tf32.report
+    implementation = TorchImplementation()
+    implementation.tf32 = True
+    assert implementation.accumulation_dtype("float32") == "tf32"
+    assert implementation.accumulation_dtype("float64") == "float64"
+
+
+def test_entries_of_another_version_are_named_unless_confirmed() -> None:
+    entry = KnownDiscrepancy(
+        "conv2d", "torch*", "*", "*", "stride > 1", "record", "why", "torch 2.12.0"
+    )
+    frame = pd.DataFrame(
+        {
+            "op": ["conv2d"],
+            "implementation": ["torch"],
+            "dtype": ["float32"],
+            "direction": ["forward"],
+            "regions": ["stride > 1"],
+            "verdict": ["pass"],
+            "problem": [""],
+        }
+    )
+    assert unconfirmed(frame, [entry], {"torch": "2.12.0"}) == []
+    found = unconfirmed(frame, [entry], {"torch": "2.13.0"})
+    assert len(found) == 1 and "confirmed with torch 2.12.0" in found[0]
+    # a disagreement in its region confirms it again on the new version
+    confirmed = frame.assign(verdict=["known"])
+    assert unconfirmed(confirmed, [entry], {"torch": "2.13.0"}) == []
