@@ -107,6 +107,11 @@ def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> p
     return hits.astype(bool)
 
 
+def _release(version: str) -> str:
+    """A version without its local label: torch's '2.13.0+cpu' is release 2.13.0."""
+    return version.split("+", 1)[0].strip()
+
+
 def unconfirmed(
     frame: pd.DataFrame, baseline: list[KnownDiscrepancy], versions: dict[str, str]
 ) -> list[str]:
@@ -121,9 +126,12 @@ def unconfirmed(
         if r["disagreed"] > 0 or r["not run"] > 0  # a skipped crash cannot be re-confirmed
     }
     found = []
+    ops = set(frame["op"].astype(str)) if not frame.empty else set()
     for entry in baseline:
         package, version = entry.framework()
-        if not package or package not in versions or versions[package] == version:
+        if not package or package not in versions or entry.op not in ops | {"*"}:
+            continue
+        if _release(versions[package]) == _release(version):
             continue
         if not any(fnmatch.fnmatchcase(name, entry.implementation) for name in implementations):
             continue

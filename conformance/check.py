@@ -119,6 +119,13 @@ def _problems(measurements: Mapping[str, Measurement]) -> str:
     return "; ".join(f"{n}: {m.problem}" for n, m in measurements.items() if not m.passed)
 
 
+def describe(arrays: Mapping[str, np.ndarray | None], config: Mapping[str, Any]) -> str:
+    """One line for a person: the arrays' shapes, then the config."""
+    shapes = ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items() if a is not None)
+    knobs = ", ".join(f"{k}={v!r}" for k, v in config.items())
+    return f"{shapes}; {knobs}" if knobs else shapes
+
+
 def regions_hit(spec: OpSpec, example: Example) -> list[str]:
     return [name for name, hit in spec.coverage.items() if hit(example)]
 
@@ -193,6 +200,7 @@ def run_example(
         "seed": example.seed,
         "regions": ";".join(regions_hit(spec, example)),
         "example_key": example.key(),
+        "example": describe(tested, config),
     }
     if not call:
         row.update(verdict="known", normalized_error=np.nan, bound_ratio=np.nan, problem=NOT_RUN)

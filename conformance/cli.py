@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         help="steer Hypothesis toward each op's largest bound ratio (narrows coverage)",
     )
     run.add_argument(
+        "--pytest-output",
+        action="store_true",
+        help="pytest's own full output (tracebacks, Hypothesis's falsifying examples) instead "
+        "of the progress line and the verdict",
+    )
+    run.add_argument(
         "pytest_args", nargs="*", help="further pytest arguments, after --", metavar="PYTEST_ARG"
     )
 
@@ -167,11 +173,18 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
     minimum = options.min_examples
     if minimum is None:
         minimum = PROFILE_MINIMUM[options.profile]
+    quiet = (
+        []
+        if options.pytest_output
+        else ["-q", "--tb=no", "-rN", "-p", "no:warnings", "-o", "console_output_style=classic"]
+    )
     arguments = [
         str(_campaign_path()),
         "-p",
         "conformance.pytest_plugin",
         "-q",
+        *quiet,
+        "--conformance-progress",
         "-p",
         "no:cacheprovider",
         f"--hypothesis-profile={options.profile}",
@@ -195,15 +208,58 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
     return arguments + list(options.pytest_args)
 
 
+def _listed(option: str, given: str | None, valid: Sequence[str], what: str) -> None:
+    """Refuse names that are not in ``valid``, in the CLI's own words."""
+    if given is None:
+        return
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"{option}: nothing given; see python -m conformance list")
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"{option}: unknown {what} {name!r}; see python -m conformance list")
+
+
+def validate_run(options: argparse.Namespace) -> None:
+    """Every run option checked before pytest starts: a usage error is one line, exit 2."""
+    from conformance.catalogue import CATALOGUE
+    from conformance.implementations import load_implementation
+
+    _listed("--ops", options.ops, [spec.name for spec in CATALOGUE], "op")
+    _listed("--dtypes", options.dtypes, DTYPES, "dtype")
+    if options.shard is not None:
+        index, _, count = options.shard.partition("/")
+        if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+            raise ValueError(f"--shard: expected I/N with 1 <= I <= N, got {options.shard!r}")
+    if options.workers is not None and not (
+        options.workers == "auto" or str(options.workers).isdigit()
+    ):
+        raise ValueError(f"-n/--workers: a number or 'auto', got {options.workers!r}")
+    specs = [spec.strip() for spec in options.impl.split(",") if spec.strip()]
+    if not specs:
+        raise ValueError("--impl: nothing given; see python -m conformance list")
+    for spec in specs:  # imports each one: a missing module or framework is named now
+        try:
+            load_implementation(spec, device=options.device)
+        except ValueError as error:
+            raise ValueError(f"--impl: {error}") from None
+
+
+INTERRUPTED = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
+
+
 def command_run(options: argparse.Namespace) -> int:
     import os
 
     import pytest
 
+    validate_run(options)
     os.environ["CONFORMANCE_PROFILE"] = options.profile
     if options.database is not None:  # read by conformance.profiles, in every worker too
         os.environ["CONFORMANCE_DATABASE"] = options.database
     code = int(pytest.main(pytest_arguments(options)))
+    if code == pytest.ExitCode.INTERRUPTED:
+        return INTERRUPTED
     return {0: 0, 1: 1}.get(code, 2 if code in (3, 4) else 1)
 
 

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table
-from conformance.report import (
-    GROUP,
+from conformance.results import GROUP
+from conformance.scoreboard import scoreboard_matrix, scoreboard_table, status_matrix
+from conformance.spec import OpSpec
+from conformance.tables import (
     coverage_table,
     discrepancies,
     error_table,
@@ -27,8 +29,6 @@ from conformance.report import (
     throughput_table,
     widened_table,
 )
-from conformance.scoreboard import scoreboard_matrix, scoreboard_table, status_matrix
-from conformance.spec import OpSpec
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }

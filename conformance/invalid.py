@@ -226,6 +226,9 @@ def check_invalid(
         "rule": rule.name,
         "argument": rule.argument,
         "example_key": f"{rule.name}: {example.key()}",
+        "example": f"{rule.name}: "
+        + ", ".join(f"{k} {a.shape}" for k, a in arrays.items() if a is not None)
+        + f"; {config!r}",
         "config": repr(config),
         "shapes": repr({k: None if a is None else a.shape for k, a in arrays.items()}),
         "error_verdict": verdict,

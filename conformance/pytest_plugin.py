@@ -29,8 +29,17 @@ from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
 from conformance.implementations import BUILT_IN, load_implementation
 from conformance.recorder import Recorder
-from conformance.report import discrepancies, missed_regions, results_table, write_report
+from conformance.report import (
+    NOT_RUN_KEY,
+    SHORTFALLS_KEY,
+    example_text,
+    group_title,
+    repro_name,
+    verdict,
+    write_report,
+)
 from conformance.results import Spool, frame_from_spools, remove_spools
+from conformance.tables import discrepancies, missed_regions, results_table
 
 RECORDER = pytest.StashKey[Recorder]()
 SHORTFALLS = pytest.StashKey[list[str]]()
@@ -40,6 +49,9 @@ TEMPORARY = pytest.StashKey[bool]()
 LOST_WORKERS = pytest.StashKey[list[str]]()
 FRAME = pytest.StashKey[Any]()
 LOADED = pytest.StashKey[dict[str, Any]]()
+SKIPPED = pytest.StashKey[dict[str, list[str]]]()
+PROGRESS = pytest.StashKey[dict[str, Any]]()
+EXAMPLES_PROPERTY = "conformance_examples"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,6 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "conformance list), reference, or package.module:attribute",
     )
     group.addoption(
+        "--conformance-progress",
+        action="store_true",
+        help="print a progress line (groups done, examples, elapsed, estimate) every 5 s",
+    )
+    group.addoption(
         "--conformance-device",
         metavar="DEVICE",
         default=None,
@@ -125,6 +142,7 @@ def _import_every_module() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if STARTED in config.stash:  # configured once per process: never reset the spools
         return
+    _CONFIG["config"] = config
     _import_every_module()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     config.stash[STARTED] = (time.time(), started)
@@ -202,7 +220,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         spec, dtype = params.get("spec"), params.get("dtype")
         wanted = spec is None or (
-            (ops is None or spec.name in ops) and (dtypes is None or dtype in dtypes)
+            (ops is None or spec.name in ops)
+            and (dtypes is None or dtype is None or dtype in dtypes)  # invalid calls: no dtype
         )
         (keep if wanted else drop).append(item)
     if drop:
@@ -303,13 +322,17 @@ def shortfalls(config: pytest.Config, frame: Any) -> list[str]:
     if not minimum or frame.empty:
         return []
     table = results_table(frame)
-    thin = table[table["examples"] < minimum]
+    # A failing group stops at its first failure (Hypothesis then shrinks it): its count is
+    # not thin, and an op with a failing group is not judged on coverage either.
+    thin = table[(table["examples"] < minimum) & (table["failed"] == 0)]
     found = [
         f"{row.op} {row.implementation} {row.dtype} {row.direction}: {row.examples} examples"
         f" < {minimum}"
         for row in thin.itertuples()
     ]
-    return found + [f"coverage region never hit: {m}" for m in missed_regions(frame, CATALOGUE)]
+    failing_ops = set(table.loc[table["failed"] > 0, "op"])
+    missed = [m for m in missed_regions(frame, CATALOGUE) if m.split(":")[0] not in failing_ops]
+    return found + [f"coverage region never hit: {m}" for m in missed]
 
 
 def _partial(session: pytest.Session) -> str:
@@ -335,7 +358,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # the controller merges every worker's spool
     directory = config.stash[SPOOL_DIR]
     frame = frame_from_spools(directory)
-    config.stash[SHORTFALLS] = shortfalls(config, frame)
+    partial = _partial(session)
+    # an interrupted run is thin by construction: its status says interrupted, not thin
+    config.stash[SHORTFALLS] = [] if partial else shortfalls(config, frame)
     if config.stash[SHORTFALLS] and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     config.stash[FRAME] = frame
@@ -345,12 +370,97 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if frame.empty:
         return
     baseline = load_baseline(baseline_path(config))
-    header = run_header(config, len(frame), _partial(session))
+    header = run_header(config, len(frame), partial)
+    header[SHORTFALLS_KEY] = config.stash[SHORTFALLS]
+    header[NOT_RUN_KEY] = not_run_lines(config.stash.get(SKIPPED, {}))
     write_report(frame, directory, header, CATALOGUE, baseline)
     remove_spools(directory)
 
 
+def not_run_lines(skipped: dict[str, list[str]]) -> list[str]:
+    """Skipped groups by reason: 'reason: n groups (first ids)'."""
+    lines = []
+    for reason, ids in sorted(skipped.items()):
+        shown = ", ".join(ids[:4]) + (f", ... ({len(ids) - 4} more)" if len(ids) > 4 else "")
+        lines.append(f"{reason}: {len(ids)} groups ({shown})")
+    return lines
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Attach the number of examples a test recorded to its report (xdist carries it to the
+    controller, whose progress line counts them)."""
+    recorder = item.config.stash.get(RECORDER, None)
+    before = len(recorder) if recorder is not None else 0
+    yield
+    if recorder is not None:
+        item.user_properties.append((EXAMPLES_PROPERTY, len(recorder) - before))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[PROGRESS] = {
+        "total": len(session.items),
+        "done": 0,
+        "examples": 0,
+        "began": time.time(),
+        "shown": 0.0,
+    }
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Controller side: skip reasons for the report, and the progress line."""
+    config = _CONFIG.get("config")
+    if config is None or _worker_input(config) is not None:
+        return
+    if report.skipped and report.when in ("setup", "call"):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        group = report.nodeid.rsplit("[", 1)[-1].rstrip("]")
+        config.stash.setdefault(SKIPPED, {}).setdefault(reason, []).append(group)
+    progress = config.stash.get(PROGRESS, None)
+    if progress is None or report.when != "teardown":
+        return
+    progress["done"] += 1
+    progress["examples"] += sum(v for k, v in report.user_properties if k == EXAMPLES_PROPERTY)
+    _show_progress(config, progress)
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+def _show_progress(config: pytest.Config, progress: dict[str, Any], final: bool = False) -> None:
+    """A line a person can follow: groups done of total, examples, elapsed, what remains."""
+    if not config.getoption("conformance_progress"):
+        return
+    now = time.time()
+    if not final and now - progress["shown"] < 5 and progress["done"] < progress["total"]:
+        return
+    progress["shown"] = now
+    elapsed = now - progress["began"]
+    done, total = progress["done"], progress["total"]
+    remaining = elapsed / done * (total - done) if done else float("nan")
+    estimate = f"about {remaining:.0f} s left" if done else "estimating"
+    line = (
+        f"conformance: {done}/{total} groups, {progress['examples']:,} examples, "
+        f"{elapsed:.0f} s elapsed, {estimate}"
+    )
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """With the progress line on, no pytest dots: the line and the verdict say it all."""
+    if not config.getoption("conformance_progress"):
+        return None
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        return report.outcome, "", ""
+    return None
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The verdict, and for each failing group its minimal example and snippet's path: what
+    a person needs, in a few lines per group."""
     for shortfall in config.stash.get(SHORTFALLS, []):
         terminalreporter.write_line(f"conformance: FAILED: {shortfall}", red=True)
     directory = config.getoption("conformance_report")
@@ -358,7 +468,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if directory is None or frame is None or frame.empty:
         return
     found = discrepancies(frame)
+    for entry in found:
+        row = entry["row"]
+        terminalreporter.write_line(f"conformance: FAILED {group_title(entry)}", red=True)
+        terminalreporter.write_line(f"  problem: {row.get('problem')}")
+        terminalreporter.write_line(f"  minimal example: {example_text(row)}")
+        if isinstance(row.get("repro"), str):
+            terminalreporter.write_line(f"  repro: python {Path(directory) / repro_name(entry)}")
+    header = {SHORTFALLS_KEY: config.stash.get(SHORTFALLS, []), "partial": _partial_text(config)}
     terminalreporter.write_line(
-        f"conformance: {len(frame)} examples, {len(found)} discrepant groups; "
-        f"report in {directory}/summary.md"
+        f"conformance: {verdict(frame, header)}: {len(frame):,} examples, {len(found)} "
+        f"discrepant groups; report in {directory}/summary.md"
     )
+
+
+def _partial_text(config: pytest.Config) -> str:
+    return "; ".join(config.stash.get(LOST_WORKERS, [])) or "no"

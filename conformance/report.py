@@ -10,18 +10,27 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table, unconfirmed
 from conformance.results import GROUP, parquet_ready
-from conformance.scoreboard import JUDGED, scoreboard_matrix, scoreboard_table
+from conformance.scoreboard import scoreboard_matrix, scoreboard_table
 from conformance.spec import OpSpec
+from conformance.tables import (
+    coverage_table,
+    discrepancies,
+    error_table,
+    results_table,
+    throughput_table,
+    widened_table,
+)
 
 
 def atomic_write(path: Path, content: str | bytes) -> None:
@@ -38,132 +47,136 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         raise
 
 
-def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per op x implementation x dtype x direction: counts and the normalized-error spread.
-
-    The error statistics are over the examples the bound judged: those the baseline excuses
-    (known) and those the implementation could not express (unsupported) are counted, not
-    averaged in."""
-    judged = frame["verdict"].isin(JUDGED)
-    measured = frame.assign(
-        normalized_error=frame["normalized_error"].where(judged),
-        bound_ratio=frame["bound_ratio"].where(judged),
-    )
-    grouped = measured.groupby(GROUP, sort=True)
-    with np.errstate(invalid="ignore"):  # quantiles of groups holding inf
-        table = grouped.agg(
-            examples=("verdict", "size"),
-            passed=("verdict", lambda v: int((v == "pass").sum())),
-            known=("verdict", lambda v: int((v == "known").sum())),
-            widened=("verdict", lambda v: int((v == "widened").sum())),
-            unsupported=("verdict", lambda v: int((v == "unsupported").sum())),
-            failed=("verdict", lambda v: int(v.isin(["fail", "error"]).sum())),
-            p50=("normalized_error", lambda v: v.quantile(0.5)),
-            p99=("normalized_error", lambda v: v.quantile(0.99)),
-            max=("normalized_error", "max"),
-            worst_bound_ratio=("bound_ratio", "max"),
-        )
-    return table.reset_index()
-
-
-def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataFrame:
-    """Examples hitting each region, per op (region rows x op columns; '' = not a region).
-
-    Catalogue ops list every region they declare (0 = never hit); other checks list the
-    regions their rows name."""
-    columns: dict[str, dict[str, Any]] = {}
-    for spec in catalogue:
-        rows = frame[frame["op"] == spec.name]
-        if rows.empty:
-            continue
-        hits = rows["regions"].fillna("").str.split(";")
-        columns[spec.name] = {
-            region: int(hits.map(lambda names, region=region: region in names).sum())
-            for region in spec.coverage
-        }
-    listed = {spec.name for spec in catalogue}
-    for op, rows in frame[~frame["op"].isin(listed)].groupby("op"):
-        # checks outside the catalogue (network arithmetic): the regions they report
-        hits = rows["regions"].fillna("").str.split(";").explode()
-        columns[str(op)] = {str(k): int(v) for k, v in hits[hits != ""].value_counts().items()}
-    table = pd.DataFrame(columns)
-    return table.astype("object").where(table.notna(), "")
-
-
-def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per op: examples, seconds spent measuring them (oracle, implementation, error model)
-    and examples per second."""
-    if "seconds" not in frame:
-        return pd.DataFrame()
-    table = frame.groupby("op", sort=True).agg(
-        examples=("verdict", "size"), seconds=("seconds", "sum")
-    )
-    table["examples/s"] = table["examples"] / table["seconds"]
-    return table.reset_index().sort_values("examples/s")
-
-
-def widened_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Groups where the implementation kept only its dtype's own precision, not the wider
-    accumulation it declared (verdict 'widened')."""
-    if "widened_from" not in frame:
-        return pd.DataFrame()
-    rows = frame[frame["verdict"] == "widened"]
-    if rows.empty:
-        return pd.DataFrame()
-    table = rows.groupby(GROUP, sort=True).agg(
-        examples=("verdict", "size"),
-        declared=("widened_from", "first"),
-        example=("widened_problem", "last"),
-    )
-    return table.reset_index()
-
-
-def error_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per op and implementation: invalid calls tried and who rejected them."""
-    if "error_verdict" not in frame:
-        return pd.DataFrame()
-    calls = frame[frame["direction"] == "invalid call"]
-    if calls.empty:
-        return pd.DataFrame()
-    table = pd.crosstab([calls["op"], calls["implementation"]], calls["error_verdict"])
-    for verdict in (
-        "both rejected",
-        "only the implementation rejected",
-        "only the reference rejected",
-        "neither rejected",
-    ):
-        if verdict not in table:
-            table[verdict] = 0
-    table.insert(0, "tried", table.sum(axis=1))
-    named = calls.groupby(["op", "implementation"])["reference_error_names_argument"]
-    table["reference error names the argument"] = named.apply(lambda v: int((v == True).sum()))  # noqa: E712
-    table["known"] = calls.groupby(["op", "implementation"])["verdict"].apply(
-        lambda v: int((v == "known").sum())
-    )
-    return table.reset_index()
-
-
-def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str]:
-    table = coverage_table(frame, catalogue)
-    return [
-        f"{op}: {region}" for op in table for region in table.index if table.at[region, op] == 0
-    ]
-
-
-def discrepancies(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One entry per failing op x implementation x dtype x direction: its minimal example."""
-    failing = frame[frame["verdict"].isin(["fail", "error"])]
-    entries = []
-    for key, rows in failing.groupby(GROUP, sort=True):
-        minimal = rows.iloc[-1]
-        entries.append(
-            {**dict(zip(GROUP, key, strict=True)), "count": len(rows), "row": minimal.to_dict()}
-        )
-    return entries
+# header.json keys that are lists, shown in sections of their own rather than in the header
+SHORTFALLS_KEY = "shortfalls"
+NOT_RUN_KEY = "not run"
+LIST_KEYS = (SHORTFALLS_KEY, NOT_RUN_KEY)
+WRAP = 100  # prose and lists are wrapped here: no line to scroll sideways through
 
 
 def _markdown(table: pd.DataFrame, **options: Any) -> str:
     return str(table.to_markdown(floatfmt=".3g", **options))
+
+
+def _wrapped(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, WRAP, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
+def group_title(entry: Mapping[str, Any]) -> str:
+    return " ".join(str(entry[k]) for k in GROUP)
+
+
+def repro_name(entry: Mapping[str, Any]) -> str:
+    """The file a failing group's repro snippet is written to, inside the report directory."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", group_title(entry).replace(" ", "-"))
+    return f"repro/{slug}.py"
+
+
+def example_text(row: Mapping[str, Any]) -> str:
+    """One line describing an example: its shapes and config."""
+    text = row.get("example")
+    return str(text) if isinstance(text, str) and text else str(row.get("example_key", ""))
+
+
+def verdict(frame: pd.DataFrame, header: Mapping[str, Any]) -> str:
+    """PASS, FAIL or PARTIAL: what the run's exit status says, in a word."""
+    shortfalls = header.get(SHORTFALLS_KEY) or []
+    if not frame.empty and (discrepancies(frame) or shortfalls):
+        return "FAIL"
+    if header.get("partial", "no") != "no":
+        return "PARTIAL"
+    return "PASS" if not frame.empty else "NOTHING RUN"
+
+
+def verdict_lines(frame: pd.DataFrame, header: Mapping[str, Any]) -> list[str]:
+    """The first screen: the verdict, the counts, and one line per failing group."""
+    word = verdict(frame, header)
+    counts = frame["verdict"].value_counts() if not frame.empty else pd.Series(dtype=int)
+    implementations = sorted(frame["implementation"].astype(str).unique()) if len(frame) else []
+    summary = (
+        f"**{word}**: {len(frame):,} examples of {frame['op'].nunique() if len(frame) else 0} "
+        f"ops through {', '.join(implementations) or 'no implementation'}: "
+        + ", ".join(
+            f"{int(counts.get(v, 0)):,} {v}"
+            for v in ("pass", "widened", "known", "unsupported", "fail", "error")
+            if counts.get(v, 0) or v == "pass"
+        )
+        + "."
+    )
+    lines = _wrapped(summary)
+    if header.get("partial", "no") != "no":
+        lines.append("")
+        lines += _wrapped(
+            f"**PARTIAL REPORT** ({header['partial']}): every example measured before the run "
+            "stopped is here; the rest were never measured."
+        )
+    found = discrepancies(frame) if not frame.empty else []
+    if found:
+        lines += ["", f"{len(found)} groups disagree with the oracle beyond their bound:", ""]
+        for entry in found:
+            row = entry["row"]
+            problem = str(row.get("problem", ""))
+            problem = problem if len(problem) <= 160 else problem[:157] + "..."
+            lines += _wrapped(
+                f"- **{group_title(entry)}**: {problem}; minimal example {example_text(row)}; "
+                f"repro `{repro_name(entry)}` (section Discrepancies)",
+                "  ",
+            )
+    shortfalls = header.get(SHORTFALLS_KEY) or []
+    if shortfalls:
+        lines += ["", "Fell short of the campaign's depth (this fails the run too):", ""]
+        lines += [f"- {line}" for line in shortfalls]
+    return lines
+
+
+def compact_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per op x implementation, a column per dtype: each cell the forward and the
+    backward outcome ('ok', 'FAIL n', 'known n', 'wide n', 'unsup n'; '-' not run)."""
+    table = results_table(frame)
+    table = table[table["direction"] != "invalid call"]
+    if table.empty:
+        return pd.DataFrame()
+
+    def outcome(group: pd.DataFrame) -> str:
+        if group.empty:
+            return "-"
+        row = group.iloc[0]
+        for column, word in (
+            ("failed", "FAIL"),
+            ("known", "known"),
+            ("widened", "wide"),
+            ("unsupported", "unsup"),
+        ):
+            if row[column]:
+                return f"{word} {int(row[column])}"
+        return "ok"
+
+    rows = []
+    for (op, name), rows_of in table.groupby(["op", "implementation"], sort=True):
+        row: dict[str, Any] = {"op": op, "implementation": name}
+        for dtype in [d for d in ("float64", "float32", "float16", "bfloat16")]:
+            of_dtype = rows_of[rows_of["dtype"] == dtype]
+            forward = outcome(of_dtype[of_dtype["direction"] == "forward"])
+            backward = outcome(of_dtype[of_dtype["direction"] == "backward"])
+            row[dtype] = "-" if forward == backward == "-" else f"{forward} / {backward}"
+        row["examples (fwd+bwd)"] = int(rows_of["examples"].sum())
+        row["worst ratio"] = rows_of["worst_bound_ratio"].max()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def coverage_lines(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str]:
+    """Per op, each region and its examples, wrapped; a region never hit in bold."""
+    table = coverage_table(frame, catalogue)
+    lines = []
+    for op in table.columns:
+        hits = [
+            f"**{region} 0**" if table.at[region, op] == 0 else f"{region} {table.at[region, op]}"
+            for region in table.index
+            if table.at[region, op] != ""
+        ]
+        lines += _wrapped(f"- **{op}**: " + " · ".join(hits), "  ")
+    return lines
 
 
 def render_summary(
@@ -173,99 +186,96 @@ def render_summary(
     baseline: list[KnownDiscrepancy] | None = None,
 ) -> str:
     catalogue = list(catalogue)
-    lines = ["# Conformance report", ""]
-    if header.get("partial", "no") != "no":
-        lines += [
-            f"**PARTIAL REPORT** ({header['partial']}): every example measured before the "
-            "run stopped is here; the rest were never measured.",
-            "",
-        ]
-    lines += [f"- **{name}**: {value}" for name, value in header.items()]
-    board = scoreboard_table(frame)
-    if not frame.empty and board["implementation"].nunique() > 1:
-        lines += ["", "## Scoreboard", ""]
-        lines += [
-            "Op x implementation: examples that passed their bound (widened included) of all "
-            "examples, then those the baseline explains (known), those the implementation "
-            "cannot express (unsupported) and those that FAILED. The long form, with the "
-            "worst bound ratio over the judged examples, follows.",
-            "",
-            _markdown(scoreboard_matrix(board)),
-            "",
-            _markdown(board, index=False),
-        ]
-    lines += ["", "## Results", ""]
-    lines += [
-        "Normalized error = |got - oracle| / (u * sum|a*b| + u_out * |oracle|), the worst "
-        "element of each example; p50 / p99 / max are over examples. The proven bound is "
-        "about n (terms per sum); bound ratio <= 1 passes.",
-        "",
-    ]
+    word = verdict(frame, header)
+    lines = [f"# Conformance report: {word}", ""]
+    lines += verdict_lines(frame, header)
+    lines += ["", "## Run", ""]
+    lines += [f"- **{name}**: {value}" for name, value in header.items() if name not in LIST_KEYS]
+    lines += [""]
     if frame.empty:
         lines += ["No examples were recorded.", ""]
         return "\n".join(lines)
-    lines += [_markdown(results_table(frame), index=False), ""]
-    lines += ["## Coverage", "", "Examples that hit each region of the parameter space.", ""]
-    lines += [_markdown(coverage_table(frame, catalogue)), ""]
-    missed = missed_regions(frame, catalogue)
-    lines += [f"Regions never hit: {', '.join(missed) if missed else 'none'}.", ""]
+    board = scoreboard_table(frame)
+    if board["implementation"].nunique() > 1:
+        lines += ["## Scoreboard", ""]
+        lines += _wrapped(
+            "Op x implementation: examples that passed their bound (widened included) of all "
+            "examples, then those the baseline explains (known), those the implementation "
+            "cannot express (unsupported) and those that FAILED. The long form, with the "
+            "worst bound ratio over the judged examples, follows."
+        )
+        long_form = board.rename(columns={"examples": "n", **SHORT_COLUMNS})
+        lines += ["", _markdown(scoreboard_matrix(board)), "", _markdown(long_form, index=False)]
+        lines += [""]
+    lines += ["## Results", ""]
+    lines += _wrapped(
+        "Per op and implementation, forward / backward in each dtype: ok (every example within "
+        "its bound), FAIL n, known n (explained by the baseline), wide n (within the tested "
+        "dtype's own precision only, see Accumulation precision), unsup n (not expressible by "
+        "the implementation), - (not run). Worst ratio: the largest error / bound over the "
+        "judged examples (<= 1 passes)."
+    )
+    lines += ["", _markdown(compact_results(frame), index=False), ""]
+    not_run = header.get(NOT_RUN_KEY) or []
+    lines += ["## Not run", ""]
+    if not_run:
+        lines += [*_wrapped("Groups skipped as a whole, with the reason:"), ""]
+        for line in not_run:
+            lines += _wrapped(f"- {line}", "  ")
+        lines += [""]
+    else:
+        lines += ["Every selected group ran.", ""]
+    lines += ["## Coverage", ""]
+    lines += _wrapped(
+        "Examples that hit each region of each op's parameter space (bold: never hit)."
+    )
+    lines += ["", *coverage_lines(frame, catalogue), ""]
     widened = widened_table(frame)
     lines += ["## Accumulation precision", ""]
     if widened.empty:
         lines += ["Every example held the accumulation precision its implementation declares.", ""]
     else:
-        lines += [
+        lines += _wrapped(
             "Findings: examples that failed the bound of the accumulation dtype the "
             "implementation declares, but pass it computed in the tested dtype itself "
-            "(intermediates rounded to it). Not failures; not what was declared either.",
-            "",
-            _markdown(widened, index=False),
-            "",
-        ]
+            "(intermediates rounded to it). Not failures; not what was declared either."
+        )
+        lines += ["", _markdown(widened.drop(columns="example"), index=False), ""]
     errors = error_table(frame)
     lines += ["## Error conformance", ""]
     if errors.empty:
         lines += ["No invalid calls were tried.", ""]
     else:
-        lines += [
-            "Invalid calls (a valid example broken by one rule): both must reject. Only the "
-            "implementation rejected = the reference is too permissive; only the reference = "
-            "too strict; neither = the rule binds neither (not a failure). known = explained "
-            "by the baseline.",
-            "",
-            _markdown(errors, index=False),
-            "",
-        ]
-    throughput = throughput_table(frame)
-    if not throughput.empty:
-        lines += ["## Throughput", "", "Slowest ops first.", ""]
-        lines += [_markdown(throughput, index=False), ""]
+        lines += _wrapped(
+            "Invalid calls (a valid example broken by one rule): both must reject. 'only impl' = "
+            "only the implementation rejected it; 'only ref' = only the reference did; "
+            "'neither' = the rule binds neither (not a failure); 'unsupported' = the "
+            "implementation cannot express the call; 'names arg' = the reference's error "
+            "names the argument; known = explained by the baseline."
+        )
+        lines += ["", _markdown(errors, index=False), ""]
     known = known_table(frame, baseline or [])
     lines += ["## Known discrepancies (reports/baseline.csv)", ""]
     versions = {k: str(v) for k, v in header.items() if isinstance(v, str)}
     not_confirmed = unconfirmed(frame, baseline or [], versions)
     if not_confirmed:
-        lines += [
+        lines += _wrapped(
             "Entries confirmed with another version than this run's, which this run did not "
-            "confirm (no disagreement in their region):",
-            "",
-            *[f"- {line}" for line in not_confirmed],
-            "",
-        ]
+            "confirm (no disagreement in their region):"
+        )
+        lines += ["", *[f"- {line}" for line in not_confirmed], ""]
     if known.empty:
         lines += ["None applies to this run.", ""]
     else:
-        lines += [
+        lines += _wrapped(
             "Disagreements the baseline explains (examples hitting the region that disagreed); "
-            "a stale entry's region was hit without any disagreement.",
-            "",
-            _markdown(known.drop(columns="reason"), index=False),
-            "",
-        ]
-        lines += [
-            f"- **{row.op} {row.direction}, {row.region}**: {row.reason}"
-            for row in known.itertuples()
-        ]
+            "a stale entry's region was hit without any disagreement."
+        )
+        lines += ["", _markdown(known.drop(columns="reason"), index=False), ""]
+        for row in known.to_dict("records"):
+            lines += _wrapped(
+                f"- **{row['op']} {row['direction']}, {row['region']}**: {row['reason']}", "  "
+            )
         lines += [""]
     found = discrepancies(frame)
     lines += ["## Discrepancies", ""]
@@ -273,17 +283,48 @@ def render_summary(
         lines += ["None.", ""]
     for entry in found:
         row = entry["row"]
-        title = " ".join(str(entry[k]) for k in GROUP)
-        lines += [
-            f"### {title}",
-            "",
-            f"{entry['count']} failing examples, Hypothesis's shrinking runs included.",
-            "",
-        ]
-        lines += [f"Minimal example: `{row['example_key']}`", "", f"Problem: {row['problem']}", ""]
+        lines += [f"### {group_title(entry)}", ""]
+        lines += _wrapped(
+            f"{entry['count']} failing examples (Hypothesis's shrinking replays included); a "
+            "failing group stops generating at its first failure and shrinks it, so its "
+            "example count is not a thin group."
+        )
+        lines += [""]
+        lines += _wrapped(f"Minimal example: {example_text(row)}")
+        lines += ["", *_wrapped(f"Problem: {row['problem']}"), ""]
         if isinstance(row.get("repro"), str):
-            lines += ["```python", row["repro"].rstrip(), "```", ""]
+            lines += _wrapped(
+                f"Repro: `{repro_name(entry)}` in the report directory (NumPy and the "
+                "implementation only; run it with python where the implementation imports) "
+                "prints each output's error against its bound."
+            )
+            lines += [""]
+    throughput = throughput_table(frame)
+    if not throughput.empty:
+        lines += ["## Throughput", "", "Slowest ops first.", ""]
+        lines += [_markdown(throughput, index=False), ""]
+    lines += ["## Results in full", ""]
+    lines += _wrapped(
+        "Per op x implementation x dtype x direction. Normalized error = |got - oracle| / "
+        "(u * sum|a*b| + u_out * |oracle|), the worst element of each example; p50 / p99 / max "
+        "over the judged examples (known and unsupported ones are counted, not included). The "
+        "proven bound is about n (terms per sum); bound ratio <= 1 passes."
+    )
+    full = results_table(frame).rename(columns=SHORT_COLUMNS)
+    lines += ["", _markdown(full, index=False), ""]
     return "\n".join(lines)
+
+
+SHORT_COLUMNS = {
+    "implementation": "impl",
+    "direction": "dir",
+    "examples": "n",
+    "passed": "pass",
+    "widened": "wide",
+    "unsupported": "unsup",
+    "failed": "fail",
+    "worst_bound_ratio": "worst ratio",
+}
 
 
 def write_report(
@@ -303,5 +344,8 @@ def write_report(
     atomic_write(directory / "results.csv", frame.to_csv(index=False))
     atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
     summary = render_summary(frame, header, catalogue, baseline)
+    for entry in discrepancies(frame):
+        if isinstance(entry["row"].get("repro"), str):
+            atomic_write(directory / repro_name(entry), entry["row"]["repro"])
     atomic_write(directory / "summary.md", summary)
     atomic_write(directory / "report.html", render_html(frame, header, catalogue, baseline))
