@@ -2,8 +2,9 @@
 
 Both the implementation under test and the reference are called with it. Both must reject
 it; the reference with a ValueError or TypeError whose message names the argument. A row
-says which rejected: both, only the implementation (the reference is too permissive), only
-the reference (too strict), or neither (the rule is not a rule of either).
+says which rejected: both, only the implementation, only the reference, or neither (the rule
+is not a rule of either). A one-sided rejection is a disagreement; which side is right is
+decided by a brute-force case and the documentation, never presumed.
 """
 
 from __future__ import annotations
@@ -247,9 +248,14 @@ def judge(row: Mapping[str, Any]) -> tuple[str, str]:
     if verdict == "unsupported by the implementation":
         return "unsupported", row["implementation_error"]
     if verdict == "only the implementation rejected":
-        return "fail", f"the reference accepts it (too permissive): {row['implementation_error']}"
+        return "fail", (
+            f"the implementation rejects it ({row['implementation_error']}); the reference "
+            "accepts it"
+        )
     if verdict == "only the reference rejected":
-        return "fail", f"the reference rejects it (too strict): {row['reference_error']}"
+        return "fail", (
+            f"the implementation accepts it; the reference rejects it ({row['reference_error']})"
+        )
     if verdict == "both rejected" and not row["reference_error_names_argument"]:
         return "fail", f"unclear reference error: {row['reference_error']}"
     return "pass", ""

@@ -83,7 +83,14 @@ def module_lines(
     dtype: str = "float64",
 ) -> list[str]:
     """Compute ``got`` by calling a user's implementation, importable as module[:attribute]."""
-    lines = ["import importlib", "", f"impl = importlib.import_module({module!r})"]
+    lines = [
+        "import importlib",
+        "import os",
+        "import sys",
+        "",
+        "sys.path.insert(0, os.getcwd())  # run this where the implementation imports",
+        f"impl = importlib.import_module({module!r})",
+    ]
     if dtype == "bfloat16":
         lines += ["import ml_dtypes", ""]
         lines += [

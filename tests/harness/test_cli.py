@@ -111,9 +111,14 @@ def test_wrong_implementation_fails_the_gate_and_diff_names_it(
     done = conformance(*common, f"--out={wrong_run}", "--impl=tests.harness.wrong_padding")
     assert done.returncode == 1, done.stdout + done.stderr
     summary = (wrong_run / "summary.md").read_text()
-    snippet = summary.split("```python\n", 1)[1].split("```", 1)[0]
+    # the verdict's line for the group names the snippet's file
+    script = re.search(r"repro `(repro/[^`]+\.py)`", summary).group(1)
     replay = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, str(wrong_run / script)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     assert float(re.search(r"worst error / bound: (\S+)", replay.stdout).group(1)) > 1
     # diff sees the implementations' groups as different groups: compare torch with a copy
@@ -124,8 +129,10 @@ def test_wrong_implementation_fails_the_gate_and_diff_names_it(
     frame.to_parquet(relabelled)
     compared = conformance("diff", str(torch_run), str(relabelled))
     assert compared.returncode == 1, compared.stderr
-    new = compared.stdout.split("## New discrepancies (1)", 1)[1].split("##", 1)[0]
-    assert "conv2d torch float64 forward" in new
+    # the fixture's forward, and its invalid calls (it runs 'same' with stride 2, which
+    # torch refuses), now that a --dtypes filter keeps the invalid calls
+    new = compared.stdout.split("## New discrepancies (2)", 1)[1].split("##", 1)[0]
+    assert "conv2d torch float64 forward" in new and "conv2d torch float64 invalid call" in new
     unchanged = conformance("diff", str(torch_run), str(torch_run))
     assert unchanged.returncode == 0 and "## New discrepancies (0)" in unchanged.stdout
 
