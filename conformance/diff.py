@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from conformance.report import GROUP, discrepancies, results_table
+from conformance.results import GROUP
+from conformance.tables import discrepancies, results_table
 
 
 @dataclass(frozen=True)

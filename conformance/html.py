@@ -29,9 +29,10 @@ from conformance.tables import (
     throughput_table,
     widened_table,
 )
+from conformance.verdict import verdict, verdict_lines
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 80em; }
+body { font-family: sans-serif; margin: 2em; max-width: 1300px; }
 table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #eee; }
@@ -41,6 +42,15 @@ td.pass { background: #d9f2d9; }
 td.known { background: #fff1c2; }
 td.FAIL { background: #f7c6c6; font-weight: bold; }
 td.unsupported, td.partly-unsupported { background: #e4e4e4; color: #555; }
+tr.pass td { background: #eef9ee; }
+tr.known td { background: #fff6d6; }
+tr.FAIL td { background: #f7c6c6; font-weight: bold; }
+tr.unsupported td { background: #eee; color: #555; }
+img { max-width: 100%; height: auto; }
+table.coverage td { text-align: left; }
+.chip { display: inline-block; margin: 0.1em; padding: 0.05em 0.4em; background: #e8eef8;
+        border-radius: 0.6em; white-space: nowrap; }
+.chip.never { background: #f7c6c6; font-weight: bold; }
 """
 
 
@@ -77,48 +87,102 @@ def _png(figure: Any) -> str:
 
 
 def error_plot(frame: pd.DataFrame) -> str:
-    """Normalized error per op (rows) and dtype (colours): one dot per example, log scale;
-    zero errors are drawn at the left edge."""
-    measured = frame[np.isfinite(frame["normalized_error"].astype(float))]
-    if measured.empty:
-        return "<p>No finite errors to plot.</p>"
-    ops = sorted(measured["op"].unique())
-    dtypes = sorted(measured["dtype"].unique())
-    positive = measured["normalized_error"][measured["normalized_error"] > 0]
-    floor = float(positive.min()) / 2 if not positive.empty else 1e-3
-    figure, axes = plt.subplots(figsize=(9, 0.32 * len(ops) + 1.2))
+    """Each example's error / bound, per op (rows), log scale, with the bound (1) drawn.
+
+    Passing examples are coloured by dtype; those the baseline excuses (known) are grey
+    crosses; failures are red, those with an infinite ratio (a wrong NaN, a wrong shape, an
+    exception) drawn at the right edge as red triangles. Exact ops' zero ratios sit at the
+    left edge."""
+    verdicts = frame["verdict"].astype(str)
+    ratios = frame["bound_ratio"].astype(float)
+    shown = frame[verdicts.isin(["pass", "widened", "known", "fail", "error"]) & ~ratios.isna()]
+    if shown.empty:
+        return "<p>No measured examples to plot.</p>"
+    ops = sorted(shown["op"].unique())
+    row_of = {op: i for i, op in enumerate(ops)}
+    ratio = shown["bound_ratio"].astype(float).to_numpy()
+    finite_positive = ratio[np.isfinite(ratio) & (ratio > 0)]
+    floor = float(finite_positive.min()) / 3 if finite_positive.size else 1e-6
+    ceiling = max(float(finite_positive.max()) * 3 if finite_positive.size else 10.0, 10.0)
+    figure, axes = plt.subplots(figsize=(10, 0.3 * len(ops) + 1.5))
     rng = np.random.default_rng(0)  # vertical jitter only, so dots do not hide each other
-    for offset, dtype in enumerate(dtypes):
-        rows = measured[measured["dtype"] == dtype]
-        y = rows["op"].map({op: i for i, op in enumerate(ops)}).to_numpy(float)
-        y += (offset - (len(dtypes) - 1) / 2) * 0.18 + rng.uniform(-0.05, 0.05, len(rows))
-        x = np.maximum(rows["normalized_error"].to_numpy(float), floor)
-        axes.scatter(x, y, s=4, alpha=0.4, label=dtype)
+    dtypes = sorted(shown["dtype"].unique())
+
+    def place(rows: pd.DataFrame, offset: float) -> tuple[np.ndarray, np.ndarray]:
+        y = rows["op"].map(row_of).to_numpy(float) + offset + rng.uniform(-0.06, 0.06, len(rows))
+        x = rows["bound_ratio"].astype(float).to_numpy()
+        x = np.where(np.isinf(x), ceiling, np.clip(x, floor, ceiling))
+        return x, y
+
+    verdict = shown["verdict"].astype(str)
+    for index, dtype in enumerate(dtypes):
+        rows = shown[verdict.isin(["pass", "widened"]) & (shown["dtype"] == dtype)]
+        if len(rows):
+            x, y = place(rows, (index - (len(dtypes) - 1) / 2) * 0.15)
+            axes.scatter(x, y, s=5, alpha=0.45, label=f"{dtype} (passed)")
+    known = shown[verdict == "known"]
+    if len(known):
+        x, y = place(known, 0.0)
+        axes.scatter(x, y, s=14, marker="x", color="0.55", label="known (baseline)")
+    failed = shown[verdict.isin(["fail", "error"])]
+    if len(failed):
+        x, y = place(failed, 0.0)
+        infinite = x >= ceiling
+        axes.scatter(x[~infinite], y[~infinite], s=22, color="red", label="FAILED")
+        axes.scatter(x[infinite], y[infinite], s=30, marker=">", color="red", label="FAILED (inf)")
+    axes.axvline(1.0, color="black", linestyle="--", linewidth=1, label="bound (ratio 1)")
     axes.set_xscale("log")
+    axes.set_xlim(floor / 1.5, ceiling * 1.5)
     axes.set_yticks(range(len(ops)), ops)
     axes.invert_yaxis()
-    axes.set_xlabel("normalized error (units of u * sum|a*b|)")
-    axes.legend(loc="lower right", markerscale=3, fontsize="small")
+    axes.set_xlabel("error / bound per example (worst element); > 1 fails")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=2, fontsize="small")
     return _png(figure)
 
 
-def coverage_plot(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> str:
-    """Heat map of the coverage table: examples per region (rows) and op (columns)."""
+def coverage_html(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> str:
+    """Per op, its regions and their example counts, wrapping within the page; a region
+    never hit in red."""
     table = coverage_table(frame, catalogue)
     if table.empty:
-        return "<p>No coverage to plot.</p>"
-    counts = table.replace("", np.nan).astype(float)
-    figure, axes = plt.subplots(
-        figsize=(0.35 * len(counts.columns) + 3, 0.25 * len(counts.index) + 2)
-    )
-    shown = np.log10(counts.to_numpy() + 1)
-    image = axes.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap="viridis")
-    never = np.argwhere(counts.to_numpy() == 0)
-    axes.scatter(never[:, 1], never[:, 0], marker="x", color="red", s=20, label="never hit")
-    axes.set_xticks(range(len(counts.columns)), counts.columns, rotation=90, fontsize=7)
-    axes.set_yticks(range(len(counts.index)), counts.index, fontsize=7)
-    figure.colorbar(image, label="log10(examples + 1)")
-    return _png(figure)
+        return "<p>None.</p>"
+    rows = ["<table class='coverage'><tr><th>op</th><th>regions (examples)</th></tr>"]
+    for op in table.columns:
+        chips = []
+        for region in table.index:
+            count = table.at[region, op]
+            if count == "":
+                continue
+            never = " never" if count == 0 else ""
+            chips.append(f"<span class='chip{never}'>{html.escape(str(region))}: {count}</span>")
+        rows.append(f"<tr><th>{html.escape(str(op))}</th><td>{' '.join(chips)}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def status_table(table: pd.DataFrame) -> str:
+    """A results table whose rows are coloured by their worst verdict."""
+    if table.empty:
+        return "<p>None.</p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = [f"<table><tr>{head}</tr>"]
+    for record in table.to_dict("records"):
+        status = (
+            "FAIL"
+            if record.get("failed", 0)
+            else "known"
+            if record.get("known", 0)
+            else "unsupported"
+            if record.get("unsupported", 0) == record.get("examples", -1)
+            else "pass"
+        )
+        cells = "".join(
+            f"<td>{v:.3g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+            for v in record.values()
+        )
+        rows.append(f"<tr class='{status}'>{cells}</tr>")
+    rows.append("</table>")
+    return "".join(rows)
 
 
 def _table(table: pd.DataFrame) -> str:
@@ -136,7 +200,19 @@ def render_html(
     catalogue = list(catalogue)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Conformance report</title>",
-        f"<style>{STYLE}</style></head><body><h1>Conformance report</h1>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Conformance report: {html.escape(verdict(frame, header))}</h1>",
+    ]
+    paragraphs: list[list[str]] = [[]]
+    for line in verdict_lines(frame, header):  # wrapped for markdown: rejoin each paragraph
+        if not line.strip() or line.startswith("- "):
+            paragraphs.append([])
+        if line.strip():
+            paragraphs[-1].append(line.strip().removeprefix("- "))
+    parts += [
+        f"<p class='verdict'>{html.escape(' '.join(words)).replace('**', '')}</p>"
+        for words in paragraphs
+        if words
     ]
     if header.get("partial", "no") != "no":
         parts.append(
@@ -144,17 +220,17 @@ def render_html(
         )
     parts.append("<ul>")
     parts += [
-        f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in header.items()
+        f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+        for k, v in header.items()
+        if k not in ("shortfalls", "not run")
     ]
     parts.append("</ul>")
     if frame.empty:
         return "".join([*parts, "<p>No examples were recorded.</p></body></html>"])
     parts += ["<h2>Scoreboard</h2>", scoreboard_html(frame)]
-    parts += ["<h2>Results</h2>", _table(results_table(frame))]
-    parts += ["<h2>Normalized error per op and dtype</h2>", error_plot(frame)]
-    parts += ["<h2>Coverage</h2>", coverage_plot(frame, catalogue)]
-    coverage = coverage_table(frame, catalogue)
-    parts.append(str(coverage.to_html(border=0)))
+    parts += ["<h2>Results</h2>", status_table(results_table(frame))]
+    parts += ["<h2>Error against the bound, per example</h2>", error_plot(frame)]
+    parts += ["<h2>Coverage</h2>", coverage_html(frame, catalogue)]
     parts += ["<h2>Accumulation precision (widened bounds)</h2>", _table(widened_table(frame))]
     parts += ["<h2>Error conformance (invalid calls)</h2>", _table(error_table(frame))]
     parts += ["<h2>Throughput</h2>", _table(throughput_table(frame))]

@@ -29,17 +29,17 @@ from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
 from conformance.implementations import BUILT_IN, load_implementation
 from conformance.recorder import Recorder
-from conformance.report import (
+from conformance.report import write_report
+from conformance.results import Spool, frame_from_spools, remove_spools
+from conformance.tables import discrepancies, missed_regions, results_table
+from conformance.verdict import (
     NOT_RUN_KEY,
     SHORTFALLS_KEY,
     example_text,
     group_title,
     repro_name,
     verdict,
-    write_report,
 )
-from conformance.results import Spool, frame_from_spools, remove_spools
-from conformance.tables import discrepancies, missed_regions, results_table
 
 RECORDER = pytest.StashKey[Recorder]()
 SHORTFALLS = pytest.StashKey[list[str]]()
@@ -421,7 +421,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if progress is None or report.when != "teardown":
         return
     progress["done"] += 1
-    progress["examples"] += sum(v for k, v in report.user_properties if k == EXAMPLES_PROPERTY)
+    progress["examples"] += sum(
+        int(v)  # type: ignore[call-overload]
+        for k, v in report.user_properties
+        if k == EXAMPLES_PROPERTY
+    )
     _show_progress(config, progress)
 
 
@@ -483,4 +487,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def _partial_text(config: pytest.Config) -> str:
-    return "; ".join(config.stash.get(LOST_WORKERS, [])) or "no"
+    lost: list[str] = config.stash[LOST_WORKERS] if LOST_WORKERS in config.stash else []
+    return "; ".join(lost) or "no"

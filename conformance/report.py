@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import tempfile
-import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table, unconfirmed
-from conformance.results import GROUP, parquet_ready
+from conformance.results import parquet_ready
 from conformance.scoreboard import scoreboard_matrix, scoreboard_table
 from conformance.spec import OpSpec
 from conformance.tables import (
@@ -30,6 +28,16 @@ from conformance.tables import (
     results_table,
     throughput_table,
     widened_table,
+)
+from conformance.verdict import (
+    LIST_KEYS,
+    NOT_RUN_KEY,
+    example_text,
+    group_title,
+    repro_name,
+    verdict,
+    verdict_lines,
+    wrapped,
 )
 
 
@@ -47,86 +55,8 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         raise
 
 
-# header.json keys that are lists, shown in sections of their own rather than in the header
-SHORTFALLS_KEY = "shortfalls"
-NOT_RUN_KEY = "not run"
-LIST_KEYS = (SHORTFALLS_KEY, NOT_RUN_KEY)
-WRAP = 100  # prose and lists are wrapped here: no line to scroll sideways through
-
-
 def _markdown(table: pd.DataFrame, **options: Any) -> str:
     return str(table.to_markdown(floatfmt=".3g", **options))
-
-
-def _wrapped(text: str, indent: str = "") -> list[str]:
-    return textwrap.wrap(text, WRAP, subsequent_indent=indent, break_on_hyphens=False) or [""]
-
-
-def group_title(entry: Mapping[str, Any]) -> str:
-    return " ".join(str(entry[k]) for k in GROUP)
-
-
-def repro_name(entry: Mapping[str, Any]) -> str:
-    """The file a failing group's repro snippet is written to, inside the report directory."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", group_title(entry).replace(" ", "-"))
-    return f"repro/{slug}.py"
-
-
-def example_text(row: Mapping[str, Any]) -> str:
-    """One line describing an example: its shapes and config."""
-    text = row.get("example")
-    return str(text) if isinstance(text, str) and text else str(row.get("example_key", ""))
-
-
-def verdict(frame: pd.DataFrame, header: Mapping[str, Any]) -> str:
-    """PASS, FAIL or PARTIAL: what the run's exit status says, in a word."""
-    shortfalls = header.get(SHORTFALLS_KEY) or []
-    if not frame.empty and (discrepancies(frame) or shortfalls):
-        return "FAIL"
-    if header.get("partial", "no") != "no":
-        return "PARTIAL"
-    return "PASS" if not frame.empty else "NOTHING RUN"
-
-
-def verdict_lines(frame: pd.DataFrame, header: Mapping[str, Any]) -> list[str]:
-    """The first screen: the verdict, the counts, and one line per failing group."""
-    word = verdict(frame, header)
-    counts = frame["verdict"].value_counts() if not frame.empty else pd.Series(dtype=int)
-    implementations = sorted(frame["implementation"].astype(str).unique()) if len(frame) else []
-    summary = (
-        f"**{word}**: {len(frame):,} examples of {frame['op'].nunique() if len(frame) else 0} "
-        f"ops through {', '.join(implementations) or 'no implementation'}: "
-        + ", ".join(
-            f"{int(counts.get(v, 0)):,} {v}"
-            for v in ("pass", "widened", "known", "unsupported", "fail", "error")
-            if counts.get(v, 0) or v == "pass"
-        )
-        + "."
-    )
-    lines = _wrapped(summary)
-    if header.get("partial", "no") != "no":
-        lines.append("")
-        lines += _wrapped(
-            f"**PARTIAL REPORT** ({header['partial']}): every example measured before the run "
-            "stopped is here; the rest were never measured."
-        )
-    found = discrepancies(frame) if not frame.empty else []
-    if found:
-        lines += ["", f"{len(found)} groups disagree with the oracle beyond their bound:", ""]
-        for entry in found:
-            row = entry["row"]
-            problem = str(row.get("problem", ""))
-            problem = problem if len(problem) <= 160 else problem[:157] + "..."
-            lines += _wrapped(
-                f"- **{group_title(entry)}**: {problem}; minimal example {example_text(row)}; "
-                f"repro `{repro_name(entry)}` (section Discrepancies)",
-                "  ",
-            )
-    shortfalls = header.get(SHORTFALLS_KEY) or []
-    if shortfalls:
-        lines += ["", "Fell short of the campaign's depth (this fails the run too):", ""]
-        lines += [f"- {line}" for line in shortfalls]
-    return lines
 
 
 def compact_results(frame: pd.DataFrame) -> pd.DataFrame:
@@ -175,7 +105,7 @@ def coverage_lines(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str
             for region in table.index
             if table.at[region, op] != ""
         ]
-        lines += _wrapped(f"- **{op}**: " + " · ".join(hits), "  ")
+        lines += wrapped(f"- **{op}**: " + " · ".join(hits), "  ")
     return lines
 
 
@@ -198,7 +128,7 @@ def render_summary(
     board = scoreboard_table(frame)
     if board["implementation"].nunique() > 1:
         lines += ["## Scoreboard", ""]
-        lines += _wrapped(
+        lines += wrapped(
             "Op x implementation: examples that passed their bound (widened included) of all "
             "examples, then those the baseline explains (known), those the implementation "
             "cannot express (unsupported) and those that FAILED. The long form, with the "
@@ -208,7 +138,7 @@ def render_summary(
         lines += ["", _markdown(scoreboard_matrix(board)), "", _markdown(long_form, index=False)]
         lines += [""]
     lines += ["## Results", ""]
-    lines += _wrapped(
+    lines += wrapped(
         "Per op and implementation, forward / backward in each dtype: ok (every example within "
         "its bound), FAIL n, known n (explained by the baseline), wide n (within the tested "
         "dtype's own precision only, see Accumulation precision), unsup n (not expressible by "
@@ -219,14 +149,14 @@ def render_summary(
     not_run = header.get(NOT_RUN_KEY) or []
     lines += ["## Not run", ""]
     if not_run:
-        lines += [*_wrapped("Groups skipped as a whole, with the reason:"), ""]
+        lines += [*wrapped("Groups skipped as a whole, with the reason:"), ""]
         for line in not_run:
-            lines += _wrapped(f"- {line}", "  ")
+            lines += wrapped(f"- {line}", "  ")
         lines += [""]
     else:
         lines += ["Every selected group ran.", ""]
     lines += ["## Coverage", ""]
-    lines += _wrapped(
+    lines += wrapped(
         "Examples that hit each region of each op's parameter space (bold: never hit)."
     )
     lines += ["", *coverage_lines(frame, catalogue), ""]
@@ -235,7 +165,7 @@ def render_summary(
     if widened.empty:
         lines += ["Every example held the accumulation precision its implementation declares.", ""]
     else:
-        lines += _wrapped(
+        lines += wrapped(
             "Findings: examples that failed the bound of the accumulation dtype the "
             "implementation declares, but pass it computed in the tested dtype itself "
             "(intermediates rounded to it). Not failures; not what was declared either."
@@ -246,7 +176,7 @@ def render_summary(
     if errors.empty:
         lines += ["No invalid calls were tried.", ""]
     else:
-        lines += _wrapped(
+        lines += wrapped(
             "Invalid calls (a valid example broken by one rule): both must reject. 'only impl' = "
             "only the implementation rejected it; 'only ref' = only the reference did; "
             "'neither' = the rule binds neither (not a failure); 'unsupported' = the "
@@ -259,7 +189,7 @@ def render_summary(
     versions = {k: str(v) for k, v in header.items() if isinstance(v, str)}
     not_confirmed = unconfirmed(frame, baseline or [], versions)
     if not_confirmed:
-        lines += _wrapped(
+        lines += wrapped(
             "Entries confirmed with another version than this run's, which this run did not "
             "confirm (no disagreement in their region):"
         )
@@ -267,13 +197,13 @@ def render_summary(
     if known.empty:
         lines += ["None applies to this run.", ""]
     else:
-        lines += _wrapped(
+        lines += wrapped(
             "Disagreements the baseline explains (examples hitting the region that disagreed); "
             "a stale entry's region was hit without any disagreement."
         )
         lines += ["", _markdown(known.drop(columns="reason"), index=False), ""]
         for row in known.to_dict("records"):
-            lines += _wrapped(
+            lines += wrapped(
                 f"- **{row['op']} {row['direction']}, {row['region']}**: {row['reason']}", "  "
             )
         lines += [""]
@@ -284,16 +214,16 @@ def render_summary(
     for entry in found:
         row = entry["row"]
         lines += [f"### {group_title(entry)}", ""]
-        lines += _wrapped(
+        lines += wrapped(
             f"{entry['count']} failing examples (Hypothesis's shrinking replays included); a "
             "failing group stops generating at its first failure and shrinks it, so its "
             "example count is not a thin group."
         )
         lines += [""]
-        lines += _wrapped(f"Minimal example: {example_text(row)}")
-        lines += ["", *_wrapped(f"Problem: {row['problem']}"), ""]
+        lines += wrapped(f"Minimal example: {example_text(row)}")
+        lines += ["", *wrapped(f"Problem: {row['problem']}"), ""]
         if isinstance(row.get("repro"), str):
-            lines += _wrapped(
+            lines += wrapped(
                 f"Repro: `{repro_name(entry)}` in the report directory (NumPy and the "
                 "implementation only; run it with python where the implementation imports) "
                 "prints each output's error against its bound."
@@ -304,7 +234,7 @@ def render_summary(
         lines += ["## Throughput", "", "Slowest ops first.", ""]
         lines += [_markdown(throughput, index=False), ""]
     lines += ["## Results in full", ""]
-    lines += _wrapped(
+    lines += wrapped(
         "Per op x implementation x dtype x direction. Normalized error = |got - oracle| / "
         "(u * sum|a*b| + u_out * |oracle|), the worst element of each example; p50 / p99 / max "
         "over the judged examples (known and unsupported ones are counted, not included). The "
