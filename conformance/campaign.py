@@ -20,7 +20,7 @@ from conformance.baseline import KnownDiscrepancy, explain
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
 from conformance.implementations import implements, supports
-from conformance.invalid import check_invalid, invalid_calls, judge
+from conformance.invalid import check_invalid, invalid_call_dtype, invalid_calls, judge
 from conformance.recorder import Recorder
 
 CASES = [
@@ -82,8 +82,11 @@ def test_invalid_call(
     the reference with a ValueError or TypeError naming the argument."""
     if not implements(implementation, spec.name):
         pytest.skip(f"the implementation under test has no {spec.name}")
+    dtype = invalid_call_dtype(spec, implementation)
+    if dtype is None:
+        pytest.skip(f"the implementation under test runs {spec.name} in none of its dtypes")
     example, rule = data.draw(invalid_calls(spec), label="invalid call")
-    row = check_invalid(spec, implementation, example, rule)
+    row = check_invalid(spec, implementation, example, rule, dtype)
     row["regions"] = rule.name  # a baseline entry names the rule as its region
     verdict, problem = judge(row)
     known = explain(conformance_baseline, row) if verdict == "fail" else None

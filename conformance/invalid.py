@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.dtypes import numpy_dtype
 from conformance.example import Example
 from conformance.implementations import Unsupported
 from conformance.spec import OpSpec
@@ -159,8 +160,9 @@ RULES = (
          lambda s, e: "bias" in s.array_args and (_is_conv(s) or _transposed(s)
                                                    or s.name == "patch_embedding"),
          _bias_length),
-    Rule("output_size 0", "output_size", lambda s, e: s.name.startswith("adaptive"),
-         _set_first("output_size", 0)),
+    # output_size 0 is valid (torch and the reference both return an empty tensor)
+    Rule("negative output_size", "output_size", lambda s, e: s.name.startswith("adaptive"),
+         _set_first("output_size", -1)),
     Rule("running_mean of the wrong length", "running_mean", _batch_norm_stats,
          _running_mean_length),
     Rule("negative eps", "eps", lambda s, e: "eps" in e.config, _set_first("eps", -1.0)),
@@ -207,12 +209,23 @@ VERDICTS = {
 }
 
 
+def invalid_call_dtype(spec: OpSpec, implementation: Any) -> str | None:
+    """The dtype an invalid call is made in: the first of the op's dtypes (float64 first)
+    that the implementation runs; None when it runs none (the call is then not made)."""
+    from conformance.implementations import supports
+
+    return next((d for d in spec.dtypes if supports(implementation, spec.name, d)), None)
+
+
 def check_invalid(
-    spec: OpSpec, implementation: Any, example: Example, rule: Rule
+    spec: OpSpec, implementation: Any, example: Example, rule: Rule, dtype: str = "float64"
 ) -> dict[str, Any]:
-    """Call both with the broken example; the row that says who rejected it and how."""
+    """Call both with the broken example; the row that says who rejected it and how. The
+    implementation gets the arrays in ``dtype`` (one it runs), the reference in float64."""
     arrays, config = broken(rule, example)
-    theirs = _outcome(lambda: getattr(implementation, spec.name)(*arrays.values(), **config))
+    stored = numpy_dtype(dtype)
+    theirs_arrays = [None if a is None else a.astype(stored) for a in arrays.values()]
+    theirs = _outcome(lambda: getattr(implementation, spec.name)(*theirs_arrays, **config))
     ours = _outcome(lambda: spec.reference(*arrays.values(), **config))
     clean = isinstance(ours, (ValueError, TypeError))
     named = clean and any(name in str(ours) for name in (rule.argument, *rule.also))
@@ -222,7 +235,7 @@ def check_invalid(
     return {
         "op": spec.name,
         "implementation": implementation.name,
-        "dtype": "float64",
+        "dtype": dtype,
         "direction": "invalid call",
         "rule": rule.name,
         "argument": rule.argument,

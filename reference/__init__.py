@@ -46,6 +46,15 @@ from reference.conv_transpose import (
 )
 from reference.fold import fold, fold_backward, unfold, unfold_backward
 from reference.gradcheck import check_gradients, numerical_gradient
+from reference.layers import (
+    BatchNorm,
+    Conv,
+    ConvTranspose,
+    Linear,
+    Pool,
+    Residual,
+    Sequential,
+)
 from reference.normalization import (
     batch_norm,
     batch_norm_backward,
@@ -72,6 +81,7 @@ from reference.pool import (
     max_pool3d,
     max_pool3d_backward,
 )
+from reference.receptive_field import Field, receptive_field
 from reference.shapes import (
     conv_output_size,
     conv_transpose_output_size,
@@ -80,6 +90,14 @@ from reference.shapes import (
 )
 
 __all__ = [
+    "BatchNorm",
+    "Conv",
+    "ConvTranspose",
+    "Field",
+    "Linear",
+    "Pool",
+    "Residual",
+    "Sequential",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool1d_backward",
     "adaptive_avg_pool2d",
@@ -137,6 +155,7 @@ __all__ = [
     "patch_embedding",
     "patch_embedding_backward",
     "pool_output_size",
+    "receptive_field",
     "residual_block",
     "residual_block_backward",
     "same_padding",

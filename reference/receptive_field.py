@@ -14,12 +14,18 @@ must agree on the jump.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from reference._arguments import ntuple
-from reference.layers import Conv, Pool, Residual, Sequential
+from reference.layers import BatchNorm, Conv, ConvTranspose, Linear, Pool, Residual, Sequential
+
+EXPECTED = (
+    "a Conv, Pool, BatchNorm, Sequential or Residual description (reference.layers), or an "
+    "object or mapping with kernel_size (and optionally stride, padding, dilation)"
+)
 
 
 @dataclass(frozen=True)
@@ -53,15 +59,47 @@ def _knobs(layer: Any, dims: int) -> tuple[tuple[int, ...], ...]:
     )
 
 
-def _through(layer: Any, fields: tuple[Field, ...]) -> tuple[Field, ...]:
+def _readable(layer: Any, where: str) -> Any:
+    """The layer as something with attributes, or a TypeError naming it and what was
+    expected: a layer that cannot be read is never taken for a 1x1 layer."""
+    if isinstance(layer, Mapping):
+        if "kernel_size" not in layer:
+            raise TypeError(
+                f"{where}: a mapping without kernel_size ({sorted(layer)}); expected {EXPECTED}"
+            )
+        unknown = set(layer) - {"kernel_size", "stride", "padding", "dilation"}
+        if unknown:
+            raise TypeError(f"{where}: unknown keys {sorted(unknown)}; expected {EXPECTED}")
+        return SimpleNamespace(**layer)
+    if isinstance(layer, (ConvTranspose, Linear)):  # no integer (R, J, S) describes them
+        raise TypeError(
+            f"{where}: a {type(layer).__name__} has no receptive field in this closed form (a "
+            f"transposed convolution's jump is 1/stride; a linear layer sees everything); "
+            f"expected {EXPECTED}"
+        )
+    if isinstance(layer, (Sequential, Residual, Conv, Pool, BatchNorm)):
+        return layer
+    if not hasattr(layer, "kernel_size"):
+        raise TypeError(
+            f"{where}: cannot read {type(layer).__name__} {layer!r}; expected {EXPECTED}"
+        )
+    return layer
+
+
+def _through(layer: Any, fields: tuple[Field, ...], where: str = "layer") -> tuple[Field, ...]:
     dims = len(fields)
+    layer = _readable(layer, where)
     if isinstance(layer, Sequential):
-        for inner in layer.layers:
-            fields = _through(inner, fields)
+        for position, inner in enumerate(layer.layers):
+            fields = _through(inner, fields, f"{where}.layers[{position}]")
         return fields
     if isinstance(layer, Residual):
-        body = _through(layer.body, fields)
-        skip = fields if layer.shortcut is None else _through(layer.shortcut, fields)
+        body = _through(layer.body, fields, f"{where}.body")
+        skip = (
+            fields
+            if layer.shortcut is None
+            else _through(layer.shortcut, fields, f"{where}.shortcut")
+        )
         merged = []
         for a, b in zip(body, skip, strict=True):
             if a.jump != b.jump:
@@ -70,8 +108,8 @@ def _through(layer: Any, fields: tuple[Field, ...]) -> tuple[Field, ...]:
             end = max(a.start + a.size, b.start + b.size)
             merged.append(Field(end - start, a.jump, start))
         return tuple(merged)
-    if not isinstance(layer, (Conv, Pool)) and not hasattr(layer, "kernel_size"):
-        return fields  # BatchNorm, activations: one input per output
+    if isinstance(layer, BatchNorm):
+        return fields  # one input per output
     kernel, stride, padding, dilation = _knobs(layer, dims)
     return tuple(
         Field(f.size + d * (k - 1) * f.jump, f.jump * s, f.start - p * f.jump)
@@ -82,12 +120,17 @@ def _through(layer: Any, fields: tuple[Field, ...]) -> tuple[Field, ...]:
 def receptive_field(layers: Sequence[Any], dims: int = 1) -> list[tuple[Field, ...]]:
     """The field after each layer, per spatial dimension.
 
-    ``layers`` are layer descriptions (reference.layers), or any objects with kernel_size,
-    stride, padding and dilation attributes; a Residual's field is its paths' union.
+    ``layers`` are layer descriptions (reference.layers), or any objects or mappings with
+    kernel_size and optionally stride, padding and dilation; a Residual's field is its paths'
+    union. A layer it cannot read raises a TypeError naming it.
     """
+    if isinstance(layers, (str, bytes, Mapping)) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers must be a sequence of layers, got {type(layers).__name__}")
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+        raise ValueError(f"dims must be a positive int, got {dims!r}")
     fields = tuple(Field(1, 1, 0) for _ in range(dims))
     result = []
-    for layer in layers:
-        fields = _through(layer, fields)
+    for position, layer in enumerate(layers):
+        fields = _through(layer, fields, f"layers[{position}]")
         result.append(fields)
     return result

@@ -233,3 +233,29 @@ def test_entries_of_another_version_are_named_unless_confirmed() -> None:
     # a disagreement in its region confirms it again on the new version
     confirmed = frame.assign(verdict=["known"])
     assert unconfirmed(confirmed, [entry], {"torch": "2.13.0"}) == []
+
+
+def test_invalid_calls_are_made_in_a_dtype_the_implementation_runs(tmp_path: Path) -> None:
+    """An implementation with no float64 kernel is called in float32, so its rejections mean
+    something (not 'no kernel for float64')."""
+    out = tmp_path / "report"
+    result = run_cli(
+        "run",
+        "--impl",
+        "tests.harness.float32_only",
+        "--ops",
+        "conv2d",
+        "--dtypes",
+        "float32",
+        "--profile",
+        "quick",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    frame = pd.read_parquet(out / "results.parquet")
+    calls = frame[frame["direction"] == "invalid call"]
+    assert len(calls) and (calls["dtype"] == "float32").all()
+    assert not calls["implementation_error"].str.contains("no kernel").any()
