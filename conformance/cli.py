@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conformance.arithmetic_ops import ARITHMETIC_OPS
 from conformance.dtypes import DTYPES
 
 DEFAULT_OUT = Path("reports") / "latest"
@@ -169,6 +170,21 @@ def _campaign_path() -> Path:
     return Path(__file__).with_name("campaign.py")
 
 
+def _campaign_modules(options: argparse.Namespace) -> list[str]:
+    """The campaign's test modules: the catalogue's, and the network arithmetic (exact checks
+    of torch.nn modules) when torch is under test, the ops filter keeps some of it and the
+    shard is the first (it is one slice of its own)."""
+    modules = [str(_campaign_path())]
+    specs = {spec.strip() for spec in options.impl.split(",")}
+    wanted = options.ops is None or bool(
+        {op.strip() for op in options.ops.split(",")} & set(ARITHMETIC_OPS)
+    )
+    first_shard = options.shard is None or options.shard.split("/")[0].strip() == "1"
+    if "torch" in specs and wanted and first_shard:
+        modules.append(str(Path(__file__).with_name("arithmetic.py")))
+    return modules
+
+
 def pytest_arguments(options: argparse.Namespace) -> list[str]:
     minimum = options.min_examples
     if minimum is None:
@@ -179,7 +195,7 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
         else ["-q", "--tb=no", "-rN", "-p", "no:warnings", "-o", "console_output_style=classic"]
     )
     arguments = [
-        str(_campaign_path()),
+        *_campaign_modules(options),
         "-p",
         "conformance.pytest_plugin",
         "-q",
@@ -225,7 +241,7 @@ def validate_run(options: argparse.Namespace) -> None:
     from conformance.catalogue import CATALOGUE
     from conformance.implementations import load_implementation
 
-    _listed("--ops", options.ops, [spec.name for spec in CATALOGUE], "op")
+    _listed("--ops", options.ops, [spec.name for spec in CATALOGUE] + [*ARITHMETIC_OPS], "op")
     _listed("--dtypes", options.dtypes, DTYPES, "dtype")
     if options.shard is not None:
         index, _, count = options.shard.partition("/")

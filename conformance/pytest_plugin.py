@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import conformance.profiles  # noqa: F401  (registers the Hypothesis profiles)
+from conformance.arithmetic_ops import ARITHMETIC_OPS
 from conformance.baseline import KnownDiscrepancy, load_baseline
 from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
@@ -135,7 +136,10 @@ def _import_every_module() -> None:
 
     for package in (conformance, reference):
         for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
-            if not module.name.endswith("__main__"):
+            # the adapters import their frameworks (jax, onnx...), optional and heavy: each
+            # loads when its implementation does
+            adapter = module.name.startswith("conformance.implementations.")
+            if not module.name.endswith("__main__") and not adapter:
                 importlib.import_module(module.name)
 
 
@@ -207,7 +211,7 @@ def _names(config: pytest.Config, option: str, valid: Iterable[str]) -> set[str]
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = config.getoption("conformance_shard")
-    ops = _names(config, "conformance_ops", [spec.name for spec in CATALOGUE])
+    ops = _names(config, "conformance_ops", [spec.name for spec in CATALOGUE] + [*ARITHMETIC_OPS])
     dtypes = _names(config, "conformance_dtypes", DTYPES)
     if shard is not None:
         in_shard = shard_ops(*parse_shard(shard))
@@ -219,6 +223,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         spec, dtype = params.get("spec"), params.get("dtype")
+        checks = getattr(getattr(item, "function", None), "arithmetic_ops", None)
+        if checks is not None:  # network arithmetic: selected by its op names, any dtype
+            (keep if ops is None or set(checks) & ops else drop).append(item)
+            continue
         wanted = spec is None or (
             (ops is None or spec.name in ops)
             and (dtypes is None or dtype is None or dtype in dtypes)  # invalid calls: no dtype

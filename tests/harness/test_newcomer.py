@@ -161,3 +161,17 @@ def test_the_readme_claims_what_the_commands_do() -> None:
         for implementation in name.split(","):
             if "." not in implementation:
                 assert implementation in listed or implementation == "reference", implementation
+
+
+def test_the_campaign_writes_the_network_arithmetic_rows(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = conformance(
+        "run", "--ops", "parameter_count,flops", "--profile", "quick", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    results = summary.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert "| parameter_count" in results and "| flops" in results
+    assert "| receptive_field" not in results  # --ops selects among the checks too
+    coverage = summary.split("## Coverage", 1)[1].split("\n## ", 1)[0]
+    assert "**flops**:" in coverage
