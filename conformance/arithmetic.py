@@ -36,10 +36,9 @@ def layer_kind(description: Any) -> str:
     if isinstance(description, layers.Residual):
         return "residual block"
     if isinstance(description, layers.Sequential):
-        parts = list(description.layers)
+        parts = [part for part in description.layers if isinstance(part, layers.Conv)]
         if (
-            len(parts) == 2
-            and all(isinstance(part, layers.Conv) for part in parts)
+            len(parts) == len(description.layers) == 2
             and parts[0].groups == parts[0].in_channels
             and parts[1].kernel() == (1,) * parts[1].dims
         ):
