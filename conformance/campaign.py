@@ -77,12 +77,13 @@ def test_invalid_call(
     implementation: Any,
     conformance_recorder: Recorder,
     conformance_baseline: list[KnownDiscrepancy],
+    conformance_dtypes: tuple[str, ...],
 ) -> None:
     """A call broken by one rule: the implementation and the reference must both reject it,
     the reference with a ValueError or TypeError naming the argument."""
     if not implements(implementation, spec.name):
         pytest.skip(f"the implementation under test has no {spec.name}")
-    dtype = invalid_call_dtype(spec, implementation)
+    dtype = invalid_call_dtype(spec, implementation, conformance_dtypes)
     if dtype is None:
         pytest.skip(f"the implementation under test runs {spec.name} in none of its dtypes")
     example, rule = data.draw(invalid_calls(spec), label="invalid call")

@@ -22,8 +22,13 @@ from hypothesis import strategies as st
 #   sparse    small integers, three in four of them 0: windows that sum to 0 (lp pooling)
 #   sinks     small integers with -inf in every other element: windows of -inf alone, the
 #             maximum of which must still name one of their elements (max pooling only)
+#   offset    standard normal around a common offset of 10 to 1000 (either sign): a mean many
+#             standard deviations from 0, where a one-pass variance E[x^2] - E[x]^2 cancels
+#             catastrophically (batch norm and channel statistics)
 VALUE_KINDS = ("normal", "integers", "wide", "specials")
 FINITE_KINDS = ("normal", "integers", "wide")
+# where a common offset matters (the variance's conditioning): the statistics' ops
+STATISTICS_KINDS = (*FINITE_KINDS, "offset")
 SPECIAL_VALUES = np.array([np.nan, np.inf, -np.inf, -0.0])
 
 
@@ -43,6 +48,9 @@ def fill(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndar
     if kind == "sparse":
         values = rng.integers(-3, 4, size=shape).astype(np.float64)
         return np.where(rng.random(shape) < 3 / 4, 0.0, values)
+    if kind == "offset":
+        offset = 10.0 ** rng.uniform(1, 3) * rng.choice([-1.0, 1.0])
+        return offset + rng.standard_normal(shape)
     if kind == "sinks":
         values = rng.integers(-3, 4, size=shape).astype(np.float64)
         return np.where(rng.random(shape) < 1 / 2, -np.inf, values)

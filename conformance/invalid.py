@@ -209,12 +209,16 @@ VERDICTS = {
 }
 
 
-def invalid_call_dtype(spec: OpSpec, implementation: Any) -> str | None:
+def invalid_call_dtype(
+    spec: OpSpec, implementation: Any, selected: tuple[str, ...] | None = None
+) -> str | None:
     """The dtype an invalid call is made in: the first of the op's dtypes (float64 first)
-    that the implementation runs; None when it runs none (the call is then not made)."""
+    that the run selected and the implementation runs; None when there is none (the call is
+    then not made)."""
     from conformance.implementations import supports
 
-    return next((d for d in spec.dtypes if supports(implementation, spec.name, d)), None)
+    wanted = [d for d in spec.dtypes if selected is None or d in selected]
+    return next((d for d in wanted if supports(implementation, spec.name, d)), None)
 
 
 def check_invalid(

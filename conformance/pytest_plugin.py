@@ -256,6 +256,13 @@ def conformance_baseline(request: pytest.FixtureRequest) -> list[KnownDiscrepanc
 
 
 @pytest.fixture(scope="session")
+def conformance_dtypes(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The dtypes the run selected (--conformance-dtypes), in DTYPES order."""
+    chosen = _names(request.config, "conformance_dtypes", DTYPES)
+    return tuple(d for d in DTYPES if chosen is None or d in chosen)
+
+
+@pytest.fixture(scope="session")
 def conformance_target(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("conformance_target"))
 

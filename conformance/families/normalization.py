@@ -4,9 +4,15 @@ Per channel, over n values, to first order in the unit roundoff u (every gamma a
 counted once for the implementation's precision and once for the float64 oracle's):
 
     mean:   |d mean| <= gamma_n * A,  A = mean |x|
-    var:    |d var|  <= gamma_{2n+2} * (var + |mean| * A) + d mean**2
-            (two-pass: gamma_{n+2} * var; Welford's recurrences lose up to kappa = |mean| /
-            std more, which the |mean| * A term covers)
+    var:    |d var|  <= gamma_{2n+2} * (var + |mean| * std) + d mean**2
+            The two-pass algorithm, sum (x - fl(mean))**2 / n, is within gamma_{n+2} * var of
+            the exact sum around fl(mean), which exceeds the variance by exactly d mean**2.
+            Welford's (and its pairwise merges') error grows with the condition number
+            kappa = |mean| / std: relative error about n u kappa (Chan, Golub and LeVeque,
+            "Algorithms for computing the sample variance", Am. Stat. 37, 1983, the
+            updating algorithm), i.e. n u |mean| std absolute: the |mean| * std term. The
+            textbook one pass, E[x^2] - E[x]^2, loses n u kappa**2 * var = n u mean**2 and is
+            outside this bound once kappa is large: a wrong algorithm, not a rounding.
     r = 1 / sqrt(var + eps):  relative error rho = (|d var| + u s) / (2 s) + 2u, s = var + eps
     y = (x - mean) * r * w + b, which implementations also form as x * (r w) + (b - mean r w):
             |w| r (|d mean| + |x - mean| rho + 3u (|x| + |mean|)) + 2u (|y| + |b|)
@@ -49,7 +55,7 @@ def statistics_errors(
     var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
     size = np.abs(x).mean(axis=axes)
     d_mean = g(n) * size
-    d_var = g(2 * n + 2) * (var + np.abs(mean) * size) + d_mean**2
+    d_var = g(2 * n + 2) * (var + np.abs(mean) * np.sqrt(var)) + d_mean**2
     return mean, var, d_mean, d_var
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.example import FINITE_KINDS, Example, fill, values_and_seed
+from conformance.example import FINITE_KINDS, STATISTICS_KINDS, Example, fill, values_and_seed
 
 
 def _batch(draw: st.DrawFn) -> int | None:
@@ -65,7 +65,7 @@ def statistics_examples(draw: st.DrawFn) -> Example:
     correction = draw(st.sampled_from([0, 1]))
     spatial = [draw(st.integers(1, 4)) for _ in range(draw(st.integers(0, 3)))]
     batch, channels = draw(st.integers(1 + correction, 4)), draw(st.integers(1, 4))
-    values, seed = draw(values_and_seed(FINITE_KINDS))
+    values, seed = draw(values_and_seed(STATISTICS_KINDS))
     x = fill((batch, channels, *spatial), values, np.random.default_rng(seed))
     return Example({"input": x}, {"correction": correction}, values, seed)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.example import FINITE_KINDS, Example, fill, values_and_seed
+from conformance.example import STATISTICS_KINDS, Example, fill, values_and_seed
 
 
 @st.composite
@@ -18,7 +18,7 @@ def batch_norm_examples(draw: st.DrawFn) -> Example:
     # training needs two values per channel: a batch of one only with space to spare
     smallest = 2 if training and math.prod(spatial) == 1 else 1
     batch, channels = draw(st.integers(smallest, 4)), draw(st.integers(1, 3))
-    values, seed = draw(values_and_seed(FINITE_KINDS))
+    values, seed = draw(values_and_seed(STATISTICS_KINDS))
     rng = np.random.default_rng(seed)
     keep_running = not training or draw(st.booleans())
     affine = draw(st.booleans())

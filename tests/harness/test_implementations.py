@@ -259,3 +259,33 @@ def test_invalid_calls_are_made_in_a_dtype_the_implementation_runs(tmp_path: Pat
     calls = frame[frame["direction"] == "invalid call"]
     assert len(calls) and (calls["dtype"] == "float32").all()
     assert not calls["implementation_error"].str.contains("no kernel").any()
+
+
+def test_the_textbook_one_pass_variance_fails_the_campaign(tmp_path: Path) -> None:
+    """E[x^2] - E[x]^2 cancels when the mean is many standard deviations from 0 (the offset
+    value kind): the variance bound, |mean| * std and not |mean| * mean|x|, catches it."""
+    out = tmp_path / "report"
+    result = run_cli(
+        "run",
+        "--impl",
+        "tests.harness.textbook_batch_norm",
+        "--ops",
+        "batch_norm",
+        "--dtypes",
+        "float32",
+        "--profile",
+        "ci",
+        "--seed",
+        "1",
+        "--min-examples",
+        "0",
+        "--database",
+        "none",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 1, result.stdout[-3000:]
+    frame = pd.read_parquet(out / "results.parquet")
+    failed = frame[frame["verdict"] == "fail"]
+    assert set(failed["direction"]) == {"forward"}
+    assert (failed["values"] == "offset").all()
