@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: 100 for ci and thorough, 0 for quick)",
     )
     run.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="at most this many examples per group, whatever the profile (for implementations "
+        "that compile every new configuration, such as torch-compile)",
+    )
+    run.add_argument(
         "--target",
         action="store_true",
         help="steer Hypothesis toward each op's largest bound ratio (narrows coverage)",
@@ -203,7 +210,7 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
         "--conformance-progress",
         "-p",
         "no:cacheprovider",
-        f"--hypothesis-profile={options.profile}",
+        f"--hypothesis-profile={'capped' if options.max_examples else options.profile}",
         f"--conformance-report={options.out}",
         f"--conformance-min-examples={minimum}",
         f"--conformance-impl={options.impl}",
@@ -247,6 +254,8 @@ def validate_run(options: argparse.Namespace) -> None:
         index, _, count = options.shard.partition("/")
         if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
             raise ValueError(f"--shard: expected I/N with 1 <= I <= N, got {options.shard!r}")
+    if options.max_examples is not None and options.max_examples < 1:
+        raise ValueError(f"--max-examples: a positive number, got {options.max_examples}")
     if options.workers is not None and not (
         options.workers == "auto" or str(options.workers).isdigit()
     ):
@@ -269,8 +278,11 @@ def command_run(options: argparse.Namespace) -> int:
 
     import pytest
 
-    validate_run(options)
+    # read by conformance.profiles when it is imported, in every worker too
     os.environ["CONFORMANCE_PROFILE"] = options.profile
+    if options.max_examples is not None:
+        os.environ["CONFORMANCE_MAX_EXAMPLES"] = str(options.max_examples)
+    validate_run(options)
     if options.database is not None:  # read by conformance.profiles, in every worker too
         os.environ["CONFORMANCE_DATABASE"] = options.database
     code = int(pytest.main(pytest_arguments(options)))

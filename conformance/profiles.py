@@ -41,4 +41,11 @@ for _name, _max_examples in PROFILES.items():
         database=_database(),
     )
 
+# "capped": the chosen profile with at most CONFORMANCE_MAX_EXAMPLES examples per group (run
+# --max-examples), for implementations whose every new config costs seconds (torch.compile)
+settings.register_profile(
+    "capped",
+    parent=settings.get_profile(os.environ.get("CONFORMANCE_PROFILE", "ci")),
+    max_examples=int(os.environ.get("CONFORMANCE_MAX_EXAMPLES") or PROFILES["quick"]),
+)
 settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "ci"))

@@ -312,13 +312,24 @@ def run_header(config: pytest.Config, examples: int, partial: str) -> dict[str, 
         "shard": config.getoption("conformance_shard") or "all",
         "partial": partial or "no",
         "implementation": config.getoption("conformance_impl"),
-        "profile": config.getoption("hypothesis_profile", None)
-        or os.environ.get("CONFORMANCE_PROFILE", "ci"),
+        "profile": _profile_text(config),
         "seed": config.getoption("hypothesis_seed", None) or "random",
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         **{package: _version(package) for package in _packages(config)},
     }
+
+
+def _profile_text(config: pytest.Config) -> str:
+    profile = config.getoption("hypothesis_profile", None) or os.environ.get(
+        "CONFORMANCE_PROFILE", "ci"
+    )
+    if profile == "capped":
+        return (
+            f"{os.environ.get('CONFORMANCE_PROFILE', 'ci')}, at most "
+            f"{os.environ.get('CONFORMANCE_MAX_EXAMPLES')} examples per group"
+        )
+    return str(profile)
 
 
 def _packages(config: pytest.Config) -> list[str]:
