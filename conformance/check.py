@@ -126,6 +126,33 @@ def describe(arrays: Mapping[str, np.ndarray | None], config: Mapping[str, Any])
     return f"{shapes}; {knobs}" if knobs else shapes
 
 
+def _snippet(
+    spec: OpSpec,
+    implementation: Any,
+    dtype: str,
+    direction: str,
+    tested: Mapping[str, np.ndarray | None],
+    config: Mapping[str, Any],
+    grad_output: np.ndarray | None,
+    names: tuple[str, ...],
+    wanted: Mapping[str, np.ndarray | None],
+    tolerances: Mapping[str, Tolerance],
+) -> str:
+    """The standalone repro of one example: NumPy plus the implementation under test."""
+    call_lines = implementation.repro_lines(
+        spec.name, config, tuple(tested), names, direction == "backward", dtype
+    )
+    return repro.snippet(
+        dtype,
+        tested,
+        config,
+        grad_output,
+        call_lines,
+        {name: want for name, want in wanted.items() if want is not None},
+        {name: tolerance.bound for name, tolerance in tolerances.items()},
+    )
+
+
 def regions_hit(spec: OpSpec, example: Example) -> list[str]:
     return [name for name, hit in spec.coverage.items() if hit(example)]
 
@@ -218,7 +245,20 @@ def run_example(
         problem = f"{type(error).__name__}: {error}"
         row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)
         row["problem"] = problem
-        return Outcome(row, False, f"{spec.name} {direction} {dtype} raised {problem}")
+        row["repro"] = _snippet(
+            spec,
+            implementation,
+            dtype,
+            direction,
+            tested,
+            config,
+            grad_output,
+            names,
+            wanted,
+            tolerances,
+        )
+        report = f"{spec.name} {direction} {dtype} raised {problem}\n\nRepro:\n{row['repro']}"
+        return Outcome(row, False, report)
 
     measurements = _measure_outputs(names, got, wanted, tolerances, dtype)
     verdict = "pass" if all(m.passed for m in measurements.values()) else "fail"
@@ -246,17 +286,17 @@ def run_example(
     )
     if passed:
         return Outcome(row, True, "")
-    call_lines = implementation.repro_lines(
-        spec.name, config, tuple(tested), names, direction == "backward", dtype
-    )
-    snippet = repro.snippet(
+    snippet = _snippet(
+        spec,
+        implementation,
         dtype,
+        direction,
         tested,
         config,
         grad_output,
-        call_lines,
-        {name: want for name, want in wanted.items() if want is not None},
-        {name: tolerance.bound for name, tolerance in tolerances.items()},
+        names,
+        wanted,
+        tolerances,
     )
     row["repro"] = snippet
     report = f"{spec.name} {direction} {dtype}: {problems}\n\nRepro:\n{snippet}"

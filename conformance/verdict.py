@@ -79,9 +79,14 @@ def verdict_lines(frame: pd.DataFrame, header: Mapping[str, Any]) -> list[str]:
             row = entry["row"]
             problem = str(row.get("problem", ""))
             problem = problem if len(problem) <= 160 else problem[:157] + "..."
+            where = (
+                f"repro `{repro_name(entry)}`"
+                if isinstance(row.get("repro"), str)
+                else "no repro snippet"
+            )
             lines += wrapped(
                 f"- **{group_title(entry)}**: {problem}; minimal example {example_text(row)}; "
-                f"repro `{repro_name(entry)}` (section Discrepancies)",
+                f"{where} (section Discrepancies)",
                 "  ",
             )
     shortfalls = header.get(SHORTFALLS_KEY) or []

@@ -7,6 +7,10 @@ NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output,
 (whole groups it does not run) and ``repro_lines(...)`` (the lines of a repro snippet that
 compute ``got``). ``reference`` itself is one.
 
+An implementation whose framework has argument rules of its own (ONNX, JAX) sets
+``validates_like_torch = False``: an invalid call (by torch's rules) that it accepts is then
+counted unsupported, not failed; one it rejects while the reference accepts still fails.
+
 Where an implementation cannot express one example (a padding mode its framework lacks,
 ``return_indices``, a ``ceil_mode`` its operator set refuses), it raises ``Unsupported``
 with the reason: the example is recorded as *unsupported*, never as a pass or a failure.
