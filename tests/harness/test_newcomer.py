@@ -157,10 +157,16 @@ def test_the_readme_claims_what_the_commands_do() -> None:
     claimed = [int(n) for n in re.findall(r"(\d+) ops\b", readme)]
     assert claimed and set(claimed) == {len(CATALOGUE)}, claimed
     listed = conformance("list").stdout
-    for name in re.findall(r"--impl[ =]([a-z][\w,-]*)", readme):
+    for name in re.findall(r"--impl[ =]([a-z][\w.:,-]*)", readme):
         for implementation in name.split(","):
-            if "." not in implementation:
-                assert implementation in listed or implementation == "reference", implementation
+            if implementation in ("reference", "myconv") or "." in implementation:
+                continue
+            assert f"  {implementation} " in listed, implementation
+    # every built-in implementation is in the README's table
+    for line in listed.split("implementations", 1)[1].splitlines()[1:]:
+        name = line.split()[0] if line.strip() else ""
+        if name and name not in ("reference", "package.module[:attr]"):
+            assert f"`{name}`" in readme, name
 
 
 def test_the_campaign_writes_the_network_arithmetic_rows(tmp_path: Path) -> None:
