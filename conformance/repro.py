@@ -144,6 +144,12 @@ def snippet(
             lines.append(f"print({name!r}, 'bitwise equal:', bool(np.all(same)))")
             continue
         lines.append(f"bound = {array_code(bounds[name], 'float64')}")
+        # a NaN or an infinity out of place is an error nanmax would not show
+        lines.append(
+            f"print({name!r}, 'NaN and inf where expected:', actual.shape == expected.shape and "
+            "bool(np.array_equal(np.isnan(actual), np.isnan(expected)) and "
+            "np.array_equal(actual[np.isinf(expected)], expected[np.isinf(expected)])))"
+        )
         lines.append("error = np.abs(actual.astype(np.float64) - expected)")
         lines.append(
             "with np.errstate(divide='ignore', invalid='ignore'):\n"

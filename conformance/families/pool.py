@@ -407,6 +407,9 @@ def _block_regions(name: str) -> dict[str, Region]:
         "dilation > 1": _knob_above("dilation", 2, 1),
         "padding > 0": _knob_above("padding", 2, 0),
         **_value_regions(),
+        # the specials kind fills grad_output too: NaN, +-inf and -0.0 reach the backward
+        # even where the input drew none (a region for baseline entries about the gradient)
+        "specials in grad_output": lambda e: e.values == "specials",
     }
 
 

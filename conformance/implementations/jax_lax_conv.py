@@ -201,6 +201,10 @@ def batch_norm(
     eval normalizes with the running statistics. y = (x - mean) / sqrt(var + eps) * w + b."""
     axes = (0, *range(2, input.ndim))
     shape = (1, input.shape[1], *([1] * (input.ndim - 2)))  # a wrong length cannot reshape
+    if running_mean is not None:  # one per channel: a wrong length cannot reshape
+        running_mean = running_mean.reshape(input.shape[1])
+    if running_var is not None:
+        running_var = running_var.reshape(input.shape[1])
     new_mean, new_var = running_mean, running_var
     if training:
         mean = jnp.mean(input, axis=axes)

@@ -97,7 +97,8 @@ def unsupported_reason(
     op: str, arrays: Sequence[np.ndarray | None], config: Mapping[str, Any], direction: str
 ) -> str | None:
     """Why the jax adapter cannot express this example, or None."""
-    if "max_pool" in op and config.get("return_indices"):
+    if "max_pool" in op and config.get("return_indices") and direction == "forward":
+        # (the backward is the gradient of the values alone, which jax has)
         return (
             "return_indices: jax.lax has no pooling that returns argmax indices "
             "(reduce_window yields values only)"
