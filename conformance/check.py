@@ -232,6 +232,21 @@ def run_example(
     if not call:
         row.update(verdict="known", normalized_error=np.nan, bound_ratio=np.nan, problem=NOT_RUN)
         return Outcome(row, False, NOT_RUN)
+
+    def repro_of_this() -> str:
+        return _snippet(
+            spec,
+            implementation,
+            dtype,
+            direction,
+            tested,
+            config,
+            grad_output,
+            names,
+            wanted,
+            tolerances,
+        )
+
     try:
         got = _as_tuple(function(*arguments, **config))
         if direction == "forward":
@@ -245,18 +260,7 @@ def run_example(
         problem = f"{type(error).__name__}: {error}"
         row.update(verdict="error", normalized_error=np.inf, bound_ratio=np.inf, n_terms=0)
         row["problem"] = problem
-        row["repro"] = _snippet(
-            spec,
-            implementation,
-            dtype,
-            direction,
-            tested,
-            config,
-            grad_output,
-            names,
-            wanted,
-            tolerances,
-        )
+        row["repro"] = repro_of_this()
         report = f"{spec.name} {direction} {dtype} raised {problem}\n\nRepro:\n{row['repro']}"
         return Outcome(row, False, report)
 
@@ -286,18 +290,7 @@ def run_example(
     )
     if passed:
         return Outcome(row, True, "")
-    snippet = _snippet(
-        spec,
-        implementation,
-        dtype,
-        direction,
-        tested,
-        config,
-        grad_output,
-        names,
-        wanted,
-        tolerances,
-    )
+    snippet = repro_of_this()
     row["repro"] = snippet
     report = f"{spec.name} {direction} {dtype}: {problems}\n\nRepro:\n{snippet}"
     return Outcome(row, False, report)
