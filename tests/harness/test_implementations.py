@@ -289,3 +289,24 @@ def test_the_textbook_one_pass_variance_fails_the_campaign(tmp_path: Path) -> No
     failed = frame[frame["verdict"] == "fail"]
     assert set(failed["direction"]) == {"forward"}
     assert (failed["values"] == "offset").all()
+
+
+def test_report_applies_a_newer_baseline_to_recorded_failures() -> None:
+    from conformance.cli import explain_again
+
+    entry = KnownDiscrepancy(
+        "avg_pool2d", "torch-compile", "*", "backward", "ceil_mode", "record", "why", ""
+    )
+    frame = pd.DataFrame(
+        {
+            "op": ["avg_pool2d", "avg_pool2d"],
+            "implementation": ["torch-compile", "torch-compile"],
+            "dtype": ["float32", "float32"],
+            "direction": ["backward", "backward"],
+            "regions": ["ceil_mode", "padding > 0"],
+            "verdict": ["fail", "fail"],
+        }
+    )
+    again = explain_again(frame, [entry])
+    assert again["verdict"].tolist() == ["known", "fail"]
+    assert again["known_reason"].tolist()[0] == "why"
