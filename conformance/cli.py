@@ -305,8 +305,8 @@ def merged_header(paths: Sequence[Path], examples: int) -> dict[str, Any]:
     header: dict[str, Any] = {"merged from": ", ".join(str(p) for p in paths)}
     first = next((h for h in headers if h), {})
     for key in first:
-        values = {str(h.get(key)) for h in headers if h}
-        header[key] = first[key] if len(values) == 1 else " | ".join(sorted(values))
+        values = [str(h.get(key)) for h in headers if h]  # in the inputs' order
+        header[key] = first[key] if len(set(values)) == 1 else " | ".join(values)
     header["examples"] = examples
     partial = [str(h["partial"]) for h in headers if h.get("partial", "no") != "no"]
     header["partial"] = "; ".join(partial) if partial else "no"

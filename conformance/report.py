@@ -129,10 +129,11 @@ def render_summary(
     if board["implementation"].nunique() > 1:
         lines += ["## Scoreboard", ""]
         lines += wrapped(
-            "Op x implementation: examples that passed their bound (widened included) of all "
-            "examples, then those the baseline explains (known), those the implementation "
-            "cannot express (unsupported) and those that FAILED. The long form, with the "
-            "worst bound ratio over the judged examples, follows."
+            "Op x implementation: passed/examples (passed within the bound, widened "
+            "included), then kN: N known (disagreements the baseline explains, a recorded bug "
+            "of that implementation), uN: N unsupported (the implementation cannot express "
+            "them), FN: N FAILED; empty: not run. The long form, with the worst bound ratio "
+            "over the judged examples and each cell's status, follows."
         )
         long_form = board.rename(columns={"examples": "n", **SHORT_COLUMNS})
         lines += ["", _markdown(scoreboard_matrix(board)), "", _markdown(long_form, index=False)]

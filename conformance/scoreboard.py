@@ -61,12 +61,13 @@ def _status(row: dict) -> str:
 
 
 def cell_text(row: dict) -> str:
-    """A compact cell: the status and the counts behind it."""
-    parts = [f"{row['passed']}/{row['examples']} pass"]
-    for name in ("known", "unsupported", "failed"):
+    """A compact cell: passed/examples, then kN known, uN unsupported, FN FAILED (so that a
+    grid of seven implementations fits a page)."""
+    parts = [f"{row['passed']}/{row['examples']}"]
+    for name, mark in (("known", "k"), ("unsupported", "u"), ("failed", "F")):
         if row[name]:
-            parts.append(f"{row[name]} {'FAILED' if name == 'failed' else name}")
-    return ", ".join(parts)
+            parts.append(f"{mark}{row[name]}")
+    return " ".join(parts)
 
 
 def scoreboard_matrix(table: pd.DataFrame) -> pd.DataFrame:
