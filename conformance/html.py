@@ -41,7 +41,8 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 td.pass { background: #d9f2d9; }
 td.known { background: #fff1c2; }
 td.FAIL { background: #f7c6c6; font-weight: bold; }
-td.unsupported, td.partly-unsupported { background: #e4e4e4; color: #555; }
+td.unsupported { background: #e4e4e4; color: #555; }
+td.partly-unsupported { background: #e8f0e4; color: #333; }
 tr.pass td { background: #eef9ee; }
 tr.known td { background: #fff6d6; }
 tr.FAIL td { background: #f7c6c6; font-weight: bold; }
@@ -73,7 +74,7 @@ def scoreboard_html(frame: pd.DataFrame) -> str:
     rows.append("</table>")
     legend = (
         "<p>Green: every example within its bound; yellow: disagreements the baseline "
-        "explains; red: a failure; grey: the implementation cannot express the examples.</p>"
+        "explains; red: a failure; grey: the implementation cannot express the examples (pale green: it passed all the others).</p>"
     )
     return legend + "".join(rows)
 
