@@ -3,8 +3,10 @@
 A report under ``reports/findings/<implementation>/<slug>.md`` carries a line
 ``Reproduces as: output`` (the repro ends by printing ``REPRODUCED: ...``) or
 ``Reproduces as: crash`` (the process dies: a signal or a non-zero status, never
-``NOT REPRODUCED``), followed by its repro as the first ```python block. Reports without that
-line are skipped, as are those whose repro imports a framework that is not installed.
+``NOT REPRODUCED``; or, where the allocator did not notice the corruption this time, it
+survives and prints ``REPRODUCED: ...`` showing the out-of-bounds access), followed by its
+repro as the first ```python block. Reports without that line are skipped, as are those whose
+repro imports a framework that is not installed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ REPORTS = sorted(FINDINGS.glob("*/*.md"))
 TIMEOUT_S = 60
 WORKERS = 4  # the repros mostly wait on importing torch: run a few at once
 
-_KIND = re.compile(r"^Reproduces as:\s*(\w+)\s*$", re.MULTILINE)
+_KIND = re.compile(r"^Reproduces as:\s*(\w+)\b.*$", re.MULTILINE)
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -106,7 +108,12 @@ def test_finding_reproduces(
         assert run.returncode == 0, f"{_outcome(run.returncode)}:\n{printed}"
         assert lines and lines[-1].startswith("REPRODUCED"), printed
     elif kind.group(1) == "crash":
+        # memory corruption is caught by the allocator in most processes, not in all: a
+        # repro that survived must then show the out-of-bounds access itself (REPRODUCED)
         assert not any(line.startswith("NOT REPRODUCED") for line in lines), printed
-        assert run.returncode != 0, f"the repro survived ({_outcome(run.returncode)}):\n{printed}"
+        survived_but_shown = run.returncode == 0 and lines and lines[-1].startswith("REPRODUCED")
+        assert run.returncode != 0 or survived_but_shown, (
+            f"the repro survived ({_outcome(run.returncode)}) without showing the bug:\n{printed}"
+        )
     else:
         pytest.fail(f"unknown 'Reproduces as: {kind.group(1)}' (expected output or crash)")

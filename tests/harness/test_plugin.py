@@ -74,9 +74,9 @@ def test_wrong_implementation_is_caught_shrunk_and_reproduced(
     assert math.prod(ast.literal_eval(minimal["weight_shape"])) <= 4
     summary = (out / "summary.md").read_text()
     assert "conv2d wrong-same-padding float64 forward" in summary
-    snippet = summary.split("```python\n", 1)[1].split("```", 1)[0]
+    script = re.search(r"repro `(repro/[^`]+\.py)`", summary).group(1)  # the verdict's line
     replay = subprocess.run(
-        [sys.executable, "-c", snippet],
+        [sys.executable, str(out / script)],
         capture_output=True,
         text=True,
         cwd=pytester.path,
