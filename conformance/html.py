@@ -74,7 +74,8 @@ def scoreboard_html(frame: pd.DataFrame) -> str:
     rows.append("</table>")
     legend = (
         "<p>Green: every example within its bound; yellow: disagreements the baseline "
-        "explains; red: a failure; grey: the implementation cannot express the examples (pale green: it passed all the others).</p>"
+        "explains; red: a failure; grey: the implementation cannot express the examples "
+        "(pale green: some of them, and it passed all the others).</p>"
     )
     return legend + "".join(rows)
 

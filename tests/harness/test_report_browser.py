@@ -78,9 +78,9 @@ def test_failing_report_renders_with_status_colours_and_fits_the_window(tmp_path
         timeout=120,
     ).stdout
     assert "Conformance report: FAIL" in dom
-    assert "class=\"FAIL\"" in dom  # the failing group's row and scoreboard cell are red
-    assert "class=\"pass\"" in dom  # torch's passing groups are green
-    assert "class=\"chip" in dom  # coverage as wrapping chips, not a 1,000-px table
+    assert 'class="FAIL"' in dom  # the failing group's row and scoreboard cell are red
+    assert 'class="pass"' in dom  # torch's passing groups are green
+    assert 'class="chip' in dom  # coverage as wrapping chips, not a 1,000-px table
     width = int(dom.split("MEASUREDWIDTH=", 1)[1].split("=END", 1)[0])
     assert width <= 1400, f"the page is {width} px wide: it scrolls sideways in 1400 px"
     screenshot = tmp_path / "report.png"
