@@ -463,9 +463,13 @@ def _show_progress(config: pytest.Config, progress: dict[str, Any], final: bool 
     if not config.getoption("conformance_progress"):
         return
     now = time.time()
-    if not final and now - progress["shown"] < 5 and progress["done"] < progress["total"]:
+    # every tenth of the groups, and at most every 5 s: about ten lines a run, however slow
+    step = max(1, progress["total"] // 10)
+    crossed = progress["done"] // step != progress.setdefault("shown_step", 0)
+    finished = progress["done"] >= progress["total"]
+    if not final and not finished and (not crossed or now - progress["shown"] < 5):
         return
-    progress["shown"] = now
+    progress["shown"], progress["shown_step"] = now, progress["done"] // step
     elapsed = now - progress["began"]
     done, total = progress["done"], progress["total"]
     remaining = elapsed / done * (total - done) if done else float("nan")

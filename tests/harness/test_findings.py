@@ -26,7 +26,7 @@ import pytest
 FINDINGS = Path(__file__).resolve().parents[2] / "reports" / "findings"
 REPORTS = sorted(FINDINGS.glob("*/*.md"))
 TIMEOUT_S = 60
-WORKERS = 4  # the repros mostly wait on importing torch: run a few at once
+WORKERS = 2  # two at once: more only slows the tests running beside them
 
 _KIND = re.compile(r"^Reproduces as:\s*(\w+)\b.*$", re.MULTILINE)
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
