@@ -113,13 +113,17 @@ def _release(version: str) -> str:
 
 
 def unconfirmed(
-    frame: pd.DataFrame, baseline: list[KnownDiscrepancy], versions: dict[str, str]
+    frame: pd.DataFrame,
+    baseline: list[KnownDiscrepancy],
+    versions: dict[str, str],
+    known: pd.DataFrame | None = None,
 ) -> list[str]:
     """Entries confirmed with another version of their framework than this run's
     (``versions``: package -> version of the run) that this run did not confirm: no
-    disagreement in their region, whether or not the region was hit."""
+    disagreement in their region, whether or not the region was hit. ``known``: the run's
+    known_table, when the caller has it already."""
     implementations = set(frame["implementation"].astype(str)) if not frame.empty else set()
-    table = known_table(frame, baseline)
+    table = known_table(frame, baseline) if known is None else known
     disagreed = {
         (r["op"], r["implementation"], r["dtype"], r["direction"], r["region"])
         for r in table.to_dict("records")
@@ -174,3 +178,20 @@ def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.Dat
             }
         )
     return pd.DataFrame(rows)
+
+
+def explain_frame(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.DataFrame:
+    """Failures that an entry of the (newer) baseline explains become known, with its reason:
+    a report re-rendered after a finding was recorded needs no new run."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    if "known_reason" not in frame:
+        frame["known_reason"] = None
+    frame["known_reason"] = frame["known_reason"].astype(object)
+    for index in frame.index[frame["verdict"].isin(["fail", "error"])]:
+        entry = explain(baseline, frame.loc[index].to_dict())
+        if entry is not None:
+            frame.loc[index, "verdict"] = "known"
+            frame.loc[index, "known_reason"] = entry.reason
+    return frame

@@ -313,35 +313,15 @@ def merged_header(paths: Sequence[Path], examples: int) -> dict[str, Any]:
     return header
 
 
-def explain_again(frame: Any, baseline: Any) -> Any:
-    """Failures that an entry of the (newer) baseline explains become known, with its reason:
-    a report re-rendered after a finding was recorded needs no new run."""
-    from conformance.baseline import explain
-
-    if frame.empty:
-        return frame
-    frame = frame.copy()
-    if "known_reason" not in frame:
-        frame["known_reason"] = None
-    frame["known_reason"] = frame["known_reason"].astype(object)
-    for index in frame.index[frame["verdict"].isin(["fail", "error"])]:
-        row = frame.loc[index].to_dict()
-        known = explain(baseline, row)
-        if known is not None:
-            frame.loc[index, "verdict"] = "known"
-            frame.loc[index, "known_reason"] = known.reason
-    return frame
-
-
 def command_report(options: argparse.Namespace) -> int:
-    from conformance.baseline import load_baseline
+    from conformance.baseline import explain_frame, load_baseline
     from conformance.catalogue import CATALOGUE
     from conformance.report import discrepancies, write_report
     from conformance.results import load_many
 
     frame = load_many(options.results)
     baseline = load_baseline(options.baseline)
-    frame = explain_again(frame, baseline)
+    frame = explain_frame(frame, baseline)
     header = merged_header(options.results, len(frame))
     write_report(frame, options.out, header, CATALOGUE, baseline)
     found = discrepancies(frame)

@@ -188,7 +188,7 @@ def render_summary(
     known = known_table(frame, baseline or [])
     lines += ["## Known discrepancies (reports/baseline.csv)", ""]
     versions = {k: str(v) for k, v in header.items() if isinstance(v, str)}
-    not_confirmed = unconfirmed(frame, baseline or [], versions)
+    not_confirmed = unconfirmed(frame, baseline or [], versions, known)
     if not_confirmed:
         lines += wrapped(
             "Entries confirmed with another version than this run's, which this run did not "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,36 @@ from typing import Any
 class Unsupported(Exception):
     """Raised by an adapter for an example its framework cannot express; the message is the
     reason the report shows."""
+
+
+class OpsByName:
+    """What the adapters with a backward share: ``self._ops`` maps each catalogue op they run
+    to a callable; ``impl.<op>`` calls ``self._forward`` and ``impl.<op>_backward``
+    ``self._backward``, both defined by the adapter."""
+
+    _ops: dict[str, Callable[..., Any]]
+
+    def has(self, op: str) -> bool:
+        return op.removesuffix("_backward") in self._ops
+
+    def _forward(self, op: str, arrays: Sequence[Any], config: dict) -> Any:
+        raise NotImplementedError
+
+    def _backward(
+        self, op: str, grad_output: Any, arrays: Sequence[Any], config: dict
+    ) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        ops = self.__dict__.get("_ops", {})
+        if name in ops:
+            return lambda *arrays, **config: self._forward(name, arrays, config)
+        if name.endswith("_backward") and name.removesuffix("_backward") in ops:
+            op = name.removesuffix("_backward")
+            return lambda grad_output, *arrays, **config: self._backward(
+                op, grad_output, arrays, config
+            )
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from conformance.dtypes import HALF_DTYPES
-from conformance.implementations import Unsupported, jax_lax_conv, jax_lax_pool
+from conformance.implementations import OpsByName, Unsupported, jax_lax_conv, jax_lax_pool
 from conformance.implementations.jax_lax_rules import unsupported_reason
 
 SOURCE_MODULES = (jax_lax_conv, jax_lax_pool)
@@ -65,7 +65,7 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-class JaxImplementation:
+class JaxImplementation(OpsByName):
     """jax.lax / jnp compositions on the CPU, float64 enabled, one compilation per config."""
 
     name = "jax"
@@ -108,9 +108,6 @@ class JaxImplementation:
 
         return {"jax": str(self._jax.__version__), "jaxlib": str(jaxlib.__version__)}
 
-    def has(self, op: str) -> bool:
-        return op.removesuffix("_backward") in self._ops
-
     def supports(self, op: str, dtype: str) -> bool:
         return True  # jax has float64, float32, float16 and bfloat16 kernels for all of these
 
@@ -125,17 +122,6 @@ class JaxImplementation:
             "call_median_s": float(np.median(CALL_SECONDS or [np.nan])),
             "call_total_s": float(np.sum(CALL_SECONDS)),
         }
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        ops = self.__dict__.get("_ops", {})
-        if name in ops:
-            return lambda *arrays, **config: self._forward(name, arrays, config)
-        if name.endswith("_backward") and name.removesuffix("_backward") in ops:
-            op = name.removesuffix("_backward")
-            return lambda grad_output, *arrays, **config: self._backward(
-                op, grad_output, arrays, config
-            )
-        raise AttributeError(name)
 
     def _run(self, key: Any, function: Callable[..., Any], arguments: Sequence[Any]) -> Any:
         """Compile ``function`` for ``key`` once (timed), then call it (timed)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from conformance import repro
 from conformance.dtypes import HALF_DTYPES, numpy_dtype
+from conformance.implementations import OpsByName
 
 # torch (2.13, CPU) has no float16 or bfloat16 kernel for these ("avg_pool3d_out_frame" not
 # implemented for 'Half'); lp_pool3d is built on avg_pool3d. A test checks that it still
@@ -107,7 +108,7 @@ def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
     }
 
 
-class TorchImplementation:
+class TorchImplementation(OpsByName):
     """torch on the CPU: torch.nn.functional, or the nn module where only it has the feature."""
 
     name = "torch"
@@ -197,22 +198,8 @@ class TorchImplementation:
             found["device"] = str(self._torch.cuda.get_device_name(self.device))
         return found
 
-    def has(self, op: str) -> bool:
-        return op.removesuffix("_backward") in self._ops
-
     def supports(self, op: str, dtype: str) -> bool:
         return (op.removesuffix("_backward"), dtype) not in TORCH_UNSUPPORTED
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        ops = self.__dict__.get("_ops", {})
-        if name in ops:
-            return lambda *arrays, **config: self._forward(name, arrays, config)
-        if name.endswith("_backward") and name.removesuffix("_backward") in ops:
-            op = name.removesuffix("_backward")
-            return lambda grad_output, *arrays, **config: self._backward(
-                op, grad_output, arrays, config
-            )
-        raise AttributeError(name)
 
     def _tensor(self, array: np.ndarray | None, grad: bool = False, op: str = "") -> Any:
         """A tensor copy of ``array`` (``op``: the catalogue op it is for)."""

@@ -292,7 +292,7 @@ def test_the_textbook_one_pass_variance_fails_the_campaign(tmp_path: Path) -> No
 
 
 def test_report_applies_a_newer_baseline_to_recorded_failures() -> None:
-    from conformance.cli import explain_again
+    from conformance.baseline import explain_frame
 
     entry = KnownDiscrepancy(
         "avg_pool2d", "torch-compile", "*", "backward", "ceil_mode", "record", "why", ""
@@ -307,6 +307,6 @@ def test_report_applies_a_newer_baseline_to_recorded_failures() -> None:
             "verdict": ["fail", "fail"],
         }
     )
-    again = explain_again(frame, [entry])
+    again = explain_frame(frame, [entry])
     assert again["verdict"].tolist() == ["known", "fail"]
     assert again["known_reason"].tolist()[0] == "why"
