@@ -2,16 +2,43 @@
 
 Every public op validates before it computes, and every error names the argument and the rule
 it broke, so a caller never sees a NumPy traceback from deep inside a kernel.
+
+What counts as an int: a Python int or a NumPy integer scalar (np.int64(3) is 3, as torch
+takes it). Never a bool, though Python calls True an int: ``stride=True`` is a slip, not a
+stride of 1, and torch refuses it too. Never a float, even 2.0 (torch refuses it). A tuple
+argument is a list or a tuple (any sequence but a string or bytes) of such ints.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import TypeGuard
 
 import numpy as np
 
 IntOrTuple = int | Sequence[int]
+
+# sequences whose items are characters or bytes, never sizes: b"\x02\x02" is no (2, 2)
+_TEXT = (str, bytes, bytearray, memoryview)
+
+
+def describe(value: object) -> str:
+    """``value`` for an error message: its type and a short repr."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def is_int(value: object) -> TypeGuard[numbers.Integral]:
+    """An int or a NumPy integer scalar, and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_sequence(value: object) -> bool:
+    """A list, tuple or other sequence that is not text."""
+    return isinstance(value, Sequence) and not isinstance(value, _TEXT)
 
 
 def as_float_array(value: object, name: str) -> np.ndarray:
@@ -21,9 +48,16 @@ def as_float_array(value: object, name: str) -> np.ndarray:
     ``name``."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain numpy.ndarray: a masked array's mask would be ignored"
+        )
     if not np.issubdtype(value.dtype, np.floating):
         raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
-    return np.ascontiguousarray(value)
+    array = np.asarray(value)  # a subclass (np.matrix, whose * is a matrix product) as plain
+    if array.flags.c_contiguous:  # a 0-d array is; np.ascontiguousarray would make it 1-d
+        return array
+    return np.ascontiguousarray(array)
 
 
 def check_ndim(array: np.ndarray, name: str, allowed: Sequence[int], meaning: str) -> None:
@@ -34,21 +68,32 @@ def check_ndim(array: np.ndarray, name: str, allowed: Sequence[int], meaning: st
         )
 
 
-def ntuple(value: IntOrTuple, name: str, dims: int) -> tuple[int, ...]:
-    """Expand an int to ``dims`` copies, or check a sequence has ``dims`` ints."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a tuple of {dims} ints, got a bool")
-    if isinstance(value, numbers.Integral):
+def ntuple(value: object, name: str, dims: int, broadcast: bool = False) -> tuple[int, ...]:
+    """Expand an int to ``dims`` copies, or check a sequence has ``dims`` ints.
+
+    With ``broadcast``, a sequence of one int is repeated as an int is: torch's convolution
+    and pooling ops take ``stride=(2,)`` for a 2-d op (ATen's expand_param_if_needed).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be an int or a tuple of {dims} ints, got a bool ({value!r}); a bool "
+            "is not a size"
+        )
+    if is_int(value):
         return (int(value),) * dims
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        items = tuple(value)
-        if len(items) != dims:
-            raise ValueError(f"{name} must have {dims} elements, got {len(items)}: {value!r}")
-        for item in items:
-            if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-                raise TypeError(f"{name} must hold ints, got {value!r}")
-        return tuple(int(item) for item in items)
-    raise TypeError(f"{name} must be an int or a tuple of {dims} ints, got {value!r}")
+    if not is_sequence(value):
+        raise TypeError(f"{name} must be an int or a tuple of {dims} ints, got {describe(value)}")
+    assert isinstance(value, Sequence)
+    items = tuple(value)
+    for item in items:
+        if not is_int(item):
+            raise TypeError(f"{name} must hold ints, got {describe(item)} in {value!r}")
+    if broadcast and len(items) == 1:
+        return (int(items[0]),) * dims
+    if len(items) != dims:
+        one = " (or 1, repeated)" if broadcast and dims > 1 else ""
+        raise ValueError(f"{name} must have {dims} elements{one}, got {len(items)}: {value!r}")
+    return tuple(int(item) for item in items)
 
 
 def positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -63,12 +108,47 @@ def non_negative(values: tuple[int, ...], name: str) -> tuple[int, ...]:
     return values
 
 
-def positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+def int_arg(value: object, name: str) -> int:
+    """An int (or NumPy integer), not a bool or a float, as a Python int."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int, got {describe(value)}")
     return int(value)
+
+
+def positive_int(value: object, name: str) -> int:
+    number = int_arg(value, name)
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, got {number}")
+    return number
+
+
+def flag(value: object, name: str) -> bool:
+    """A bool (or NumPy bool): torch refuses 1 or "yes" for its bool arguments, and a
+    truthy string would silently flip a mode."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+    return bool(value)
+
+
+def real(value: object, name: str) -> float:
+    """A real number (int, float or NumPy scalar), not a bool, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
+    return float(value)
+
+
+def shape_arg(value: object, name: str) -> tuple[int, ...]:
+    """A shape: a sequence of non-negative ints, as a tuple of Python ints."""
+    if not is_sequence(value):
+        raise TypeError(f"{name} must be a tuple of ints, got {describe(value)}")
+    assert isinstance(value, Sequence)
+    for item in value:
+        if not is_int(item):
+            raise TypeError(f"{name} must hold ints, got {describe(item)} in {value!r}")
+    shape = tuple(int(item) for item in value)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{name} must hold non-negative sizes, got {shape}")
+    return shape
 
 
 def batched(input: np.ndarray, spatial_dims: int, op: str) -> tuple[np.ndarray, bool]:
@@ -84,10 +164,10 @@ def batched(input: np.ndarray, spatial_dims: int, op: str) -> tuple[np.ndarray, 
     return input, False
 
 
-def check_bias(bias: np.ndarray | None, channels: int) -> np.ndarray | None:
+def check_bias(bias: object, channels: int, name: str = "bias") -> np.ndarray | None:
     if bias is None:
         return None
-    bias = as_float_array(bias, "bias")
-    if bias.shape != (channels,):
-        raise ValueError(f"bias must have shape ({channels},), got {bias.shape}")
-    return bias
+    array = as_float_array(bias, name)
+    if array.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), got {array.shape}")
+    return array

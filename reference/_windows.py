@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from reference._arguments import describe, is_int
+
 
 def windows(
     x_padded: np.ndarray,
@@ -41,9 +43,15 @@ IM2COL_BUDGET = {"bytes": 4 * 2**30}
 
 def set_im2col_budget(limit: int) -> None:
     """Set the largest im2col buffer (bytes) a convolution may allocate."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-        raise ValueError(f"the im2col budget must be a positive number of bytes, got {limit!r}")
-    IM2COL_BUDGET["bytes"] = limit
+    if not is_int(limit):
+        raise TypeError(
+            f"limit (the im2col budget) must be an int number of bytes, got {describe(limit)}"
+        )
+    if limit <= 0:
+        raise ValueError(
+            f"limit (the im2col budget) must be a positive number of bytes, got {limit}"
+        )
+    IM2COL_BUDGET["bytes"] = int(limit)
 
 
 def check_im2col_budget(rows: int, columns: int, groups: int, itemsize: int) -> None:

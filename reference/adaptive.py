@@ -10,14 +10,13 @@ input's spatial dimensions.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from reference._arguments import as_float_array, batched
+from reference._arguments import as_float_array, batched, describe, flag, is_int, is_sequence
 from reference.conv import check_grad_output
 from reference.pool import first_max_index
 
@@ -85,20 +84,24 @@ def plan_adaptive(dims: int, op: str, input: np.ndarray, output_size: OutputSize
     x, unbatched = batched(input, dims, op)
     if any(size <= 0 for size in x.shape[2:]):
         raise ValueError(f"input's spatial size must be positive, got shape {input.shape}")
-    if output_size is None or isinstance(output_size, numbers.Integral):
+    if output_size is None or is_int(output_size):
         requested: list[Any] = [output_size] * dims
-    elif isinstance(output_size, Sequence) and not isinstance(output_size, str):
+    elif is_sequence(output_size):
+        assert isinstance(output_size, Sequence)
         requested = list(output_size)
+        for out in requested:
+            if out is not None and not is_int(out):
+                raise TypeError(
+                    f"output_size must hold ints or None, got {describe(out)} in {output_size!r}"
+                )
         if len(requested) != dims:
             raise ValueError(f"output_size must have {dims} elements, got {output_size!r}")
     else:
-        raise TypeError(f"output_size must be an int, None or a tuple, got {output_size!r}")
+        raise TypeError(f"output_size must be an int, None or a tuple, got {describe(output_size)}")
     out_size = []
     for size, out in zip(x.shape[2:], requested, strict=True):
         if out is None:
             out = size
-        if isinstance(out, bool) or not isinstance(out, numbers.Integral):
-            raise TypeError(f"output_size must hold ints or None, got {output_size!r}")
         if out < 0:
             raise ValueError(f"output_size must be non-negative, got {output_size!r}")
         out_size.append(int(out))
@@ -151,8 +154,9 @@ def _make(dims: int) -> tuple[Adaptive, Adaptive, Adaptive, Adaptive]:
         input: np.ndarray, output_size: OutputSize, return_indices: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         plan = plan_adaptive(dims, max_op, input, output_size)
+        with_indices = flag(return_indices, "return_indices")
         values, indices = _max(plan)
-        if return_indices:
+        if with_indices:
             return plan.finish(values), plan.finish(indices)
         return plan.finish(values)
 
@@ -163,6 +167,7 @@ def _make(dims: int) -> tuple[Adaptive, Adaptive, Adaptive, Adaptive]:
         return_indices: bool = False,
     ) -> tuple[np.ndarray]:
         plan = plan_adaptive(dims, max_op, input, output_size)
+        flag(return_indices, "return_indices")  # the gradient is the values' either way
         shape = (*plan.input.shape[:2], *plan.out_size)
         grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
         _, indices = _max(plan)

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference._arguments import IntOrTuple, as_float_array, batched, check_bias, check_ndim
+from reference._arguments import (
+    IntOrTuple,
+    as_float_array,
+    batched,
+    check_bias,
+    check_ndim,
+    ntuple,
+    positive,
+    real,
+)
 from reference.conv import check_grad_output, check_same_dtype, conv2d, conv2d_backward
 from reference.normalization import batch_norm, batch_norm_backward
 
@@ -97,6 +106,45 @@ def patch_embedding_backward(
     return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias
 
 
+def _check_separable(
+    input: object,
+    depthwise_weight: object,
+    pointwise_weight: object,
+    depthwise_bias: object,
+    pointwise_bias: object,
+) -> int:
+    """Validate the arrays under their own names (the inner conv2d would call each one
+    ``weight`` or ``bias``); return the input's channels, the depthwise groups."""
+    x = as_float_array(input, "input")
+    check_ndim(x, "input", (3, 4), "depthwise_separable_conv takes (C, H, W) or (N, C, H, W)")
+    channels = x.shape[-3]
+    depthwise = as_float_array(depthwise_weight, "depthwise_weight")
+    check_ndim(depthwise, "depthwise_weight", (4,), "(C * multiplier, 1, kh, kw)")
+    hidden = depthwise.shape[0]
+    if depthwise.shape[1] != 1 or channels == 0 or hidden % channels:
+        raise ValueError(
+            f"depthwise_weight must be (C * multiplier, 1, kh, kw) for the input's C={channels} "
+            f"channels, got shape {depthwise.shape}"
+        )
+    pointwise = as_float_array(pointwise_weight, "pointwise_weight")
+    check_ndim(pointwise, "pointwise_weight", (4,), "(out, C * multiplier, 1, 1)")
+    if pointwise.shape[1:] != (hidden, 1, 1):
+        raise ValueError(
+            f"pointwise_weight must be (out, {hidden}, 1, 1) after a depthwise_weight of shape "
+            f"{depthwise.shape}, got shape {pointwise.shape}"
+        )
+    dw_bias = check_bias(depthwise_bias, hidden, "depthwise_bias")
+    pw_bias = check_bias(pointwise_bias, pointwise.shape[0], "pointwise_bias")
+    check_same_dtype(
+        x,
+        depthwise_weight=depthwise,
+        pointwise_weight=pointwise,
+        depthwise_bias=dw_bias,
+        pointwise_bias=pw_bias,
+    )
+    return channels
+
+
 def depthwise_separable_conv(
     input: np.ndarray,
     depthwise_weight: np.ndarray,
@@ -109,8 +157,9 @@ def depthwise_separable_conv(
 ) -> np.ndarray:
     """conv2d(conv2d(x, depthwise_weight, groups=C, ...), pointwise_weight); depthwise_weight
     is (C * multiplier, 1, kh, kw), pointwise_weight (out, C * multiplier, 1, 1)."""
-    input = as_float_array(input, "input")
-    channels = input.shape[-3] if input.ndim >= 3 else 0
+    channels = _check_separable(
+        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias
+    )
     hidden = conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, channels)
     return conv2d(hidden, pointwise_weight, pointwise_bias)
 
@@ -128,8 +177,9 @@ def depthwise_separable_conv_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Gradients of (input, depthwise_weight, pointwise_weight, depthwise_bias,
     pointwise_bias): the chain rule through the two convolutions' own backwards."""
-    input = as_float_array(input, "input")
-    channels = input.shape[-3] if input.ndim >= 3 else 0
+    channels = _check_separable(
+        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias
+    )
     hidden = conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, channels)
     grad_hidden, grad_pointwise, grad_pointwise_bias = conv2d_backward(
         grad_output, hidden, pointwise_weight, pointwise_bias
@@ -159,6 +209,80 @@ class _ResidualPass:
     skip: np.ndarray  # x, or bn(a_s)
 
 
+def _check_residual(
+    input: object,
+    conv1_weight: object,
+    bn1_weight: object,
+    bn1_bias: object,
+    conv2_weight: object,
+    bn2_weight: object,
+    bn2_bias: object,
+    shortcut_weight: object,
+    shortcut_bn_weight: object,
+    shortcut_bn_bias: object,
+    stride: object,
+    eps: object,
+) -> np.ndarray:
+    """Validate every argument under its own name (the inner ops would call each one
+    ``weight`` or ``bias``): shapes that chain, one dtype, a shortcut that matches the body.
+    A wrong kernel size would not fail inside: the body and the shortcut would broadcast."""
+    x = as_float_array(input, "input")
+    check_ndim(x, "input", (4,), "residual_block takes (N, C, H, W): batch norm needs a batch")
+    channels = x.shape[1]
+    conv1 = as_float_array(conv1_weight, "conv1_weight")
+    check_ndim(conv1, "conv1_weight", (4,), "(out, C, 3, 3)")
+    out = conv1.shape[0]
+    if conv1.shape[1:] != (channels, 3, 3):
+        raise ValueError(
+            f"conv1_weight must be (out, {channels}, 3, 3) for an input of {channels} channels, "
+            f"got shape {conv1.shape}"
+        )
+    conv2 = as_float_array(conv2_weight, "conv2_weight")
+    if conv2.shape != (out, out, 3, 3):
+        raise ValueError(f"conv2_weight must have shape {(out, out, 3, 3)}, got {conv2.shape}")
+    arrays: dict[str, np.ndarray | None] = {"conv1_weight": conv1, "conv2_weight": conv2}
+    for name, vector in (
+        ("bn1_weight", bn1_weight),
+        ("bn1_bias", bn1_bias),
+        ("bn2_weight", bn2_weight),
+        ("bn2_bias", bn2_bias),
+    ):
+        if vector is None:
+            raise TypeError(f"{name} must be a numpy.ndarray, got None")
+        arrays[name] = check_bias(vector, out, name)
+    strides = positive(ntuple(stride, "stride", 2, broadcast=True), "stride")
+    if shortcut_weight is None:
+        for name, given in (
+            ("shortcut_bn_weight", shortcut_bn_weight),
+            ("shortcut_bn_bias", shortcut_bn_bias),
+        ):
+            if given is not None:
+                raise ValueError(f"{name} is given without shortcut_weight: it would be ignored")
+        if strides != (1, 1) or out != channels:
+            raise ValueError(
+                f"an identity shortcut (shortcut_weight None) needs stride 1 and out_channels = "
+                f"in_channels, got stride={stride!r} and conv1_weight of shape {conv1.shape}"
+            )
+    else:
+        projection = as_float_array(shortcut_weight, "shortcut_weight")
+        if projection.shape != (out, channels, 1, 1):
+            raise ValueError(
+                f"shortcut_weight must have shape {(out, channels, 1, 1)}, got {projection.shape}"
+            )
+        arrays["shortcut_weight"] = projection
+        for name, vector in (
+            ("shortcut_bn_weight", shortcut_bn_weight),
+            ("shortcut_bn_bias", shortcut_bn_bias),
+        ):
+            if vector is None:
+                raise ValueError(f"a projection shortcut needs {name}, got None")
+            arrays[name] = check_bias(vector, out, name)
+    check_same_dtype(x, **arrays)
+    if not real(eps, "eps") >= 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    return x
+
+
 def _residual_forward(
     input: np.ndarray,
     conv1_weight: np.ndarray,
@@ -173,18 +297,27 @@ def _residual_forward(
     stride: int,
     eps: float,
 ) -> _ResidualPass:
-    input = as_float_array(input, "input")
+    input = _check_residual(
+        input,
+        conv1_weight,
+        bn1_weight,
+        bn1_bias,
+        conv2_weight,
+        bn2_weight,
+        bn2_bias,
+        shortcut_weight,
+        shortcut_bn_weight,
+        shortcut_bn_bias,
+        stride,
+        eps,
+    )
     a1 = conv2d(input, conv1_weight, None, stride, 1)
     b1 = _train_norm(a1, bn1_weight, bn1_bias, eps)
     hidden = np.maximum(b1, 0.0)
     a2 = conv2d(hidden, conv2_weight, None, 1, 1)
     body = _train_norm(a2, bn2_weight, bn2_bias, eps)
     if shortcut_weight is None:
-        if stride != 1 or conv2_weight.shape[0] != input.shape[-3]:
-            raise ValueError("an identity shortcut needs stride 1 and out_channels = in_channels")
         return _ResidualPass(a1, b1, hidden, a2, body, None, input)
-    if shortcut_bn_weight is None or shortcut_bn_bias is None:
-        raise ValueError("a projection shortcut needs shortcut_bn_weight and shortcut_bn_bias")
     a_s = conv2d(input, shortcut_weight, None, stride)
     skip = _train_norm(a_s, shortcut_bn_weight, shortcut_bn_bias, eps)
     return _ResidualPass(a1, b1, hidden, a2, body, a_s, skip)
@@ -258,7 +391,9 @@ def residual_block_backward(
         stride,
         eps,
     )
-    grad_z = np.where(v.body + v.skip > 0, grad_output, 0.0)
+    output_shape = v.body.shape
+    grad = check_grad_output(grad_output, output_shape, False, v.body.dtype)
+    grad_z = np.where(v.body + v.skip > 0, grad, 0.0)
     g_a2, g_bn2_w, g_bn2_b = batch_norm_backward(
         grad_z, v.a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps
     )

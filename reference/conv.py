@@ -130,8 +130,9 @@ def plan_conv(
         )
     bias = check_bias(bias, out_channels)
     check_same_dtype(input, weight=weight, bias=bias)
-    strides = positive(ntuple(stride, "stride", dims), "stride")
-    dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
+    # torch repeats a one-element stride, padding or dilation over the spatial dimensions
+    strides = positive(ntuple(stride, "stride", dims, broadcast=True), "stride")
+    dilations = positive(ntuple(dilation, "dilation", dims, broadcast=True), "dilation")
     padding_mode = check_padding_mode(padding_mode)
     kernel_size = weight.shape[2:]
     if isinstance(padding, str):
@@ -144,7 +145,8 @@ def plan_conv(
         else:
             raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
     else:
-        pads = tuple((p, p) for p in non_negative(ntuple(padding, "padding", dims), "padding"))
+        widths = ntuple(padding, "padding", dims, broadcast=True)
+        pads = tuple((p, p) for p in non_negative(widths, "padding"))
     spatial = x.shape[2:]
     check_pads_fit(spatial, pads, padding_mode)
     out_size = []

@@ -20,23 +20,73 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reference._arguments import ntuple
+from reference._arguments import (
+    describe,
+    flag,
+    int_arg,
+    is_int,
+    is_sequence,
+    non_negative,
+    ntuple,
+    positive,
+    positive_int,
+    shape_arg,
+)
 from reference.shapes import conv_output_size, conv_transpose_output_size, pool_output_size
 
 Shape = tuple[int, ...]
+Knob = int | Shape
+
+
+def _set(layer: object, name: str, value: object) -> None:
+    """Store a validated, normalized field on a frozen description (np.int64(3) as 3, a list
+    as a tuple), so that equal layers compare and hash equal."""
+    object.__setattr__(layer, name, value)
+
+
+def _knob(value: object, name: str, dims: int, minimum: int) -> Knob:
+    """An int or a tuple of ``dims`` ints, each at least ``minimum``; normalized."""
+    values = ntuple(value, name, dims)
+    (positive if minimum > 0 else non_negative)(values, name)
+    return values[0] if is_int(value) else values
+
+
+def _check_layer(layer: object, name: str) -> None:
+    """A description with the methods every layer has (anything else fails deep inside)."""
+    missing = [
+        method
+        for method in ("output_shape", "parameter_count", "macs", "flops")
+        if not callable(getattr(layer, method, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{name} must be a layer description (reference.layers: Conv, ConvTranspose, "
+            f"Linear, Pool, BatchNorm, Sequential or Residual), got {describe(layer)} without "
+            f"{', '.join(missing)}"
+        )
 
 
 def product_flops(macs: int) -> dict[str, int]:
     """FLOP = 2 MACs; grad_input and grad_weight pair the same operands as the forward."""
+    macs = int_arg(macs, "macs")
+    if macs < 0:
+        raise ValueError(f"macs must be non-negative, got {macs}")
     forward = 2 * macs
     return {"forward": forward, "grad_input": forward, "grad_weight": forward}
 
 
+def _input_shape(input_shape: object, dims: int) -> Shape:
+    """(C, *spatial) or (N, C, *spatial) with ``dims`` positive spatial sizes."""
+    shape = shape_arg(input_shape, "input_shape")
+    if len(shape) not in (dims + 1, dims + 2):
+        raise ValueError(f"input_shape must have {dims + 1} or {dims + 2} entries, got {shape}")
+    if any(n <= 0 for n in shape[-dims:]):
+        raise ValueError(f"input_shape's spatial sizes must be positive, got {shape}")
+    return shape
+
+
 def _batch_and_spatial(input_shape: Shape, dims: int, channels: int) -> tuple[int, Shape]:
-    if len(input_shape) not in (dims + 1, dims + 2):
-        raise ValueError(
-            f"input_shape must have {dims + 1} or {dims + 2} entries, got {input_shape}"
-        )
+    input_shape = _input_shape(input_shape, dims)
     if input_shape[-dims - 1] != channels:
         raise ValueError(f"input_shape {input_shape} must have {channels} channels")
     batch = input_shape[0] if len(input_shape) == dims + 2 else 1
@@ -44,7 +94,8 @@ def _batch_and_spatial(input_shape: Shape, dims: int, channels: int) -> tuple[in
 
 
 def _with_batch(input_shape: Shape, dims: int, channels: int, spatial: Shape) -> Shape:
-    return (*input_shape[: len(input_shape) - dims - 1], channels, *spatial)
+    batch = tuple(int(n) for n in input_shape[: len(input_shape) - dims - 1])  # np.int64 too
+    return (*batch, channels, *spatial)
 
 
 @dataclass(frozen=True)
@@ -60,6 +111,23 @@ class Conv:
     dilation: int | Shape = 1
     groups: int = 1
     bias: bool = True
+
+    def __post_init__(self) -> None:
+        dims = positive_int(self.dims, "dims")
+        _set(self, "dims", dims)
+        _channels(self, "in_channels", "out_channels")
+        _set(self, "kernel_size", _knob(self.kernel_size, "kernel_size", dims, 1))
+        _set(self, "stride", _knob(self.stride, "stride", dims, 1))
+        if isinstance(self.padding, str):
+            if self.padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or ints, got {self.padding!r}")
+            if self.padding == "same" and any(s != 1 for s in ntuple(self.stride, "", dims)):
+                raise ValueError(f"padding='same' requires stride 1, got stride={self.stride}")
+        else:
+            _set(self, "padding", _knob(self.padding, "padding", dims, 0))
+        _set(self, "dilation", _knob(self.dilation, "dilation", dims, 1))
+        _groups(self, "in_channels", "out_channels")
+        _set(self, "bias", flag(self.bias, "bias"))
 
     def kernel(self) -> Shape:
         return ntuple(self.kernel_size, "kernel_size", self.dims)
@@ -111,6 +179,26 @@ class ConvTranspose:
     bias: bool = True
     dilation: int | Shape = 1
 
+    def __post_init__(self) -> None:
+        dims = positive_int(self.dims, "dims")
+        _set(self, "dims", dims)
+        _channels(self, "in_channels", "out_channels")
+        _set(self, "kernel_size", _knob(self.kernel_size, "kernel_size", dims, 1))
+        _set(self, "stride", _knob(self.stride, "stride", dims, 1))
+        _set(self, "padding", _knob(self.padding, "padding", dims, 0))
+        _set(self, "output_padding", _knob(self.output_padding, "output_padding", dims, 0))
+        _groups(self, "in_channels", "out_channels")
+        _set(self, "bias", flag(self.bias, "bias"))
+        _set(self, "dilation", _knob(self.dilation, "dilation", dims, 1))
+        strides, dilations = ntuple(self.stride, "", dims), ntuple(self.dilation, "", dims)
+        extra = ntuple(self.output_padding, "", dims)
+        if any(op >= max(s, d) for op, s, d in zip(extra, strides, dilations, strict=True)):
+            raise ValueError(
+                f"output_padding must be smaller than either stride or dilation, got "
+                f"output_padding={self.output_padding}, stride={self.stride}, "
+                f"dilation={self.dilation}"
+            )
+
     def kernel(self) -> Shape:
         return ntuple(self.kernel_size, "kernel_size", self.dims)
 
@@ -156,7 +244,12 @@ class Linear:
     out_features: int
     bias: bool = True
 
+    def __post_init__(self) -> None:
+        _channels(self, "in_features", "out_features")
+        _set(self, "bias", flag(self.bias, "bias"))
+
     def output_shape(self, input_shape: Shape) -> Shape:
+        input_shape = shape_arg(input_shape, "input_shape")
         if not input_shape or input_shape[-1] != self.in_features:
             raise ValueError(f"input_shape {input_shape} must end in {self.in_features}")
         return (*input_shape[:-1], self.out_features)
@@ -165,8 +258,8 @@ class Linear:
         return self.in_features * self.out_features + (self.out_features if self.bias else 0)
 
     def macs(self, input_shape: Shape) -> int:
-        self.output_shape(input_shape)
-        return math.prod(input_shape[:-1]) * self.in_features * self.out_features
+        rows = self.output_shape(input_shape)[:-1]  # validated, as Python ints
+        return math.prod(rows) * self.in_features * self.out_features
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
         return product_flops(self.macs(input_shape))
@@ -184,7 +277,28 @@ class Pool:
     dilation: int | Shape = 1
     ceil_mode: bool = False
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or self.kind not in ("max", "avg"):
+            raise ValueError(f"kind must be 'max' or 'avg', got {describe(self.kind)}")
+        dims = positive_int(self.dims, "dims")
+        _set(self, "dims", dims)
+        _set(self, "kernel_size", _knob(self.kernel_size, "kernel_size", dims, 1))
+        if self.stride is not None:
+            _set(self, "stride", _knob(self.stride, "stride", dims, 1))
+        _set(self, "padding", _knob(self.padding, "padding", dims, 0))
+        pads, kernel = ntuple(self.padding, "", dims), ntuple(self.kernel_size, "", dims)
+        if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
+            raise ValueError(
+                f"padding must be at most half of kernel_size, got {self.padding} for "
+                f"{self.kernel_size}"
+            )
+        _set(self, "dilation", _knob(self.dilation, "dilation", dims, 1))
+        if self.kind == "avg" and set(ntuple(self.dilation, "", dims)) != {1}:
+            raise ValueError(f"dilation must be 1 for average pooling, got {self.dilation}")
+        _set(self, "ceil_mode", flag(self.ceil_mode, "ceil_mode"))
+
     def output_shape(self, input_shape: Shape) -> Shape:
+        input_shape = _input_shape(input_shape, self.dims)
         spatial = tuple(input_shape[-self.dims :])
         out = pool_output_size(
             spatial,
@@ -201,10 +315,11 @@ class Pool:
         return 0
 
     def macs(self, input_shape: Shape) -> int:
+        self.output_shape(input_shape)  # no products, but a shape that fits
         return 0
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        return product_flops(0)
+        return product_flops(self.macs(input_shape))
 
 
 @dataclass(frozen=True)
@@ -214,7 +329,12 @@ class BatchNorm:
     num_features: int
     affine: bool = True
 
+    def __post_init__(self) -> None:
+        _set(self, "num_features", positive_int(self.num_features, "num_features"))
+        _set(self, "affine", flag(self.affine, "affine"))
+
     def output_shape(self, input_shape: Shape) -> Shape:
+        input_shape = shape_arg(input_shape, "input_shape")
         if len(input_shape) < 2 or input_shape[1] != self.num_features:
             raise ValueError(f"input_shape {input_shape} must have {self.num_features} channels")
         return tuple(input_shape)
@@ -223,10 +343,27 @@ class BatchNorm:
         return 2 * self.num_features if self.affine else 0
 
     def macs(self, input_shape: Shape) -> int:
+        self.output_shape(input_shape)  # no products, but a shape that fits
         return 0
 
     def flops(self, input_shape: Shape) -> dict[str, int]:
-        return product_flops(0)
+        return product_flops(self.macs(input_shape))
+
+
+def _channels(layer: Conv | ConvTranspose | Linear, *names: str) -> None:
+    for name in names:
+        _set(layer, name, positive_int(getattr(layer, name), name))
+
+
+def _groups(layer: Conv | ConvTranspose, *names: str) -> None:
+    """groups: a positive int dividing each of the channel counts ``names`` (torch's rule)."""
+    groups = positive_int(layer.groups, "groups")
+    for name in names:
+        if getattr(layer, name) % groups:
+            raise ValueError(
+                f"{name} ({getattr(layer, name)}) must be divisible by groups={groups}"
+            )
+    _set(layer, "groups", groups)
 
 
 class LayerLike(Protocol):
@@ -242,8 +379,15 @@ class Sequential:
 
     layers: Sequence[LayerLike] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        if not is_sequence(self.layers):
+            raise TypeError(f"layers must be a sequence of layers, got {describe(self.layers)}")
+        for position, layer in enumerate(self.layers):
+            _check_layer(layer, f"layers[{position}]")
+        _set(self, "layers", tuple(self.layers))
+
     def _shapes(self, input_shape: Shape) -> list[Shape]:
-        shapes = [tuple(input_shape)]
+        shapes = [shape_arg(input_shape, "input_shape")]
         for layer in self.layers:
             shapes.append(layer.output_shape(shapes[-1]))
         return shapes
@@ -274,7 +418,13 @@ class Residual:
     body: Sequential
     shortcut: Sequential | None = None
 
+    def __post_init__(self) -> None:
+        _check_layer(self.body, "body")
+        if self.shortcut is not None:
+            _check_layer(self.shortcut, "shortcut")
+
     def output_shape(self, input_shape: Shape) -> Shape:
+        input_shape = shape_arg(input_shape, "input_shape")
         out = self.body.output_shape(input_shape)
         skip = input_shape if self.shortcut is None else self.shortcut.output_shape(input_shape)
         if tuple(out) != tuple(skip):
@@ -310,6 +460,8 @@ def depthwise_separable(
     bias: bool = True,
 ) -> Sequential:
     """Depthwise (groups = in_channels) then pointwise (1x1) convolution (Chollet 2017)."""
+    in_channels = positive_int(in_channels, "in_channels")
+    multiplier = positive_int(multiplier, "multiplier")
     depthwise = Conv(
         dims,
         in_channels,
@@ -327,6 +479,9 @@ def depthwise_separable(
 def basic_residual_block(in_channels: int, out_channels: int, stride: int = 1) -> Residual:
     """conv3x3-BN-ReLU-conv3x3-BN plus the identity, or a strided 1x1 conv + BN projection
     when the shape changes (ResNet's basic block)."""
+    in_channels = positive_int(in_channels, "in_channels")
+    out_channels = positive_int(out_channels, "out_channels")
+    positive(ntuple(stride, "stride", 2), "stride")
     body = Sequential(
         (
             Conv(2, in_channels, out_channels, 3, stride, 1, bias=False),
@@ -336,7 +491,7 @@ def basic_residual_block(in_channels: int, out_channels: int, stride: int = 1) -
         )
     )
     shortcut = None
-    if stride != 1 or in_channels != out_channels:
+    if stride != 1 or in_channels != out_channels:  # as torchvision's BasicBlock decides
         shortcut = Sequential(
             (
                 Conv(2, in_channels, out_channels, 1, stride, bias=False),
@@ -348,4 +503,6 @@ def basic_residual_block(in_channels: int, out_channels: int, stride: int = 1) -
 
 def patch_embedding(in_channels: int, embed_dim: int, patch: int) -> Conv:
     """ViT's patch embedding: a convolution with kernel_size = stride = patch."""
+    embed_dim = positive_int(embed_dim, "embed_dim")
+    patch = positive_int(patch, "patch")
     return Conv(2, in_channels, embed_dim, patch, patch)

@@ -20,11 +20,9 @@ in eval the statistics are constants: grad_input = weight * r * g.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from reference._arguments import as_float_array
+from reference._arguments import as_float_array, flag, int_arg, real
 from reference.conv import check_grad_output
 
 
@@ -45,10 +43,13 @@ def _check(
     training: bool,
     momentum: float,
     eps: float,
+    updates: bool = False,
 ) -> np.ndarray:
+    """Validate a batch_norm call; ``updates``: the call writes the running statistics."""
     input = as_float_array(input, "input")
     if input.ndim < 2:
         raise ValueError(f"input must be (N, C, *), got shape {input.shape}")
+    training = flag(training, "training")
     channels = input.shape[1]
     for name, array in (
         ("running_mean", running_mean),
@@ -65,16 +66,16 @@ def _check(
             raise TypeError(
                 f"{name} must have the input's dtype ({input.dtype}), got {array.dtype}"
             )
+        if updates and training and name.startswith("running") and not array.flags.writeable:
+            raise ValueError(f"{name} must be writeable: training updates it in place")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("running_mean and running_var must be given in evaluation mode")
     if training and input.shape[0] > 0 and input.size // max(channels, 1) <= 1:
         raise ValueError(
             f"training needs more than one value per channel, got input shape {input.shape}"
         )
-    for name, value in (("momentum", momentum), ("eps", eps)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    if eps < 0:
+    real(momentum, "momentum")
+    if not real(eps, "eps") >= 0:  # NaN too: it would make every output NaN
         raise ValueError(f"eps must be non-negative, got {eps}")
     return input
 
@@ -98,7 +99,9 @@ def batch_norm(
     eps: float = 1e-5,
 ) -> np.ndarray:
     """torch.nn.functional.batch_norm; updates running_mean and running_var in place."""
-    input = _check(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    input = _check(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, updates=True
+    )
     if input.shape[0] == 0:  # an empty batch: nothing to normalize, no statistics (torch)
         return input.copy()
     if training:
@@ -178,8 +181,7 @@ def channel_statistics(input: np.ndarray, correction: int = 1) -> tuple[np.ndarr
     input = as_float_array(input, "input")
     if input.ndim < 2:
         raise ValueError(f"input must be (N, C, *), got shape {input.shape}")
-    if isinstance(correction, bool) or not isinstance(correction, numbers.Integral):
-        raise TypeError(f"correction must be an int, got {correction!r}")
+    correction = int_arg(correction, "correction")
     axes = _channel_axes(input)
     count = input.size // input.shape[1]
     mean = input.mean(axis=axes)
@@ -195,5 +197,7 @@ def dead_channel_fraction(activations: np.ndarray, threshold: float = 0.0) -> fl
     activations = as_float_array(activations, "activations")
     if activations.ndim < 2 or activations.shape[1] == 0:
         raise ValueError(f"activations must be (N, C, *) with C > 0, got {activations.shape}")
+    if np.isnan(real(threshold, "threshold")):
+        raise ValueError("threshold must be a number, got NaN (nothing would exceed it)")
     alive = (activations > threshold).any(axis=_channel_axes(activations))
     return float(1.0 - alive.mean())

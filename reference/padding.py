@@ -22,6 +22,11 @@ Pads = Sequence[tuple[int, int]]
 
 
 def check_padding_mode(padding_mode: object) -> str:
+    if not isinstance(padding_mode, str):
+        raise TypeError(
+            f"padding_mode must be one of {PADDING_MODES}, got {type(padding_mode).__name__} "
+            f"{padding_mode!r}"
+        )
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     return str(padding_mode)

@@ -20,8 +20,7 @@ lp:   (sum of x**p over the valid elements) ** (1/p), torch's documented f(X). I
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +30,13 @@ from reference._arguments import (
     IntOrTuple,
     as_float_array,
     batched,
+    describe,
+    flag,
+    is_int,
     non_negative,
     ntuple,
     positive,
+    real,
 )
 from reference._windows import crop, scatter_windows, windows
 from reference.conv import check_grad_output, check_spatial
@@ -125,22 +128,25 @@ def plan_pool(
     padding: IntOrTuple,
     dilation: IntOrTuple,
     ceil_mode: bool,
+    broadcast: bool = True,
 ) -> PoolPlan:
+    """Validate a pooling call. With ``broadcast`` a one-element kernel_size, stride, padding
+    or dilation is repeated over the spatial dimensions, as torch's max and average pooling
+    do (its lp pooling unpacks kernel_size into dims values and does not)."""
     input = as_float_array(input, "input")
     x, unbatched = batched(input, dims, op)
     check_spatial(x)
-    kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
-    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
-        strides = kernel
+    kernel = positive(ntuple(kernel_size, "kernel_size", dims, broadcast), "kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel  # torch: stride None or empty means kernel_size
     else:
-        strides = positive(ntuple(stride, "stride", dims), "stride")
-    pads = non_negative(ntuple(padding, "padding", dims), "padding")
+        strides = positive(ntuple(stride, "stride", dims, broadcast), "stride")
+    pads = non_negative(ntuple(padding, "padding", dims, broadcast), "padding")
     if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
         raise ValueError(f"padding must be at most half of kernel_size, got {pads} for {kernel}")
-    dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    out = pool_output_size(tuple(x.shape[2:]), kernel, strides, pads, dilations, bool(ceil_mode))
+    dilations = positive(ntuple(dilation, "dilation", dims, broadcast), "dilation")
+    ceil = flag(ceil_mode, "ceil_mode")
+    out = pool_output_size(tuple(x.shape[2:]), kernel, strides, pads, dilations, ceil)
     assert isinstance(out, tuple)
     return PoolPlan(x, unbatched, kernel, strides, pads, dilations, out)
 
@@ -232,19 +238,20 @@ def _avg_divisor(
 def _check_divisor(divisor_override: object) -> int | None:
     if divisor_override is None:
         return None
-    if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral):
-        raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")
+    if not is_int(divisor_override):
+        raise TypeError(
+            f"divisor_override must be an int or None, got {describe(divisor_override)}"
+        )
     if divisor_override == 0:
         raise ValueError("divisor_override must not be zero")
     return int(divisor_override)
 
 
 def _check_norm_type(norm_type: object) -> float:
-    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
-        raise TypeError(f"norm_type must be a real number, got {norm_type!r}")
-    if not (0 < float(norm_type) < math.inf):
+    p = real(norm_type, "norm_type")
+    if not (0 < p < math.inf):
         raise ValueError(f"norm_type must be positive and finite, got {norm_type}")
-    return float(norm_type)
+    return p
 
 
 def _window_sums(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
@@ -285,8 +292,9 @@ def _make_max(dims: int) -> tuple[Pool, Pool]:
         return_indices: bool = False,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         plan = plan_pool(dims, op, input, kernel_size, stride, padding, dilation, ceil_mode)
+        with_indices = flag(return_indices, "return_indices")
         values, indices = _max_forward(plan)
-        if return_indices:
+        if with_indices:
             return plan.finish(values), plan.finish(indices)
         return plan.finish(values)
 
@@ -301,6 +309,7 @@ def _make_max(dims: int) -> tuple[Pool, Pool]:
         return_indices: bool = False,
     ) -> tuple[np.ndarray]:
         plan = plan_pool(dims, op, input, kernel_size, stride, padding, dilation, ceil_mode)
+        flag(return_indices, "return_indices")  # the gradient is the values' either way
         shape = (*plan.input.shape[:2], *plan.out_size)
         grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
         return (plan.finish(_max_backward(grad, plan)),)
@@ -321,7 +330,8 @@ def _make_avg(dims: int) -> tuple[Pool, Pool]:
         divisor_override: int | None,
     ) -> np.ndarray:
         plan = plan_pool(dims, op, input, kernel_size, stride, padding, 1, ceil_mode)
-        divisor = _avg_divisor(plan, count_include_pad, _check_divisor(divisor_override))
+        include_pad = flag(count_include_pad, "count_include_pad")
+        divisor = _avg_divisor(plan, include_pad, _check_divisor(divisor_override))
         return plan.finish((_window_sums(plan, plan.input) / divisor).astype(plan.input.dtype))
 
     def backward(
@@ -335,7 +345,8 @@ def _make_avg(dims: int) -> tuple[Pool, Pool]:
         divisor_override: int | None,
     ) -> tuple[np.ndarray]:
         plan = plan_pool(dims, op, input, kernel_size, stride, padding, 1, ceil_mode)
-        divisor = _avg_divisor(plan, count_include_pad, _check_divisor(divisor_override))
+        include_pad = flag(count_include_pad, "count_include_pad")
+        divisor = _avg_divisor(plan, include_pad, _check_divisor(divisor_override))
         shape = (*plan.input.shape[:2], *plan.out_size)
         grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
         per_window = (grad / divisor).astype(plan.input.dtype)
@@ -424,7 +435,7 @@ def _make_lp(dims: int) -> tuple[Pool, Pool]:
         ceil_mode: bool = False,
     ) -> np.ndarray:
         p = _check_norm_type(norm_type)
-        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode)
+        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode, False)
         with np.errstate(invalid="ignore"):
             sums = _window_sums(plan, np.power(plan.input, p))
             return plan.finish(np.power(sums, 1.0 / p))
@@ -438,7 +449,7 @@ def _make_lp(dims: int) -> tuple[Pool, Pool]:
         ceil_mode: bool = False,
     ) -> tuple[np.ndarray]:
         p = _check_norm_type(norm_type)
-        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode)
+        plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode, False)
         shape = (*plan.input.shape[:2], *plan.out_size)
         grad = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):

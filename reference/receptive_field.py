@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from reference._arguments import ntuple
+from reference._arguments import (
+    describe,
+    int_arg,
+    is_int,
+    is_sequence,
+    non_negative,
+    ntuple,
+    positive,
+    positive_int,
+)
 from reference.layers import BatchNorm, Conv, ConvTranspose, Linear, Pool, Residual, Sequential
 
 EXPECTED = (
@@ -34,29 +43,46 @@ class Field:
     jump: int  # J: input distance between neighbouring outputs
     start: int  # S: first input coordinate of output 0's field (negative in the padding)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", positive_int(self.size, "size"))
+        object.__setattr__(self, "jump", positive_int(self.jump, "jump"))
+        object.__setattr__(self, "start", int_arg(self.start, "start"))
+
     def span(self, index: int) -> tuple[int, int]:
         """First and last input coordinate seen by output ``index``."""
+        index = int_arg(index, "index")
+        if index < 0:
+            raise ValueError(f"index must be a non-negative output position, got {index}")
         first = self.start + index * self.jump
         return first, first + self.size - 1
 
 
-def _knobs(layer: Any, dims: int) -> tuple[tuple[int, ...], ...]:
-    kernel = ntuple(layer.kernel_size, "kernel_size", dims)
-    stride = kernel if getattr(layer, "stride", 1) is None else ntuple(layer.stride, "stride", dims)
-    padding = getattr(layer, "padding", 0)
-    if padding == "valid":
-        padding = 0
-    if padding == "same":
-        padding = tuple(
-            (d * (k - 1)) // 2
-            for k, d in zip(kernel, ntuple(layer.dilation, "dilation", dims), strict=True)
+def _knobs(layer: Any, dims: int, where: str) -> tuple[tuple[int, ...], ...]:
+    """kernel_size, stride, padding and dilation per dimension, each checked as torch checks
+    it (a stride of 0 or a negative padding is no layer); an error names the layer."""
+    try:
+        kernel = positive(ntuple(layer.kernel_size, "kernel_size", dims), "kernel_size")
+        stride_value = getattr(layer, "stride", 1)
+        stride = (
+            kernel
+            if stride_value is None
+            else positive(ntuple(stride_value, "stride", dims), "stride")
         )
-    return (
-        kernel,
-        stride,
-        ntuple(padding, "padding", dims),
-        ntuple(getattr(layer, "dilation", 1), "dilation", dims),
-    )
+        dilation = positive(ntuple(getattr(layer, "dilation", 1), "dilation", dims), "dilation")
+        padding = getattr(layer, "padding", 0)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+            if padding == "same" and stride != (1,) * dims:
+                raise ValueError(f"padding='same' requires stride 1, got stride={stride}")
+            # 'same' puts the odd extra element at the end: the field starts half before
+            same = tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation, strict=True))
+            pads = same if padding == "same" else (0,) * dims
+        else:
+            pads = non_negative(ntuple(padding, "padding", dims), "padding")
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
+    return kernel, stride, pads, dilation
 
 
 def _readable(layer: Any, where: str) -> Any:
@@ -65,11 +91,14 @@ def _readable(layer: Any, where: str) -> Any:
     if isinstance(layer, Mapping):
         if "kernel_size" not in layer:
             raise TypeError(
-                f"{where}: a mapping without kernel_size ({sorted(layer)}); expected {EXPECTED}"
+                f"{where}: a mapping without kernel_size ({sorted(layer, key=repr)}); expected "
+                f"{EXPECTED}"
             )
         unknown = set(layer) - {"kernel_size", "stride", "padding", "dilation"}
         if unknown:
-            raise TypeError(f"{where}: unknown keys {sorted(unknown)}; expected {EXPECTED}")
+            raise TypeError(
+                f"{where}: unknown keys {sorted(unknown, key=repr)}; expected {EXPECTED}"
+            )
         return SimpleNamespace(**layer)
     if isinstance(layer, (ConvTranspose, Linear)):  # no integer (R, J, S) describes them
         raise TypeError(
@@ -110,7 +139,12 @@ def _through(layer: Any, fields: tuple[Field, ...], where: str = "layer") -> tup
         return tuple(merged)
     if isinstance(layer, BatchNorm):
         return fields  # one input per output
-    kernel, stride, padding, dilation = _knobs(layer, dims)
+    if isinstance(layer, (Conv, Pool)) and layer.dims != dims:
+        raise ValueError(
+            f"{where}: a {layer.dims}-d {type(layer).__name__} in a receptive field of "
+            f"dims={dims}; pass dims={layer.dims}"
+        )
+    kernel, stride, padding, dilation = _knobs(layer, dims, where)
     return tuple(
         Field(f.size + d * (k - 1) * f.jump, f.jump * s, f.start - p * f.jump)
         for f, k, s, p, d in zip(fields, kernel, stride, padding, dilation, strict=True)
@@ -124,10 +158,13 @@ def receptive_field(layers: Sequence[Any], dims: int = 1) -> list[tuple[Field, .
     kernel_size and optionally stride, padding and dilation; a Residual's field is its paths'
     union. A layer it cannot read raises a TypeError naming it.
     """
-    if isinstance(layers, (str, bytes, Mapping)) or not isinstance(layers, Sequence):
+    if isinstance(layers, Mapping) or not is_sequence(layers):
         raise TypeError(f"layers must be a sequence of layers, got {type(layers).__name__}")
-    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+    if not is_int(dims):
+        raise TypeError(f"dims must be a positive int, got {describe(dims)}")
+    if dims < 1:
         raise ValueError(f"dims must be a positive int, got {dims!r}")
+    dims = int(dims)
     fields = tuple(Field(1, 1, 0) for _ in range(dims))
     result = []
     for position, layer in enumerate(layers):

@@ -9,17 +9,22 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
-from reference._arguments import IntOrTuple, non_negative, ntuple, positive
+from reference._arguments import IntOrTuple, flag, is_sequence, non_negative, ntuple, positive
 
 
-def _dims(*values: object) -> int:
+def _dims(**arguments: object) -> int:
     """How many spatial dimensions the arguments describe (1 if every one is an int)."""
-    lengths = {
-        len(v) for v in values if isinstance(v, Sequence) and not isinstance(v, (str, bytes))
-    }
-    if len(lengths) > 1:
-        raise ValueError(f"tuple arguments disagree on the number of dimensions: {values!r}")
-    return lengths.pop() if lengths else 1
+    lengths = {}
+    for name, value in arguments.items():
+        if is_sequence(value):
+            assert isinstance(value, Sequence)
+            if len(value) == 0:
+                raise ValueError(f"{name} must be an int or a non-empty tuple, got {value!r}")
+            lengths[name] = len(value)
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{name} has {length}" for name, length in lengths.items())
+        raise ValueError(f"tuple arguments disagree on the number of dimensions: {described}")
+    return next(iter(lengths.values()), 1)
 
 
 def _scalar_if_ints(result: tuple[int, ...], *values: object) -> int | tuple[int, ...]:
@@ -39,7 +44,9 @@ def conv_output_size(
 
     Raises ValueError when the dilated kernel does not fit in the padded input.
     """
-    dims = _dims(size, kernel_size, stride, padding, dilation)
+    dims = _dims(
+        size=size, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation
+    )
     sizes = positive(ntuple(size, "size", dims), "size")
     kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
     strides = positive(ntuple(stride, "stride", dims), "stride")
@@ -70,7 +77,14 @@ def conv_transpose_output_size(
     The ConvTranspose docs' formula; output_padding must be smaller than stride or dilation
     (it picks one of the input sizes that a strided conv maps onto ``size``).
     """
-    dims = _dims(size, kernel_size, stride, padding, output_padding, dilation)
+    dims = _dims(
+        size=size,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
     sizes = positive(ntuple(size, "size", dims), "size")
     kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
     strides = positive(ntuple(stride, "stride", dims), "stride")
@@ -102,7 +116,7 @@ def same_padding(kernel_size: IntOrTuple, dilation: IntOrTuple = 1) -> tuple[tup
     The total dilation*(kernel_size-1) is split with the odd extra element at the end, as
     torch's ``_convolution_mode`` and ``nn.ConvNd._reversed_padding_repeated_twice`` do.
     """
-    dims = _dims(kernel_size, dilation)
+    dims = _dims(kernel_size=kernel_size, dilation=dilation)
     kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
     dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
     totals = [d * (k - 1) for k, d in zip(kernel, dilations, strict=True)]
@@ -125,10 +139,15 @@ def pool_output_size(
     dropped: if (out-1)*stride >= size + padding, out -= 1. stride defaults to kernel_size.
     Raises ValueError when the output would be empty.
     """
-    dims = _dims(size, kernel_size, stride, padding, dilation)
+    if isinstance(stride, (tuple, list)) and len(stride) == 0:
+        stride = None  # torch's pooling: an empty stride means kernel_size
+    dims = _dims(
+        size=size, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation
+    )
     sizes = positive(ntuple(size, "size", dims), "size")
     kernel = positive(ntuple(kernel_size, "kernel_size", dims), "kernel_size")
     strides = kernel if stride is None else positive(ntuple(stride, "stride", dims), "stride")
+    ceil_mode = flag(ceil_mode, "ceil_mode")
     pads = non_negative(ntuple(padding, "padding", dims), "padding")
     dilations = positive(ntuple(dilation, "dilation", dims), "dilation")
     result = []

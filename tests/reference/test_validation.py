@@ -148,3 +148,65 @@ def test_pooling_rejects(call: object, error: type, message: str) -> None:
 
 def test_adaptive_output_size_zero_is_empty_as_in_torch() -> None:
     assert reference.adaptive_avg_pool1d(np.ones((1, 1, 3)), 0).shape == (1, 1, 0)
+
+
+def test_a_one_element_tuple_stands_for_every_dimension_where_torch_repeats_it() -> None:
+    """ATen's expand_param_if_needed: F.conv2d(x, w, stride=(2,)) is stride=2, and so for
+    the pooling knobs; torch's unfold refuses it, and so does the reference."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3))
+    np.testing.assert_array_equal(
+        reference.conv2d(x, w, stride=(2,), padding=[1], dilation=(1,)),
+        reference.conv2d(x, w, stride=2, padding=1, dilation=1),
+    )
+    np.testing.assert_array_equal(
+        reference.max_pool2d(x, (3,), (2,), (1,)), reference.max_pool2d(x, 3, 2, 1)
+    )
+    with pytest.raises(ValueError, match="kernel_size must have 2 elements"):
+        reference.unfold(x, (2,))
+    with pytest.raises(ValueError, match="stride must have 2 elements"):
+        reference.conv2d(x, w, stride=(1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: reference.conv2d(X2, W2, stride=(1, True)), "stride must hold ints"),
+        (lambda: reference.conv2d(X2, W2, groups=True), "groups must be an int"),
+        (lambda: reference.max_pool2d(P2, np.bool_(True)), "kernel_size must be an int"),
+        (lambda: reference.adaptive_avg_pool2d(P2, True), "output_size must be an int"),
+        (lambda: reference.conv_output_size(5, True), "kernel_size must be an int"),
+        (lambda: reference.channel_statistics(P2, correction=True), "correction must be an int"),
+        (lambda: reference.receptive_field([], dims=True), "dims must be a positive int"),
+        (lambda: reference.numerical_gradient(sum, [X2, W2], X2, True), "wrt must be an int"),
+    ],
+    ids=["stride", "groups", "kernel", "output_size", "size", "correction", "dims", "wrt"],
+)
+def test_a_bool_is_never_a_size_a_count_or_an_index(call: object, message: str) -> None:
+    """True is an int to Python, but stride=True is a slip: refused, as torch refuses it."""
+    with pytest.raises(TypeError, match=message):
+        call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: reference.max_pool2d(P2, 2, return_indices=1), "return_indices must be a bool"),
+        (lambda: reference.avg_pool2d(P2, 2, count_include_pad="no"), "count_include_pad must"),
+        (lambda: reference.batch_norm(P2, None, None, training="yes"), "training must be"),  # type: ignore[arg-type]
+        (lambda: reference.pool_output_size(5, 2, ceil_mode=None), "ceil_mode must be"),  # type: ignore[arg-type]
+    ],
+    ids=["return_indices", "count_include_pad", "training", "ceil_mode"],
+)
+def test_a_mode_takes_only_a_bool(call: object, message: str) -> None:
+    """A truthy string ("no") would silently switch the mode on."""
+    with pytest.raises(TypeError, match=message):
+        call()  # type: ignore[operator]
+
+
+def test_bytes_are_not_a_tuple_of_sizes() -> None:
+    """b"\\x01\\x01" is a sequence of two ints to Python; it was taken as padding (1, 1)."""
+    with pytest.raises(TypeError, match="padding must be an int or a tuple of 2 ints"):
+        reference.conv2d(X2, W2, padding=b"\x01\x01")
+    with pytest.raises(TypeError, match="output_size"):
+        reference.adaptive_avg_pool2d(P2, b"\x02\x02")
