@@ -145,6 +145,54 @@ def with_underflow(tolerance: Tolerance, accumulation_dtype: str, output_dtype: 
     return Tolerance(tolerance.bound + eta, tolerance.scale + eta, tolerance.n_terms)
 
 
+def _range_of(dtype: str) -> str:
+    """The dtype whose exponent range ``dtype`` has (TF32 is float32's)."""
+    return "float32" if dtype == "tf32" else dtype
+
+
+def accumulated(
+    magnitude: np.ndarray, n_terms: int, spread: float, accumulation_dtype: str
+) -> np.ndarray:
+    """The own error of a sum of ``n_terms`` products of total magnitude ``magnitude``
+    (sum |a_i b_i|) accumulated in ``accumulation_dtype``: ``spread`` (gamma_n, or the sum of
+    gammas a caller counts) times the magnitude, plus eta per product and one for the result
+    (Higham 2nd ed., eq. 2.8; additions underflow exactly). Infinite where a partial sum may
+    overflow (its magnitude with the error reaches the largest finite value): the sum may then
+    be inf, or NaN from inf - inf, and no bound holds."""
+    eta = (n_terms + 1) * underflow_unit(_range_of(accumulation_dtype))
+    error = spread * magnitude + eta
+    top = largest(_range_of(accumulation_dtype))
+    return np.where(magnitude + error >= top, np.inf, error)
+
+
+def stored(value: np.ndarray, error: np.ndarray, dtype: str) -> np.ndarray:
+    """The error of an intermediate known within ``error`` of ``value`` once stored in
+    ``dtype`` between two steps: fl(v) = v (1 + delta) + eta with |delta| <= u and the stored
+    operand within |value| + error, so error + u (|value| + error) + eta. Infinite where
+    |value| + error reaches the dtype's largest finite value: the stored value may be infinite,
+    and whatever is computed from it inf or NaN (inf * 0, inf - inf)."""
+    u = UNIT_ROUNDOFF[dtype]
+    reach = np.abs(value) + error
+    bound = error + u * reach + underflow_unit(_range_of(dtype))
+    return np.where(reach >= largest(_range_of(dtype)), np.inf, bound)
+
+
+def past_the_range(bound: np.ndarray, oracle: np.ndarray, dtype: str) -> np.ndarray:
+    """``bound``, infinite where it reaches past the dtype's largest finite value on the far
+    side of zero (bound >= largest + |oracle|): the computed value may then overflow to the
+    infinity of either sign, and every finite value lies within the bound anyway, so no claim
+    is left to make. (measure accepts an overflow only with the oracle's sign.)"""
+    with np.errstate(invalid="ignore"):
+        beyond = bound >= largest(_range_of(dtype)) + np.abs(oracle)
+    return np.where(beyond, np.inf, bound)
+
+
+def unknown_as_infinite(error: np.ndarray) -> np.ndarray:
+    """A propagated error bound with NaN (an infinite error times a zero weight, inf - inf)
+    read as infinite: an error that may be anything stays unbounded downstream."""
+    return np.where(np.isnan(error), np.inf, error)
+
+
 def _same_bits(got: np.ndarray, oracle: np.ndarray) -> np.ndarray:
     """Element-wise: both NaN, or equal including the sign of zero."""
     if not np.issubdtype(oracle.dtype, np.floating):

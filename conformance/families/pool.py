@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import reference
-from conformance.dtypes import underflow_unit
+from conformance.dtypes import largest, underflow_unit
 from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 from conformance.example import Example
 from conformance.spec import (
@@ -236,12 +236,33 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
     The exponent 1/p itself is rounded to the working precision (|delta| <= u/p), which
     multiplies y by S**delta: a relative error of |ln S| * u / p, large for large or tiny S.
     Then the root's and the output's roundings. Where S = 0 < M the root of the absolute
-    error bounds y. The gradient x**(p-1) * S**(1/p-1) per window errs relatively by
-    |1/p - 1| * (kappa * gamma_n + |ln S| * u) in the root, plus gamma_{m+4} for the products
-    and the sum over the m windows an element falls in; those per-window bounds are spread
-    to the input with the same window structure (lp pooling's own backward at p = 1).
-    Every term is counted for the implementation's u and for the float64 oracle's.
-    Normalized error is reported in units of bound / n.
+    error bounds y. Where M may pass the tested dtype's largest value, the stored x**p or S
+    may be inf, and y with it: no claim. The gradient x**(p-1) * S**(1/p-1) per window errs
+    relatively by |1/p - 1| * (kappa * gamma_n + |ln S| * u) in the root, plus gamma_{m+7}
+    for the products and the sum over the m windows an element falls in (below); those
+    per-window bounds are spread to the input with the same window structure (lp pooling's
+    own backward at p = 1). Every term is counted for the implementation's u and for the
+    float64 oracle's. Normalized error is reported in units of bound / n.
+
+    The gradient's intermediates are stored in the tested dtype between torch's steps
+    (torch's autograd graph: c = g * ((1/p) * P**(1/p - 1)), times the kernel size K, avg_pool's
+    backward sums the windows' c and divides by K, then times p * x**(p - 1)), and each stored
+    value may round, underflow or overflow in that dtype; a float16 x = 1.4e-4 at p = 3 has
+    x**2 = 2e-8, below half float16's least subnormal: torch stores 0 and the element's gradient
+    is 0 where the exact one is 5e-5. Per element i, with G = sum over the windows w holding i
+    of c_w and D = p * x**(p - 1) (G D is the gradient; G's size |G| <= (reach + its error) / p
+    with reach = sum_w |g_w| |S_w|**(1/p - 1)):
+      roundings: the windows' sum (gamma_windows) and seven more (pow, 1/p, g, K and 1/K for
+      c; pow and p for D), each also u_out when stored in a narrower tested dtype;
+      underflow (Higham 2nd ed., eq. 2.8: fl(a op b) = (a op b)(1 + delta) + eta): a stored
+      value of D errs by at most eta_out (p + 1) (x**(p - 1), then times p), which G carries:
+      eta_out (p + 1) |G|; c's five stored steps each by eta_out times the factors applied
+      after it (g, 1/p, K and 1/K: at most max(1, |g_w|)), which D carries:
+      5 eta_out D sum_w max(1, |g_w|). Sums of stored values underflow exactly (their
+      result is representable), so the windows' sum adds none;
+      overflow: where c's intermediates (|S|**(1/p - 1) with its error, times |g| and K), G or D
+      may reach the dtype's largest value, the stored value may be infinite and the gradient
+      inf or NaN (inf * 0): no claim there (an infinite bound).
     """
 
     def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
@@ -276,6 +297,8 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
                 bound = np.abs(y) * (root + exponent / p + 2 * u_out)
                 at_zero = np.power(spread * magnitude + eta, 1.0 / p)
             bound = np.where((sums == 0) & (magnitude > 0), at_zero, bound)
+            # x**p and S are stored in the tested dtype: past its range S may be inf, and y too
+            bound = np.where(magnitude * (1 + spread) >= largest(context.dtype), np.inf, bound)
             if not (p == int(p) and int(p) % 2 == 0):
                 # x**p can be negative: where S may have rounded across 0, its sign, and so
                 # whether the root is a number or NaN, is unknown; no claim is made there
@@ -284,21 +307,40 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
         grad, gradient = context.grad_output, context.expected["grad_input"]
         assert grad is not None and gradient is not None
         windows = _windows_per_element(knobs)
-        products = gamma(windows + 4, u) + gamma(windows + 4, ORACLE_ROUNDOFF)
+        steps = windows + 7  # the sum over the windows, and c's five and D's two roundings
+        products = gamma(steps, u) + gamma(steps, ORACLE_ROUNDOFF)
+        if context.accumulation_dtype != context.dtype:
+            products += 7 * u_out  # each step's result stored in the tested dtype
+        eta_out, top = underflow_unit(context.dtype), largest(context.dtype)
+        backward = getattr(reference, f"lp_pool{dims}d_backward")
+        knob_config = {k: v for k, v in example.config.items() if k != "norm_type"}
+
+        def over_windows(per_window: np.ndarray) -> np.ndarray:
+            """Each element's sum of a per-window value over the windows holding it."""
+            return backward(per_window, x, 1.0, **knob_config)[0]
+
         with np.errstate(all="ignore"):
             # S**(1/p - 1) moves by at most (1 - r)**(1/p - 1) - 1 (~ |1/p - 1| r); without
             # bound once r = 1: S may have rounded to 0 and the gradient with it
             root = np.power(1.0 - r, 1.0 / p - 1.0) - 1.0
             relative = root + abs(1.0 / p - 1.0) * exponent + products
-            per_window = np.abs(grad) * np.power(np.abs(sums), 1.0 / p - 1.0) * relative
-            per_window = np.where(sums == 0, 0.0, per_window)
+            powered = np.where(sums == 0, 0.0, np.power(np.abs(sums), 1.0 / p - 1.0))
+            size = np.abs(grad) * powered  # |c_w| p
+            per_window = np.where(sums == 0, 0.0, size * relative)
             # where S may have rounded to 0, torch's gradient there (0 for p = 1, 0 * inf
-            # for p > 1) says nothing: no claim
-            per_window = np.where((r >= 1) & (sums != 0), np.inf, per_window)
-            backward = getattr(reference, f"lp_pool{dims}d_backward")
-            knob_config = {k: v for k, v in example.config.items() if k != "norm_type"}
-            reach = backward(per_window, x, 1.0, **knob_config)[0]
-            bound = np.power(np.abs(x), p - 1.0) * reach + u_out * np.abs(gradient)
+            # for p > 1) says nothing: no claim; nor where c's intermediates may overflow
+            peak = (
+                powered * (1.0 + root) * np.maximum(1.0, np.abs(grad)) * math.prod(knobs["kernel"])
+            )
+            unknown = ((r >= 1) & (sums != 0)) | (peak >= top)
+            per_window = np.where(unknown, np.inf, per_window)
+            reach = over_windows(per_window)
+            factor = np.power(np.abs(x), p - 1.0)  # |D| / p
+            size_g = (over_windows(size) + reach) / p  # |G|, with its error
+            lifted = over_windows(np.where(sums == 0, 0.0, np.maximum(1.0, np.abs(grad))))
+            underflow = eta_out * ((p + 1) * size_g + 5 * p * factor * lifted)
+            bound = factor * reach + underflow + u_out * np.abs(gradient)
+            bound = np.where((size_g >= top) | (p * factor >= top), np.inf, bound)
             bound = np.where(np.isnan(bound), np.inf, bound)  # 0 * inf: no claim either
         return {"grad_input": Tolerance(bound, bound / n, n)}
 

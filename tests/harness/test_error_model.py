@@ -9,9 +9,15 @@ import pytest
 
 from conformance.error_model import (
     UNIT_ROUNDOFF,
+    Tolerance,
+    accumulated,
     error_bound,
     gamma,
+    measure,
     measure_sum_of_products,
+    past_the_range,
+    stored,
+    unknown_as_infinite,
 )
 
 
@@ -135,3 +141,48 @@ def test_backward_bounds_count_terms_over_the_forward_output() -> None:
     tolerances = sum_of_products_tolerances(spec, context)
     assert tolerances["grad_bias"].n_terms == 10
     assert tolerances["grad_weight"].n_terms == 2  # batch 1 x input positions 2 * 1 * 1
+
+
+def test_a_stored_intermediate_rounds_and_underflows() -> None:
+    """fl(v) = v (1 + delta) + eta on the stored operand |v| + error (Higham eq. 2.8)."""
+    error = stored(np.array([1.0, 0.0, -3.0]), np.array([0.0, 0.0, 0.5]), "float16")
+    eta = 2.0**-25  # half float16's least subnormal, 2**-24
+    assert error[0] == 2.0**-11 + eta  # one rounding of 1
+    assert error[1] == eta  # 0 may hold an underflowed value
+    assert error[2] == 0.5 + 2.0**-11 * 3.5 + eta
+
+
+def test_a_stored_intermediate_that_may_overflow_is_unbounded() -> None:
+    """Past float16's 65504 the stored value may be inf, and whatever follows inf or NaN."""
+    error = stored(np.array([65000.0, 65000.0, 1e6]), np.array([0.0, 600.0, 0.0]), "float16")
+    assert np.isfinite(error[0]) and np.isinf(error[1]) and np.isinf(error[2])
+    assert np.isfinite(stored(np.array([1e6]), np.array([0.0]), "bfloat16")).all()
+
+
+def test_a_sum_underflows_by_eta_per_term_and_may_overflow() -> None:
+    magnitude = np.array([2.0, 65000.0, 64000.0])
+    error = accumulated(magnitude, 3, 0.01, "float16")
+    assert error[0] == 0.01 * 2.0 + 4 * 2.0**-25  # spread M + (n + 1) eta
+    assert np.isinf(error[1])  # 65000 + 650 reaches float16's 65504: no claim
+    assert error[2] == pytest.approx(640.0)  # 64000 + 640 does not
+    tf32 = accumulated(np.array([65000.0]), 3, 0.01, "tf32")  # float32's range
+    assert tf32[0] == pytest.approx(650.0)
+
+
+def test_an_unknown_error_stays_unknown() -> None:
+    with np.errstate(invalid="ignore"):
+        carried = np.array([np.inf, 0.0]) * np.array([0.0, 1.0])  # inf * 0: NaN
+    assert unknown_as_infinite(carried).tolist() == [np.inf, 0.0]
+
+
+def test_a_bound_past_the_range_accepts_either_infinity() -> None:
+    """A bound wider than largest + |oracle| lets the value overflow with the other sign too:
+    float16 batch norm's exact grad_input 38.2 came out -inf (within a bound of 1.2e5)."""
+    oracle = np.array([38.2, 38.2])
+    bound = past_the_range(np.array([1.2e5, 1e3]), oracle, "float16")
+    assert np.isinf(bound[0]) and bound[1] == 1e3
+    got = np.array([-np.inf, 38.0], dtype=np.float16)
+    tolerance = Tolerance(bound, bound, 1)
+    assert measure(got, oracle, tolerance, "float16").passed
+    narrow = Tolerance(np.array([1.2e5, 1e3]), np.array([1.2e5, 1e3]), 1)
+    assert not measure(got, oracle, narrow, "float16").passed  # measure alone: same sign only
