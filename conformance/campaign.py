@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from conformance.baseline import KnownDiscrepancy, explain
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
+from conformance.derivatives import implementation_attribute
 from conformance.implementations import implements, supports
 from conformance.invalid import check_invalid, invalid_call_dtype, invalid_calls, judge
 from conformance.recorder import Recorder
@@ -43,7 +44,7 @@ def test_op(
     conformance_target: bool,
     conformance_baseline: list[KnownDiscrepancy],
 ) -> None:
-    op = spec.name if direction == "forward" else f"{spec.name}_backward"
+    op = implementation_attribute(spec.name, direction)
     if not implements(implementation, op):
         pytest.skip(f"the implementation under test has no {op}")
     if not supports(implementation, op, dtype):

@@ -8,9 +8,14 @@ table must show hit. Each family's entries live in conformance/families/.
 
 from __future__ import annotations
 
+from conformance.derivatives import with_derivatives
 from conformance.families import blocks, conv, normalization, pool
 from conformance.spec import OpSpec
 
-CATALOGUE: tuple[OpSpec, ...] = (*conv.SPECS, *pool.SPECS, *normalization.SPECS, *blocks.SPECS)
+# every differentiable op in four directions: forward, backward, jvp and double backward
+CATALOGUE: tuple[OpSpec, ...] = tuple(
+    with_derivatives(spec)
+    for spec in (*conv.SPECS, *pool.SPECS, *normalization.SPECS, *blocks.SPECS)
+)
 
 BY_NAME: dict[str, OpSpec] = {spec.name: spec for spec in CATALOGUE}

@@ -16,6 +16,13 @@ import numpy as np
 
 from conformance import implementations, repro
 from conformance.baseline import NOT_RUN
+from conformance.derivatives import (
+    DERIVATIVE_DIRECTIONS,
+    direction_arrays,
+    implementation_attribute,
+    output_names,
+    sum_of_products_derivatives,
+)
 from conformance.dtypes import numpy_dtype
 from conformance.error_model import (
     Measurement,
@@ -137,11 +144,12 @@ def _snippet(
     names: tuple[str, ...],
     wanted: Mapping[str, np.ndarray | None],
     tolerances: Mapping[str, Tolerance],
+    extra: Mapping[str, np.ndarray | None],
 ) -> str:
     """The standalone repro of one example: NumPy plus the implementation under test."""
-    call_lines = implementation.repro_lines(
-        spec.name, config, tuple(tested), names, direction == "backward", dtype
-    )
+    mode: bool | str = direction if direction in DERIVATIVE_DIRECTIONS else direction == "backward"
+    call_lines = implementation.repro_lines(spec.name, config, tuple(tested), names, mode, dtype)
+    extra_name = "tangents" if direction == "jvp" else "grad_grads"
     return repro.snippet(
         dtype,
         tested,
@@ -150,6 +158,7 @@ def _snippet(
         call_lines,
         {name: want for name, want in wanted.items() if want is not None},
         {name: tolerance.bound for name, tolerance in tolerances.items()},
+        (extra_name, tuple(extra.values())) if direction in DERIVATIVE_DIRECTIONS else None,
     )
 
 
@@ -180,20 +189,54 @@ def run_example(
     forward_oracle += tuple(updated[name] for name in spec.mutated)
     output_shape = forward_oracle[0].shape
     grad_output = grad64 = None
+    extra: dict[
+        str, np.ndarray | None
+    ] = {}  # tangents or grad_grads, as the implementation got them
+    extra64: dict[str, np.ndarray | None] = {}
+    if direction in DERIVATIVE_DIRECTIONS:
+        extra = {
+            k: None if a is None else (a * scale).astype(stored)
+            for k, a in direction_arrays(spec, example, direction).items()
+        }
+        extra64 = {k: None if a is None else a.astype(np.float64) for k, a in extra.items()}
+    attribute = implementation_attribute(spec.name, direction)
     if direction == "forward":
         names = (*spec.outputs(config), *spec.mutated)
         expected: tuple[np.ndarray | None, ...] = forward_oracle
-        function = getattr(implementation, spec.name)
         handed = _copies(tested, spec.mutated)  # the implementation updates these
         arguments: tuple[Any, ...] = tuple(handed.values())
-    else:
-        grad_output = example.grad_output(output_shape).astype(stored)
-        grad64 = grad_output.astype(np.float64)
-        names = spec.gradient_names
+    elif direction == "jvp":
+        assert spec.reference_jvp is not None
+        names = output_names(spec, direction)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            expected = _as_tuple(spec.reference_backward(grad64, *oracle_in.values(), **config))
-        function = getattr(implementation, f"{spec.name}_backward")
-        arguments = (grad_output, *tested.values())
+            expected = (
+                spec.reference_jvp(
+                    tuple(extra64.values()), *_copies(oracle_in, spec.mutated).values(), **config
+                ),
+            )
+        arguments = (tuple(extra.values()), *_copies(tested, spec.mutated).values())
+    else:
+        # the double backward multiplies grad_output by the grad_grads: scaled like the arrays
+        # in float16 (FLOAT16_WIDE_SCALE), their products stay in range as the forward's do
+        grad_scale = scale if direction == "double_backward" else 1.0
+        grad_output = (example.grad_output(output_shape) * grad_scale).astype(stored)
+        grad64 = grad_output.astype(np.float64)
+        if direction == "backward":
+            names = spec.gradient_names
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                expected = _as_tuple(spec.reference_backward(grad64, *oracle_in.values(), **config))
+            arguments = (grad_output, *tested.values())
+        else:
+            assert spec.reference_double_backward is not None
+            names = output_names(spec, direction)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                expected = _as_tuple(
+                    spec.reference_double_backward(
+                        grad64, tuple(extra64.values()), *oracle_in.values(), **config
+                    )
+                )
+            arguments = (grad_output, tuple(extra.values()), *tested.values())
+    function = getattr(implementation, attribute)
     wanted = dict(zip(names, expected, strict=True))
     declared = implementations.accumulation_dtype(implementation, dtype)
 
@@ -208,8 +251,14 @@ def run_example(
             accumulation,
             dtype,
             tuple(output_shape),
+            extra64,
         )
-        found = (spec.tolerances or (lambda c: sum_of_products_tolerances(spec, c)))(context)
+        if direction in DERIVATIVE_DIRECTIONS:
+            found = (
+                spec.derivative_tolerances or (lambda c: sum_of_products_derivatives(spec, c))
+            )(context)
+        else:
+            found = (spec.tolerances or (lambda c: sum_of_products_tolerances(spec, c)))(context)
         return {name: with_underflow(t, accumulation, dtype) for name, t in found.items()}
 
     tolerances = tolerances_for(declared)
@@ -245,6 +294,7 @@ def run_example(
             names,
             wanted,
             tolerances,
+            extra,
         )
 
     try:

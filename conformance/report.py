@@ -59,9 +59,13 @@ def _markdown(table: pd.DataFrame, **options: Any) -> str:
     return str(table.to_markdown(floatfmt=".3g", **options))
 
 
+COMPACT_DIRECTIONS = ("forward", "backward", "jvp", "double_backward")
+
+
 def compact_results(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per op x implementation, a column per dtype: each cell the forward and the
-    backward outcome ('ok', 'FAIL n', 'known n', 'wide n', 'unsup n'; '-' not run)."""
+    """One row per op x implementation, a column per dtype: each cell the outcome of each
+    direction that ran (forward / backward / jvp / double backward: 'ok', 'FAIL n',
+    'known n', 'wide n', 'unsup n'; '-' not run)."""
     table = results_table(frame)
     table = table[table["direction"] != "invalid call"]
     if table.empty:
@@ -81,15 +85,16 @@ def compact_results(frame: pd.DataFrame) -> pd.DataFrame:
                 return f"{word} {int(row[column])}"
         return "ok"
 
+    # the directions any op ran in, in their order: a cell lists each one's outcome
+    directions = [d for d in COMPACT_DIRECTIONS if (table["direction"] == d).any()]
     rows = []
     for (op, name), rows_of in table.groupby(["op", "implementation"], sort=True):
         row: dict[str, Any] = {"op": op, "implementation": name}
         for dtype in [d for d in ("float64", "float32", "float16", "bfloat16")]:
             of_dtype = rows_of[rows_of["dtype"] == dtype]
-            forward = outcome(of_dtype[of_dtype["direction"] == "forward"])
-            backward = outcome(of_dtype[of_dtype["direction"] == "backward"])
-            row[dtype] = "-" if forward == backward == "-" else f"{forward} / {backward}"
-        row["examples (fwd+bwd)"] = int(rows_of["examples"].sum())
+            outcomes = [outcome(of_dtype[of_dtype["direction"] == d]) for d in directions]
+            row[dtype] = "-" if set(outcomes) == {"-"} else " / ".join(outcomes)
+        row["examples"] = int(rows_of["examples"].sum())
         row["worst ratio"] = rows_of["worst_bound_ratio"].max()
         rows.append(row)
     return pd.DataFrame(rows)
@@ -140,7 +145,9 @@ def render_summary(
         lines += [""]
     lines += ["## Results", ""]
     lines += wrapped(
-        "Per op and implementation, forward / backward in each dtype: ok (every example within "
+        "Per op and implementation, in each dtype the outcome of each direction that ran, "
+        "forward / backward / jvp (forward-mode derivative) / double backward (second "
+        "derivatives), as far as the op has them: ok (every example within "
         "its bound), FAIL n, known n (explained by the baseline), wide n (within the tested "
         "dtype's own precision only, see Accumulation precision), unsup n (not expressible by "
         "the implementation), - (not run). Worst ratio: the largest error / bound over the "

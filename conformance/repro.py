@@ -35,15 +35,69 @@ def array_code(array: np.ndarray | None, dtype: str) -> str:
     return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
 
 
+def _torch_derivative_lines(
+    lines: list[str],
+    call: str,
+    array_names: Sequence[str],
+    output_names: Sequence[str],
+    direction: str,
+    wanted: Sequence[bool],
+    to: str,
+) -> list[str]:
+    """jvp: forward-mode AD with dual tensors; double_backward: torch.autograd.grad twice."""
+    graded = [a for a, grad in zip(array_names, wanted, strict=False) if grad]
+    tensor = f"lambda a: None if a is None else torch.from_numpy(a){to}"
+    lines.append(f"as_tensor = {tensor}")
+    lines.append("call_config = {k: v for k, v in config.items() if k != 'return_indices'}")
+    if direction == "jvp":
+        lines.append("import torch.autograd.forward_ad as fwAD")
+        lines.append("fwAD.enter_dual_level()")
+        for name in array_names:
+            lines.append(f"{name} = as_tensor({name})")
+        for index, name in enumerate(graded):
+            lines.append(
+                f"{name} = {name} if {name} is None or tangents[{index}] is None else "
+                f"fwAD.make_dual({name}, as_tensor(tangents[{index}]))"
+            )
+        lines.append(f"out = {call.replace('**config', '**call_config')}")
+        lines.append("first = out[0] if isinstance(out, tuple) else out")
+        lines.append(f"got = {{{output_names[0]!r}: as_numpy(fwAD.unpack_dual(first).tangent)}}")
+        lines.append("fwAD.exit_dual_level()")
+        return lines
+    for name in array_names:
+        grad = name in graded
+        lines.append(
+            f"{name} = None if {name} is None else as_tensor({name}).requires_grad_({grad})"
+        )
+    lines.append("grad_output = as_tensor(grad_output).requires_grad_(True)")
+    lines.append(f"out = {call.replace('**config', '**call_config')}")
+    lines.append("first_out = out[0] if isinstance(out, tuple) else out")
+    lines.append(f"graded = [{', '.join(graded)}]")
+    lines.append("present = [t for t in graded if t is not None]")
+    lines.append("first = torch.autograd.grad(first_out, present, grad_output, create_graph=True)")
+    lines.append("cotangents = [as_tensor(v) for v, t in zip(grad_grads, graded) if t is not None]")
+    lines.append(
+        "second = iter(torch.autograd.grad(first, [*present, grad_output], cotangents, "
+        "allow_unused=True, materialize_grads=True))"
+    )
+    lines.append(
+        "values = [None if t is None else as_numpy(next(second)) for t in graded]"
+        " + [as_numpy(next(second))]"
+    )
+    lines.append(f"got = dict(zip({tuple(output_names)!r}, values))")
+    return lines
+
+
 def torch_lines(
     call: str,
     array_names: Sequence[str],
     output_names: Sequence[str],
-    backward: bool,
+    backward: bool | str,
     differentiable: Sequence[bool] | None = None,
     dtype: str = "float64",
 ) -> list[str]:
-    """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``."""
+    """Compute ``got`` with torch: tensors from the arrays, ``call`` giving ``out``.
+    ``backward``: False (forward), True (backward), or 'jvp' or 'double_backward'."""
     lines = ["import torch", ""]
     to = ".to(torch.bfloat16)" if dtype == "bfloat16" else ""
     if dtype == "bfloat16":  # NumPy has no bfloat16: float32 holds each value exactly
@@ -53,6 +107,8 @@ def torch_lines(
     else:
         lines.append("as_numpy = lambda t: t.detach().numpy()")
     wanted = list(differentiable or [True] * len(array_names))
+    if isinstance(backward, str):
+        return _torch_derivative_lines(lines, call, array_names, output_names, backward, wanted, to)
     for name, grad in zip(array_names, wanted, strict=False):
         lines.append(
             f"{name} = None if {name} is None else "
@@ -79,10 +135,11 @@ def module_lines(
     op: str,
     array_names: Sequence[str],
     output_names: Sequence[str],
-    backward: bool,
+    backward: bool | str,
     dtype: str = "float64",
 ) -> list[str]:
-    """Compute ``got`` by calling a user's implementation, importable as module[:attribute]."""
+    """Compute ``got`` by calling a user's implementation, importable as module[:attribute]
+    (``backward``: False, True, or 'jvp' or 'double_backward')."""
     lines = [
         "import importlib",
         "import os",
@@ -100,7 +157,13 @@ def module_lines(
     if attribute:
         lines.append(f"impl = getattr(impl, {attribute!r})")
     arguments = ", ".join(array_names)
-    if backward:
+    if backward == "jvp":
+        lines.append(f"out = impl.{op}_jvp(tangents, {arguments}, **config)")
+    elif backward == "double_backward":
+        lines.append(
+            f"out = impl.{op}_double_backward(grad_output, grad_grads, {arguments}, **config)"
+        )
+    elif backward:
         lines.append(f"out = impl.{op}_backward(grad_output, {arguments}, **config)")
     else:
         lines.append(f"out = impl.{op}({arguments}, **config)")
@@ -119,16 +182,21 @@ def snippet(
     call_lines: Sequence[str],
     expected: Mapping[str, np.ndarray],
     bounds: Mapping[str, np.ndarray],
+    extra: tuple[str, Sequence[np.ndarray | None]] | None = None,
 ) -> str:
     """A script that recomputes the outputs and prints each one's error against the oracle.
 
     ``expected`` is the oracle per output name; ``bounds`` the error bound of each output not
-    compared bitwise.
+    compared bitwise; ``extra`` the tangents or grad_grads of the derivative directions, as
+    (name, one array or None per differentiable argument).
     """
     lines = ["import numpy as np", ""]
     for name, array in arrays.items():
         lines.append(f"{name} = {array_code(array, dtype)}")
     lines.append(f"grad_output = {array_code(grad_output, dtype)}")
+    if extra is not None:
+        items = "".join(f"{array_code(a, dtype)}, " for a in extra[1])
+        lines.append(f"{extra[0]} = ({items})")
     lines.append(f"config = {dict(config)!r}")
     lines += call_lines
     lines.append("")

@@ -25,11 +25,14 @@ class ToleranceContext:
     example: Example
     direction: str
     inputs: Mapping[str, np.ndarray | None]  # float64, as the oracle saw them
-    grad_output: np.ndarray | None  # float64, backward only
+    grad_output: np.ndarray | None  # float64, backward and double backward only
     expected: Mapping[str, np.ndarray | None]  # the oracle's outputs by name
     accumulation_dtype: str
     dtype: str
     output_shape: tuple[int, ...]  # the forward output's, which term counts are stated in
+    # float64, by differentiable argument: the tangents of a jvp, the grad_grads (cotangents
+    # of the first gradients) of a double backward; empty otherwise
+    tangents: Mapping[str, np.ndarray | None] = field(default_factory=dict)
 
 
 CustomTolerances = Callable[[ToleranceContext], dict[str, Tolerance]]
@@ -66,6 +69,11 @@ class OpSpec:
     # the forward call are outputs too, compared like the others
     mutated: tuple[str, ...] = ()
     directions: tuple[str, ...] = ("forward", "backward")
+    # forward-mode and second derivatives (reference.jvp, reference.double_backward), with
+    # their error model; set for every differentiable op by conformance.derivatives
+    reference_jvp: Callable[..., np.ndarray] | None = None
+    reference_double_backward: Callable[..., tuple[np.ndarray | None, ...]] | None = None
+    derivative_tolerances: CustomTolerances | None = field(default=None)
 
     @property
     def gradient_names(self) -> tuple[str, ...]:

@@ -2,7 +2,11 @@
 
 An implementation is any object whose attributes named like catalogue ops take and return
 NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output, *arrays,
-**config)`` returns the gradients of the differentiable arrays. It may declare
+**config)`` returns the gradients of the differentiable arrays. Optionally
+``<op>_jvp(tangents, *arrays, **config)`` returns the forward-mode derivative of the first
+output and ``<op>_double_backward(grad_output, grad_grads, *arrays, **config)`` the second
+derivatives (conformance.derivatives says what each means); an implementation without them
+is simply not judged in those directions. It may declare
 ``accumulation_dtype(dtype) -> str`` (default: the dtype itself), ``supports(op, dtype)``
 (whole groups it does not run) and ``repro_lines(...)`` (the lines of a repro snippet that
 compute ``got``). ``reference`` itself is one.
@@ -34,15 +38,30 @@ class Unsupported(Exception):
     reason the report shows."""
 
 
+DIRECTION_SUFFIXES = ("_double_backward", "_backward", "_jvp")
+
+
 class OpsByName:
     """What the adapters with a backward share: ``self._ops`` maps each catalogue op they run
-    to a callable; ``impl.<op>`` calls ``self._forward`` and ``impl.<op>_backward``
-    ``self._backward``, both defined by the adapter."""
+    to a callable; ``impl.<op>`` calls ``self._forward``, ``impl.<op>_backward``
+    ``self._backward``, and, for an adapter that sets ``derivatives = True``,
+    ``impl.<op>_jvp`` ``self._jvp`` and ``impl.<op>_double_backward``
+    ``self._double_backward`` (for the ops with differentiable arguments)."""
 
     _ops: dict[str, Callable[..., Any]]
+    derivatives = False  # whether _jvp and _double_backward are defined
+
+    def _split(self, name: str) -> tuple[str, str]:
+        for suffix in DIRECTION_SUFFIXES:
+            if name.endswith(suffix):
+                return name.removesuffix(suffix), suffix
+        return name, ""
 
     def has(self, op: str) -> bool:
-        return op.removesuffix("_backward") in self._ops
+        base, suffix = self._split(op)
+        if suffix in ("_jvp", "_double_backward") and not self.derivatives:
+            return False
+        return base in self._ops
 
     def _forward(self, op: str, arrays: Sequence[Any], config: dict) -> Any:
         raise NotImplementedError
@@ -52,16 +71,35 @@ class OpsByName:
     ) -> tuple[Any, ...]:
         raise NotImplementedError
 
+    def _jvp(self, op: str, tangents: Sequence[Any], arrays: Sequence[Any], config: dict) -> Any:
+        raise NotImplementedError
+
+    def _double_backward(
+        self,
+        op: str,
+        grad_output: Any,
+        grad_grads: Sequence[Any],
+        arrays: Sequence[Any],
+        config: dict,
+    ) -> tuple[Any, ...]:
+        raise NotImplementedError
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         ops = self.__dict__.get("_ops", {})
-        if name in ops:
+        base, suffix = self._split(name)
+        if base not in ops or (suffix in ("_jvp", "_double_backward") and not self.derivatives):
+            raise AttributeError(name)
+        if suffix == "":
             return lambda *arrays, **config: self._forward(name, arrays, config)
-        if name.endswith("_backward") and name.removesuffix("_backward") in ops:
-            op = name.removesuffix("_backward")
+        if suffix == "_backward":
             return lambda grad_output, *arrays, **config: self._backward(
-                op, grad_output, arrays, config
+                base, grad_output, arrays, config
             )
-        raise AttributeError(name)
+        if suffix == "_jvp":
+            return lambda tangents, *arrays, **config: self._jvp(base, tangents, arrays, config)
+        return lambda grad_output, grad_grads, *arrays, **config: self._double_backward(
+            base, grad_output, grad_grads, arrays, config
+        )
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ def _frozen(value: Any) -> Any:
 class CompiledImplementation(TorchImplementation):
     """torch.compile(backend="inductor", fullgraph=True) on the CPU."""
 
+    # forward-mode AD and double backward are not compiled here: eager results under this
+    # adapter's name would say nothing about the compiler
+    derivatives = False
+
     name = "torch-compile"
     backend = "inductor"
 
@@ -236,7 +240,7 @@ class CompiledImplementation(TorchImplementation):
         config: Mapping[str, Any],
         array_names: Sequence[str],
         output_names: Sequence[str],
-        backward: bool,
+        backward: bool | str,
         dtype: str = "float64",
     ) -> list[str]:
         """The eager adapter's lines, with the call compiled as this adapter compiles it:

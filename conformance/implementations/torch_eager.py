@@ -112,6 +112,7 @@ class TorchImplementation(OpsByName):
     """torch on the CPU: torch.nn.functional, or the nn module where only it has the feature."""
 
     name = "torch"
+    derivatives = True  # forward-mode AD and double backward
 
     def __init__(self, device: str = "cpu", tf32: bool | None = None) -> None:
         import torch
@@ -199,7 +200,7 @@ class TorchImplementation(OpsByName):
         return found
 
     def supports(self, op: str, dtype: str) -> bool:
-        return (op.removesuffix("_backward"), dtype) not in TORCH_UNSUPPORTED
+        return (self._split(op)[0], dtype) not in TORCH_UNSUPPORTED
 
     def _tensor(self, array: np.ndarray | None, grad: bool = False, op: str = "") -> Any:
         """A tensor copy of ``array`` (``op``: the catalogue op it is for)."""
@@ -250,13 +251,81 @@ class TorchImplementation(OpsByName):
             if w
         )
 
+    def _differentiable_tensors(
+        self, op: str, arrays: Sequence[np.ndarray | None], grad: bool
+    ) -> tuple[list[Any], list[Any]]:
+        """Every array as a tensor, and the differentiable ones (None where absent)."""
+        wanted = self._differentiable.get(op, (True,) * len(arrays))
+        tensors = [self._tensor(a, grad and w, op) for a, w in zip(arrays, wanted, strict=False)]
+        chosen = [t for t, w in zip(tensors, wanted, strict=False) if w]
+        return tensors, chosen
+
+    def _jvp(
+        self,
+        op: str,
+        tangents: Sequence[np.ndarray | None],
+        arrays: Sequence[np.ndarray | None],
+        config: dict,
+    ) -> np.ndarray:
+        """Forward-mode AD (torch.autograd.forward_ad): dual tensors in, the tangent of the
+        first output out; running statistics stay plain tensors, updated as in a forward."""
+        forward_ad = self._torch.autograd.forward_ad
+        wanted = self._differentiable.get(op, (True,) * len(arrays))
+        config = {k: v for k, v in config.items() if k != "return_indices"}
+        with forward_ad.dual_level():
+            tangent_of = iter(tangents)
+            tensors = []
+            for array, differentiable in zip(arrays, wanted, strict=False):
+                tensor = self._tensor(array, op=op)
+                if differentiable:
+                    tangent = next(tangent_of)
+                    if tensor is not None and tangent is not None:
+                        tensor = forward_ad.make_dual(tensor, self._tensor(tangent, op=op))
+                tensors.append(tensor)
+            out = self._ops[op](*tensors, **config)
+            first = out[0] if isinstance(out, tuple) else out
+            tangent_out = forward_ad.unpack_dual(first).tangent
+        if tangent_out is None:  # no dual input reached the output
+            return self._array(self._torch.zeros_like(first))
+        return self._array(tangent_out)
+
+    def _double_backward(
+        self,
+        op: str,
+        grad_output: np.ndarray,
+        grad_grads: Sequence[np.ndarray | None],
+        arrays: Sequence[np.ndarray | None],
+        config: dict,
+    ) -> tuple[np.ndarray | None, ...]:
+        """torch.autograd.grad twice: the first with create_graph=True, the second of the
+        first gradients against grad_grads, with respect to the arrays and grad_output."""
+        torch = self._torch
+        config = {k: v for k, v in config.items() if k != "return_indices"}
+        tensors, chosen = self._differentiable_tensors(op, arrays, True)
+        grad = self._tensor(grad_output, True, op)
+        out = self._ops[op](*tensors, **config)
+        first_out = out[0] if isinstance(out, tuple) else out
+        present = [t for t in chosen if t is not None]
+        first = torch.autograd.grad(first_out, present, grad, create_graph=True)
+        cotangents = [
+            self._tensor(v, op=op) for v, t in zip(grad_grads, chosen, strict=True) if t is not None
+        ]
+        second = torch.autograd.grad(
+            first, [*present, grad], cotangents, allow_unused=True, materialize_grads=True
+        )
+        results = iter(second[:-1])
+        return (
+            *(None if t is None else self._array(next(results)) for t in chosen),
+            self._array(second[-1]),
+        )
+
     def repro_lines(
         self,
         op: str,
         config: Mapping[str, Any],
         array_names: Sequence[str],
         output_names: Sequence[str],
-        backward: bool,
+        backward: bool | str,
         dtype: str = "float64",
     ) -> list[str]:
         """Lines computing ``got`` with torch exactly as this adapter calls it."""
@@ -320,7 +389,7 @@ class ChannelsLastImplementation(TorchImplementation):
         config: Mapping[str, Any],
         array_names: Sequence[str],
         output_names: Sequence[str],
-        backward: bool,
+        backward: bool | str,
         dtype: str = "float64",
     ) -> list[str]:
         lines = super().repro_lines(op, config, array_names, output_names, backward, dtype)

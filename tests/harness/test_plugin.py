@@ -35,9 +35,9 @@ def run_campaign(pytester: pytest.Pytester, out: Path, *args: str) -> pytest.Run
 def test_torch_campaign_writes_a_clean_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_campaign(pytester, out, "-k", "conv1d-float64", "--hypothesis-profile=quick")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
     frame = pd.read_csv(out / "results.csv")
-    assert set(frame["direction"]) == {"forward", "backward"}
+    assert set(frame["direction"]) == {"forward", "backward", "jvp", "double_backward"}
     assert (frame["op"] == "conv1d").all() and (frame["verdict"] == "pass").all()
     assert {"stride", "padding", "dilation", "groups", "padding_mode"} <= set(frame.columns)
     summary = (out / "summary.md").read_text()

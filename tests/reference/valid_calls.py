@@ -558,3 +558,73 @@ def valid_kwargs(name: str) -> Kwargs:
 
 def caller(name: str) -> Callable[..., Any]:
     return TABLE[name].call or target(name)
+
+
+def _derivative_rows() -> None:
+    """``<op>_jvp`` and ``<op>_double_backward`` rows from the op's own: its arguments plus
+    ``tangents`` (jvp) or ``grad_output`` and ``grad_grads`` (double backward), one array per
+    differentiable argument (None where the argument is None), which must match exactly."""
+    from conformance.catalogue import BY_NAME
+
+    for op, spec in BY_NAME.items():
+        if not spec.differentiable or op not in TABLE:
+            continue
+        row, backward_row = TABLE[op], TABLE[f"{op}_backward"]
+
+        def directions(kwargs: Kwargs, names: tuple[str, ...] = spec.differentiable) -> tuple:
+            return tuple(
+                None if kwargs.get(n) is None else normal(*np.shape(kwargs[n]), seed=11)
+                for n in names
+            )
+
+        def make_jvp(row: Row = row, directions: Callable[..., tuple] = directions) -> Kwargs:
+            kwargs = row.make()
+            return {"tangents": directions(kwargs), **kwargs}
+
+        def make_double(
+            row: Row = backward_row, directions: Callable[..., tuple] = directions
+        ) -> Kwargs:
+            kwargs = row.make()
+            return {"grad_grads": directions(kwargs), **kwargs}
+
+        wrong_length = (((None,) * (len(spec.differentiable) + 1)),)
+        # the derivatives read batch norm's running statistics, never write them (as the
+        # backward): read-only ones are fine
+        kinds = _norm_kinds("same") if op == "batch_norm" else row.kinds
+        TABLE[f"{op}_jvp"] = Row(
+            make_jvp, {"tangents": Items(bad=wrong_length), **kinds}, also=row.also
+        )
+        TABLE[f"{op}_double_backward"] = Row(
+            make_double,
+            {"grad_grads": Items(bad=wrong_length), **backward_row.kinds},
+            also=backward_row.also,
+        )
+
+
+_derivative_rows()
+TABLE["check_jvp"] = Row(
+    lambda: dict(
+        function=reference.conv1d, jvp=reference.conv1d_jvp,
+        args=[normal(1, 1, 4), normal(1, 1, 2), normal(1)],
+        tangents=[normal(1, 1, 4, seed=5), normal(1, 1, 2, seed=5), normal(1, seed=5)],
+        differentiable=(0, 1, 2), kwargs={"padding": 1}, step=1e-6, atol=1e-6, rtol=1e-5,
+    ),
+    dict(
+        function=Function(), jvp=Function(), args=Items(), tangents=Items(),
+        differentiable=Indices(3), kwargs=Options(), step=Real("gt0"), atol=Real("ge0"),
+        rtol=Real("ge0"),
+    ),
+)  # fmt: skip
+TABLE["check_double_backward"] = Row(
+    lambda: dict(
+        backward=reference.conv1d_backward, double_backward=reference.conv1d_double_backward,
+        args=[normal(1, 1, 4), normal(1, 1, 2), normal(1)], grad_output=normal(1, 1, 5, seed=3),
+        grad_grads=[normal(1, 1, 4, seed=5), normal(1, 1, 2, seed=5), normal(1, seed=5)],
+        differentiable=(0, 1, 2), kwargs={"padding": 1}, step=1e-6, atol=1e-6, rtol=1e-5,
+    ),
+    dict(
+        backward=Function(), double_backward=Function(), args=Items(),
+        grad_output=Array(exact=True), grad_grads=Items(), differentiable=Indices(3),
+        kwargs=Options(), step=Real("gt0"), atol=Real("ge0"), rtol=Real("ge0"),
+    ),
+)  # fmt: skip

@@ -1,0 +1,528 @@
+"""Error bounds of the derivative directions of the ops that are not sums of products: lp
+pooling, batch norm and the two blocks (conformance.derivatives has the others).
+
+Each bound is the running error analysis (conformance.running_error) of the formula the
+reference evaluates (reference.jvp, reference.double_backward): the same chain of
+operations, each intermediate stored in the tested dtype, evaluated on float64 values with
+every intermediate's error bound carried along. Batch statistics are the two-pass ones plus
+Welford's |mean| * std term (conformance.families.normalization). An implementation whose
+formula is organized otherwise (torch's FunctionsManual groups batch norm's terms its own
+way) rounds other intermediates, of the same magnitudes, to first order within the same
+bound as long as no grouping cancels more than these terms do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import reference
+from conformance.derivatives import GRAD_GRAD_OUTPUT, JVP_OUTPUT
+from conformance.error_model import ORACLE_ROUNDOFF, Tolerance, gamma
+from conformance.running_error import Arithmetic, Tracked
+from conformance.spec import CustomTolerances, OpSpec, ToleranceContext
+from reference import jvp as forward_mode
+from reference import pool as reference_pool
+
+Axes = tuple[int, ...]
+
+
+def _tolerances(
+    context: ToleranceContext, bounds: dict[str, Tracked | None], n_terms: int
+) -> dict[str, Tolerance]:
+    tolerances = {}
+    for name, tracked in bounds.items():
+        oracle = context.expected.get(name)
+        if tracked is None or oracle is None:
+            continue
+        bound = np.broadcast_to(tracked.error, oracle.shape).astype(np.float64)
+        bound = np.where(np.isfinite(oracle), bound, 0.0)
+        bound = np.where(np.isnan(bound), np.inf, bound)  # 0 * inf: no claim
+        tolerances[name] = Tolerance(bound, bound / max(n_terms, 1), n_terms)
+    return tolerances
+
+
+def _arithmetic(context: ToleranceContext) -> Arithmetic:
+    return Arithmetic(context.accumulation_dtype, context.dtype)
+
+
+def _exact(value: np.ndarray | None) -> Tracked | None:
+    return None if value is None else Arithmetic.exact(value)
+
+
+# --- batch norm -----------------------------------------------------------------------------
+
+
+def _channel_axes(ndim: int) -> Axes:
+    return (0, *range(2, ndim))
+
+
+def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, *([1] * (ndim - 2)))
+
+
+class Normalizer:
+    """r = 1 / sqrt(var + eps) and x_hat = (a - mean) r of batch norm's input a (with its own
+    error), on batch statistics or on exact running ones."""
+
+    def __init__(
+        self,
+        arithmetic: Arithmetic,
+        a: Tracked,
+        eps: float,
+        running: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        A = self.A = arithmetic
+        ndim = a.value.ndim
+        self.axes = _channel_axes(ndim)
+        self.n = a.value.size // a.value.shape[1]
+        if running is None:
+            mean = A.reduce(a, self.axes, mean=True)
+            centered = A.sub(a, mean)
+            var = A.reduce(A.mul(centered, centered), self.axes, mean=True)
+            # Welford and pairwise merges lose up to n u |mean| std more (families.normalization)
+            welford = (gamma(2 * self.n + 2, A.u_acc) + gamma(2 * self.n + 2, ORACLE_ROUNDOFF)) * (
+                np.abs(mean.value) * np.sqrt(var.value)
+            )
+            var = Tracked(var.value, var.error + welford)
+        else:
+            mean = A.exact(_per_channel(running[0], ndim))
+            var = A.exact(_per_channel(running[1], ndim))
+            centered = A.sub(a, mean)
+        self.r = A.div(A.exact(1.0), A.sqrt(A.add(var, A.exact(eps))))
+        self.x_hat = A.mul(centered, self.r)
+        self.training = running is None
+
+    def mean(self, t: Tracked) -> Tracked:
+        return self.A.reduce(t, self.axes, mean=True)
+
+    def total(self, t: Tracked) -> Tracked:
+        return self.A.reduce(t, self.axes)
+
+    def tangent_of_x_hat(self, dx: Tracked) -> Tracked:
+        """d x_hat = r (dx - mean(dx) - x_hat mean(x_hat dx)) (r dx on running statistics)."""
+        A = self.A
+        if not self.training:
+            return A.mul(self.r, dx)
+        inner = A.sub(A.sub(dx, self.mean(dx)), A.mul(self.x_hat, self.mean(A.mul(self.x_hat, dx))))
+        return A.mul(self.r, inner)
+
+    def jvp(
+        self, dx: Tracked | None, w: Tracked | None, dw: Tracked | None, db: Tracked | None
+    ) -> Tracked:
+        A = self.A
+        terms: list[Tracked] = []
+        if dx is not None:
+            d_x_hat = self.tangent_of_x_hat(dx)
+            terms.append(d_x_hat if w is None else A.mul(w, d_x_hat))
+        if dw is not None:
+            terms.append(A.mul(dw, self.x_hat))
+        if db is not None:
+            terms.append(A.mul(db, A.exact(np.ones_like(self.x_hat.value))))
+        total = terms[0]
+        for term in terms[1:]:
+            total = A.add(total, term)
+        return total
+
+    def backward_input(self, g: Tracked, w: Tracked | None) -> Tracked:
+        """w r (g - mean(g) - x_hat mean(g x_hat)) (w r g on running statistics)."""
+        A = self.A
+        inner = g
+        if self.training:
+            inner = A.sub(
+                A.sub(g, self.mean(g)), A.mul(self.x_hat, self.mean(A.mul(g, self.x_hat)))
+            )
+        gain = self.r if w is None else A.mul(w, self.r)
+        return A.mul(gain, inner)
+
+    def second(
+        self, g: Tracked, w: Tracked | None, dx: Tracked | None, dw: Tracked | None
+    ) -> tuple[Tracked, Tracked]:
+        """(d grad_input, d grad_weight) along (dx, dw): reference.double_backward's
+        batch_norm_second."""
+        A = self.A
+        one = A.exact(1.0)
+        w_ = one if w is None else w
+        dx_ = A.exact(np.zeros_like(self.x_hat.value)) if dx is None else dx
+        if not self.training:
+            d_input = A.mul(A.mul(g, A.exact(0.0) if dw is None else dw), self.r)
+            return d_input, self.total(A.mul(A.mul(g, dx_), self.r))
+        a = A.sub(A.sub(g, self.mean(g)), A.mul(self.x_hat, self.mean(A.mul(g, self.x_hat))))
+        dr = A.neg(A.mul(A.mul(self.r, self.r), self.mean(A.mul(self.x_hat, dx_))))
+        d_x_hat = self.tangent_of_x_hat(dx_)
+        d_a = A.neg(
+            A.add(
+                A.mul(d_x_hat, self.mean(A.mul(g, self.x_hat))),
+                A.mul(self.x_hat, self.mean(A.mul(g, d_x_hat))),
+            )
+        )
+        d_input = A.add(A.mul(A.mul(w_, dr), a), A.mul(A.mul(w_, self.r), d_a))
+        if dw is not None:
+            d_input = A.add(A.mul(A.mul(dw, self.r), a), d_input)
+        return d_input, self.total(A.mul(g, d_x_hat))
+
+
+def _channel_vector(tracked: Tracked) -> Tracked:
+    return Tracked(tracked.value.reshape(-1), tracked.error.reshape(-1))
+
+
+def batch_norm_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
+    def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+        A = _arithmetic(context)
+        inputs, config = context.inputs, context.example.config
+        x = inputs["input"]
+        assert x is not None
+        if x.shape[0] == 0:
+            return {}
+        ndim = x.ndim
+
+        def channel(values: np.ndarray | None) -> Tracked | None:
+            return None if values is None else A.exact(_per_channel(values, ndim))
+
+        running = None
+        if not config["training"]:
+            running_mean, running_var = inputs["running_mean"], inputs["running_var"]
+            assert running_mean is not None and running_var is not None
+            running = (running_mean, running_var)
+        norm = Normalizer(A, A.exact(x), config["eps"], running)
+        w = channel(inputs["weight"])
+        t = context.tangents
+        tangent_x = _exact(t["input"])
+        jvp = norm.jvp(tangent_x, w, channel(t["weight"]), channel(t["bias"]))
+        n = 2 * norm.n + 8
+        if context.direction == "jvp":
+            return _tolerances(context, {JVP_OUTPUT: jvp}, n)
+        assert context.grad_output is not None
+        d_input, d_weight = norm.second(
+            A.exact(context.grad_output), w, tangent_x, channel(t["weight"])
+        )
+        bounds: dict[str, Tracked | None] = {
+            "grad_input": d_input,
+            "grad_weight": None if inputs["weight"] is None else _channel_vector(d_weight),
+            GRAD_GRAD_OUTPUT: jvp,
+        }
+        return _tolerances(context, bounds, n)
+
+    return tolerances
+
+
+# --- lp pooling -----------------------------------------------------------------------------
+
+
+def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
+    """torch's lp pooling is (k * avg_pool(x ** p)) ** (1/p) with sign * relu(|.|) around the
+    sum; its derivatives chain pow's, the pooling's and the scalings'. The bound follows
+    reference.jvp's and reference.double_backward's formulas with those extra scalings."""
+    dims = int(spec.name[-2])
+
+    def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+        A = _arithmetic(context)
+        config = context.example.config
+        x = context.inputs["input"]
+        (v,) = context.tangents.values()
+        assert x is not None and v is not None
+        plan, p, sums = forward_mode.lp_parts(
+            dims,
+            x,
+            config["norm_type"],
+            config["kernel_size"],
+            config.get("stride"),
+            config.get("ceil_mode", False),
+        )
+        k = math.prod(plan.kernel)
+        shape = (*plan.input.shape[:2], *plan.out_size)
+
+        def window(a: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", over="ignore"):
+                return reference_pool._window_sums(plan, a)
+
+        def scatter(a: np.ndarray) -> np.ndarray:
+            return plan.scatter(np.broadcast_to(a[..., np.newaxis], (*shape, k)))
+
+        def pooled(a: Tracked) -> Tracked:  # k * avg_pool: a window sum and two scalings
+            return A.scale(A.scale(A.linear(window, a, k), 1.0 / k), float(k))
+
+        xb = A.exact(plan.input)
+        vb = A.exact(v[np.newaxis] if plan.unbatched else v)
+        nonzero = sums != 0
+        if p == 1.0:
+            jvp = pooled(vb)
+        else:
+            S = pooled(A.power(xb, p))
+            slope = A.where(nonzero, A.power(S, 1.0 / p - 1.0))
+            inner = pooled(A.scale(A.mul(A.power(xb, p - 1.0), vb), p))
+            jvp = A.scale(A.mul(slope, inner), 1.0 / p)
+        finish = (lambda a: a[0]) if plan.unbatched else (lambda a: a)
+        jvp = Tracked(finish(jvp.value), finish(jvp.error))
+        if context.direction == "jvp":
+            return _tolerances(context, {JVP_OUTPUT: jvp}, 2 * k + 8)
+        assert context.grad_output is not None
+        g = A.exact(context.grad_output[np.newaxis] if plan.unbatched else context.grad_output)
+        if p == 1.0:
+            grad_input = A.exact(np.zeros_like(plan.input))
+        else:
+            S = pooled(A.power(xb, p))
+            first = A.linear(scatter, A.mul(g, A.where(nonzero, A.power(S, 1.0 / p - 1.0))), k)
+            d_sums = A.scale(pooled(A.mul(A.power(xb, p - 1.0), vb)), p)
+            curvature = A.scale(A.where(nonzero, A.power(S, 1.0 / p - 2.0)), 1.0 / p - 1.0)
+            second = A.linear(scatter, A.mul(A.mul(g, curvature), d_sums), k)
+            left = A.mul(A.scale(A.mul(A.power(xb, p - 2.0), vb), p - 1.0), first)
+            grad_input = A.add(left, A.mul(A.power(xb, p - 1.0), second))
+        grad_input = Tracked(finish(grad_input.value), finish(grad_input.error))
+        return _tolerances(context, {"grad_input": grad_input, GRAD_GRAD_OUTPUT: jvp}, 3 * k + 12)
+
+    return tolerances
+
+
+# --- depthwise-separable convolution and the residual block ---------------------------------
+
+
+class Conv2d:
+    """One 2-d convolution of a block, as bilinear maps for the running error analysis."""
+
+    def __init__(
+        self, arithmetic: Arithmetic, weight: np.ndarray, x_shape: Sequence[int], **config: Any
+    ) -> None:
+        self.A, self.config = arithmetic, config
+        self.x_zeros = np.zeros(x_shape)
+        self.w_zeros = np.zeros(weight.shape)
+        groups = config.get("groups", 1)
+        taps = math.prod(weight.shape[2:])
+        self.n_forward = weight.shape[1] * taps + 1
+        self.n_input = weight.shape[0] // groups * taps + 1
+        out = reference.conv2d(self.x_zeros, self.w_zeros, None, **config)
+        self.n_weight = out.shape[0] * math.prod(out.shape[2:]) + 1
+
+    def forward(self, x: Tracked, w: Tracked) -> Tracked:
+        return self.A.bilinear(
+            lambda a, b: reference.conv2d(a, b, None, **self.config), x, w, self.n_forward
+        )
+
+    def backward_input(self, g: Tracked, w: Tracked) -> Tracked:
+        def function(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return reference.conv2d_backward(a, self.x_zeros, b, None, **self.config)[0]
+
+        return self.A.bilinear(function, g, w, self.n_input)
+
+    def backward_weight(self, g: Tracked, x: Tracked) -> Tracked:
+        def function(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return reference.conv2d_backward(a, b, self.w_zeros, None, **self.config)[1]
+
+        return self.A.bilinear(function, g, x, self.n_weight)
+
+    def jvp(self, x: Tracked, dx: Tracked, w: Tracked, dw: Tracked) -> Tracked:
+        return self.A.add(self.forward(dx, w), self.forward(x, dw))
+
+
+def _bias_map(A: Arithmetic, bias: Tracked, like: np.ndarray) -> Tracked:
+    return A.mul(bias, A.exact(np.ones_like(like)))
+
+
+def separable_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
+    """reference.double_backward.depthwise_separable_conv_double_backward's chain, every
+    convolution a bilinear map of its own sum length, every intermediate stored."""
+
+    def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+        A = _arithmetic(context)
+        inputs, config = context.inputs, dict(context.example.config)
+        x, wd, wp = inputs["input"], inputs["depthwise_weight"], inputs["pointwise_weight"]
+        assert x is not None and wd is not None and wp is not None
+        unbatched = x.ndim == 3
+        xb = x[np.newaxis] if unbatched else x
+        depthwise = Conv2d(A, wd, xb.shape, groups=xb.shape[1], **config)
+        hidden_value = reference.conv2d(
+            xb, wd, inputs["depthwise_bias"], groups=xb.shape[1], **config
+        )
+        pointwise = Conv2d(A, wp, hidden_value.shape)
+
+        def batched(a: np.ndarray | None) -> Tracked | None:
+            if a is None:
+                return None
+            return A.exact(a[np.newaxis] if unbatched and a.ndim == 3 else a)
+
+        def channel(a: np.ndarray | None) -> Tracked | None:
+            return None if a is None else A.exact(a.reshape(1, -1, 1, 1))
+
+        t = context.tangents
+        X, WD, WP = A.exact(xb), A.exact(wd), A.exact(wp)
+        tX, tWD, tWP = (
+            batched(t["input"]),
+            batched(t["depthwise_weight"]),
+            batched(t["pointwise_weight"]),
+        )
+        assert tX is not None and tWD is not None and tWP is not None
+        bd, tbd, tbp = (
+            channel(inputs["depthwise_bias"]),
+            channel(t["depthwise_bias"]),
+            channel(t["pointwise_bias"]),
+        )
+        hidden = depthwise.forward(X, WD)
+        if bd is not None:
+            hidden = A.add(hidden, _bias_map(A, bd, hidden.value))
+        d_hidden = depthwise.jvp(X, tX, WD, tWD)
+        if tbd is not None:
+            d_hidden = A.add(d_hidden, _bias_map(A, tbd, d_hidden.value))
+        jvp = pointwise.jvp(hidden, d_hidden, WP, tWP)
+        if tbp is not None:
+            jvp = A.add(jvp, _bias_map(A, tbp, jvp.value))
+        n = depthwise.n_forward + pointwise.n_forward + 8
+
+        def unbatch(tracked: Tracked) -> Tracked:
+            if not unbatched:
+                return tracked
+            return Tracked(tracked.value[0], tracked.error[0])
+
+        if context.direction == "jvp":
+            return _tolerances(context, {JVP_OUTPUT: unbatch(jvp)}, n)
+        assert context.grad_output is not None
+        g = batched(context.grad_output)
+        assert g is not None
+        g_hidden = pointwise.backward_input(g, WP)
+        dg_hidden = pointwise.backward_input(g, tWP)
+        dg_pointwise = pointwise.backward_weight(g, d_hidden)
+        dg_input = A.add(
+            depthwise.backward_input(dg_hidden, WD), depthwise.backward_input(g_hidden, tWD)
+        )
+        dg_depthwise = A.add(
+            depthwise.backward_weight(dg_hidden, X), depthwise.backward_weight(g_hidden, tX)
+        )
+        dg_bias = A.reduce(dg_hidden, (0, 2, 3))
+        bounds: dict[str, Tracked | None] = {
+            "grad_input": unbatch(dg_input),
+            "grad_depthwise_weight": dg_depthwise,
+            "grad_pointwise_weight": dg_pointwise,
+            "grad_depthwise_bias": None if bd is None else _channel_vector(dg_bias),
+            GRAD_GRAD_OUTPUT: unbatch(jvp),
+        }
+        return _tolerances(context, bounds, n + depthwise.n_weight)
+
+    return tolerances
+
+
+def residual_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
+    """reference.double_backward.residual_block_double_backward's chain link by link."""
+
+    def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+        A = _arithmetic(context)
+        inputs, config = context.inputs, context.example.config
+        stride, eps = config.get("stride", 1), config.get("eps", 1e-5)
+        arrays = [inputs[name] for name in forward_mode.RESIDUAL_ARRAYS]
+        x = arrays[0]
+        assert x is not None
+        values = reference.blocks._residual_forward(*arrays, stride, eps)  # type: ignore[arg-type, call-arg]
+        t = {name: _exact(context.tangents.get(name)) for name in forward_mode.RESIDUAL_ARRAYS}
+
+        def channel(name: str, source: Mapping[str, Any]) -> Tracked | None:
+            value = source[name]
+            if value is None:
+                return None
+            if isinstance(value, Tracked):
+                return Tracked(value.value.reshape(1, -1, 1, 1), value.error.reshape(1, -1, 1, 1))
+            return A.exact(np.asarray(value).reshape(1, -1, 1, 1))
+
+        X = A.exact(x)
+        w1, w2 = inputs["conv1_weight"], inputs["conv2_weight"]
+        assert w1 is not None and w2 is not None
+        W1, W2 = A.exact(w1), A.exact(w2)
+        assert (
+            t["input"] is not None
+            and t["conv1_weight"] is not None
+            and t["conv2_weight"] is not None
+        )
+        conv1 = Conv2d(A, W1.value, x.shape, stride=stride, padding=1)
+        conv2 = Conv2d(A, W2.value, values.hidden.shape, padding=1)
+        # forward with errors
+        a1 = conv1.forward(X, W1)
+        bn1 = Normalizer(A, a1, eps)
+        g1, b1 = channel("bn1_weight", inputs), channel("bn1_bias", inputs)
+        pre1 = A.mul(g1, bn1.x_hat) if g1 is not None else bn1.x_hat
+        on1 = values.b1 > 0
+        hidden = A.where(on1, A.add(pre1, b1) if b1 is not None else pre1)
+        a2 = conv2.forward(hidden, W2)
+        bn2 = Normalizer(A, a2, eps)
+        g2 = channel("bn2_weight", inputs)
+        shortcut = None
+        if values.a_s is not None:
+            ws = inputs["shortcut_weight"]
+            assert ws is not None
+            Ws = A.exact(ws)
+            shortcut = Conv2d(A, Ws.value, x.shape, stride=stride)
+            a_s = shortcut.forward(X, Ws)
+            bn_s = Normalizer(A, a_s, eps)
+            g_s = channel("shortcut_bn_weight", inputs)
+        on = values.body + values.skip > 0
+        # tangents
+        ta1 = conv1.jvp(X, t["input"], W1, t["conv1_weight"])
+        tb1 = bn1.jvp(ta1, g1, channel("bn1_weight", t), channel("bn1_bias", t))
+        th = A.where(on1, tb1)
+        ta2 = conv2.jvp(hidden, th, W2, t["conv2_weight"])
+        tbody = bn2.jvp(ta2, g2, channel("bn2_weight", t), channel("bn2_bias", t))
+        if shortcut is None:
+            tskip = t["input"]
+        else:
+            assert t["shortcut_weight"] is not None
+            ta_s = shortcut.jvp(X, t["input"], Ws, t["shortcut_weight"])
+            tskip = bn_s.jvp(
+                ta_s, g_s, channel("shortcut_bn_weight", t), channel("shortcut_bn_bias", t)
+            )
+        jvp = A.where(on, A.add(tbody, tskip))
+        n = conv1.n_forward + conv2.n_forward + 4 * bn1.n + 16
+        if context.direction == "jvp":
+            return _tolerances(context, {JVP_OUTPUT: jvp}, n)
+        assert context.grad_output is not None
+        gz = A.where(on, A.exact(context.grad_output))
+        g_a2 = bn2.backward_input(gz, g2)
+        dg_a2, dg_bn2_w = bn2.second(gz, g2, ta2, channel("bn2_weight", t))
+        dg_hidden = A.add(
+            conv2.backward_input(dg_a2, W2), conv2.backward_input(g_a2, t["conv2_weight"])
+        )
+        dg_conv2 = A.add(conv2.backward_weight(dg_a2, hidden), conv2.backward_weight(g_a2, th))
+        g_b1 = A.where(on1, conv2.backward_input(g_a2, W2))
+        dg_b1 = A.where(on1, dg_hidden)
+        g_a1 = bn1.backward_input(g_b1, g1)
+        second_a1, second_bn1_w = bn1.second(g_b1, g1, ta1, channel("bn1_weight", t))
+        dg_a1 = A.add(bn1.backward_input(dg_b1, g1), second_a1)
+        dg_bn1_w = A.add(bn1.total(A.mul(dg_b1, bn1.x_hat)), second_bn1_w)
+        dg_bn1_b = bn1.total(dg_b1)
+        dg_input = A.add(
+            conv1.backward_input(dg_a1, W1), conv1.backward_input(g_a1, t["conv1_weight"])
+        )
+        dg_conv1 = A.add(conv1.backward_weight(dg_a1, X), conv1.backward_weight(g_a1, t["input"]))
+        bounds: dict[str, Tracked | None] = {
+            "grad_conv1_weight": dg_conv1,
+            "grad_bn1_weight": _channel_vector(dg_bn1_w),
+            "grad_bn1_bias": _channel_vector(dg_bn1_b),
+            "grad_conv2_weight": dg_conv2,
+            "grad_bn2_weight": _channel_vector(dg_bn2_w),
+            GRAD_GRAD_OUTPUT: jvp,
+        }
+        if shortcut is not None:
+            assert t["shortcut_weight"] is not None
+            g_as = bn_s.backward_input(gz, g_s)
+            dg_as, dg_short_w = bn_s.second(gz, g_s, ta_s, channel("shortcut_bn_weight", t))
+            dg_input = A.add(
+                dg_input,
+                A.add(
+                    shortcut.backward_input(dg_as, Ws),
+                    shortcut.backward_input(g_as, t["shortcut_weight"]),
+                ),
+            )
+            bounds["grad_shortcut_weight"] = A.add(
+                shortcut.backward_weight(dg_as, X), shortcut.backward_weight(g_as, t["input"])
+            )
+            bounds["grad_shortcut_bn_weight"] = _channel_vector(dg_short_w)
+        bounds["grad_input"] = dg_input
+        return _tolerances(context, bounds, n + conv1.n_weight)
+
+    return tolerances
+
+
+CUSTOM: dict[str, Callable[[OpSpec], CustomTolerances]] = {
+    "batch_norm": batch_norm_derivative_tolerances,
+    "depthwise_separable_conv": separable_derivative_tolerances,
+    "residual_block": residual_derivative_tolerances,
+    **{f"lp_pool{d}d": lp_derivative_tolerances for d in (1, 2, 3)},
+}
