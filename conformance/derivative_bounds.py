@@ -212,6 +212,31 @@ def batch_norm_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
 # --- lp pooling -----------------------------------------------------------------------------
 
 
+def _at_least_one(*factors: np.ndarray | float) -> np.ndarray:
+    """The product of max(1, |factor|): what an intermediate's eta may be multiplied by."""
+    total = np.ones(())
+    with np.errstate(over="ignore", invalid="ignore"):
+        for factor in factors:
+            total = total * np.maximum(1.0, np.abs(np.asarray(factor, dtype=np.float64)))
+    return total
+
+
+def _underflow_in_any_order(
+    A: Arithmetic, factors: Sequence[np.ndarray | float], rest: np.ndarray
+) -> np.ndarray:
+    """Where a product of several factors is formed in an order of the implementation's
+    choosing, the eta of an intermediate product that underflows is multiplied by the
+    factors applied after it: at most eta times the product of max(1, |factor|) over all of
+    them, for each of its k roundings. ``rest``: the part summed over windows (already a
+    product of magnitudes, each taken as at least 1 by the caller's max below)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.maximum(1.0, np.asarray(rest, dtype=np.float64))
+        for factor in factors:
+            total = total * np.maximum(1.0, np.asarray(factor, dtype=np.float64))
+        result = (len(factors) + 3) * A.eta * total
+    return np.where(np.isnan(result), np.inf, result)
+
+
 def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
     """torch's lp pooling is (k * avg_pool(x ** p)) ** (1/p) with sign * relu(|.|) around the
     sum; its derivatives chain pow's, the pooling's and the scalings'. The bound follows
@@ -271,6 +296,27 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             second = A.linear(scatter, A.mul(A.mul(g, curvature), d_sums), k)
             left = A.mul(A.scale(A.mul(A.power(xb, p - 2.0), vb), p - 1.0), first)
             grad_input = A.add(left, A.mul(A.power(xb, p - 1.0), second))
+            grad_input = Tracked(
+                grad_input.value,
+                grad_input.error
+                + _underflow_in_any_order(
+                    A,
+                    [abs(p - 1.0), np.abs(xb.value) ** (p - 2.0), np.abs(vb.value)],
+                    scatter(_at_least_one(g.value, np.abs(S.value) ** (1.0 / p - 1.0))),
+                )
+                + _underflow_in_any_order(
+                    A,
+                    [np.abs(xb.value) ** (p - 1.0)],
+                    scatter(
+                        _at_least_one(
+                            g.value,
+                            abs(1.0 / p - 1.0),
+                            np.abs(S.value) ** (1.0 / p - 2.0),
+                            d_sums.value,
+                        )
+                    ),
+                ),
+            )
         grad_input = Tracked(finish(grad_input.value), finish(grad_input.error))
         return _tolerances(context, {"grad_input": grad_input, GRAD_GRAD_OUTPUT: jvp}, 3 * k + 12)
 
@@ -439,8 +485,8 @@ def residual_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
         bn1 = Normalizer(A, a1, eps)
         g1, b1 = channel("bn1_weight", inputs), channel("bn1_bias", inputs)
         pre1 = A.mul(g1, bn1.x_hat) if g1 is not None else bn1.x_hat
-        on1 = values.b1 > 0
-        hidden = A.where(on1, A.add(pre1, b1) if b1 is not None else pre1)
+        b1_value = A.add(pre1, b1) if b1 is not None else pre1  # bn1's output
+        hidden = A.relu(b1_value)
         a2 = conv2.forward(hidden, W2)
         bn2 = Normalizer(A, a2, eps)
         g2 = channel("bn2_weight", inputs)
@@ -453,11 +499,20 @@ def residual_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             a_s = shortcut.forward(X, Ws)
             bn_s = Normalizer(A, a_s, eps)
             g_s = channel("shortcut_bn_weight", inputs)
-        on = values.body + values.skip > 0
+        b2 = channel("bn2_bias", inputs)
+        body = A.mul(g2, bn2.x_hat) if g2 is not None else bn2.x_hat
+        body = A.add(body, b2) if b2 is not None else body
+        if shortcut is None:
+            skip = X
+        else:
+            b_s = channel("shortcut_bn_bias", inputs)
+            skip = A.mul(g_s, bn_s.x_hat) if g_s is not None else bn_s.x_hat
+            skip = A.add(skip, b_s) if b_s is not None else skip
+        z = A.add(body, skip)  # the block's output before its ReLU
         # tangents
         ta1 = conv1.jvp(X, t["input"], W1, t["conv1_weight"])
         tb1 = bn1.jvp(ta1, g1, channel("bn1_weight", t), channel("bn1_bias", t))
-        th = A.where(on1, tb1)
+        th = A.relu_derivative(b1_value, tb1)
         ta2 = conv2.jvp(hidden, th, W2, t["conv2_weight"])
         tbody = bn2.jvp(ta2, g2, channel("bn2_weight", t), channel("bn2_bias", t))
         if shortcut is None:
@@ -468,20 +523,20 @@ def residual_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             tskip = bn_s.jvp(
                 ta_s, g_s, channel("shortcut_bn_weight", t), channel("shortcut_bn_bias", t)
             )
-        jvp = A.where(on, A.add(tbody, tskip))
+        jvp = A.relu_derivative(z, A.add(tbody, tskip))
         n = conv1.n_forward + conv2.n_forward + 4 * bn1.n + 16
         if context.direction == "jvp":
             return _tolerances(context, {JVP_OUTPUT: jvp}, n)
         assert context.grad_output is not None
-        gz = A.where(on, A.exact(context.grad_output))
+        gz = A.relu_derivative(z, A.exact(context.grad_output))
         g_a2 = bn2.backward_input(gz, g2)
         dg_a2, dg_bn2_w = bn2.second(gz, g2, ta2, channel("bn2_weight", t))
         dg_hidden = A.add(
             conv2.backward_input(dg_a2, W2), conv2.backward_input(g_a2, t["conv2_weight"])
         )
         dg_conv2 = A.add(conv2.backward_weight(dg_a2, hidden), conv2.backward_weight(g_a2, th))
-        g_b1 = A.where(on1, conv2.backward_input(g_a2, W2))
-        dg_b1 = A.where(on1, dg_hidden)
+        g_b1 = A.relu_derivative(b1_value, conv2.backward_input(g_a2, W2))
+        dg_b1 = A.relu_derivative(b1_value, dg_hidden)
         g_a1 = bn1.backward_input(g_b1, g1)
         second_a1, second_bn1_w = bn1.second(g_b1, g1, ta1, channel("bn1_weight", t))
         dg_a1 = A.add(bn1.backward_input(dg_b1, g1), second_a1)

@@ -40,6 +40,8 @@ from conformance.dtypes import underflow_unit
 from conformance.error_model import UNIT_ROUNDOFF, Tolerance, sum_of_products
 from conformance.example import Example, fill
 from conformance.spec import OpSpec, ToleranceContext
+from reference.blocks import _residual_forward as residual_forward
+from reference.jvp import RESIDUAL_ARRAYS
 
 DERIVATIVE_DIRECTIONS = ("jvp", "double_backward")
 # what each direction calls on an implementation: op + suffix
@@ -97,6 +99,25 @@ def _invstd_cubed_overflows_float16(example: Example) -> bool:
         return bool(np.any((var + example.config["eps"]) ** -1.5 > FLOAT16_MAX))
 
 
+def _block_invstd_cubed_overflows_float16(example: Example) -> bool:
+    """As for batch_norm, for any of a residual block's batch norms: their inputs are the
+    block's conv outputs (a channel of equal values has variance 0)."""
+    scale = 2.0**-8 if example.values == "wide" else 1.0
+    arrays = [
+        None if a is None else a * scale for a in (example.arrays[n] for n in RESIDUAL_ARRAYS)
+    ]
+    stride, eps = example.config.get("stride", 1), example.config.get("eps", 1e-5)
+    with np.errstate(all="ignore"):
+        values = residual_forward(*arrays, stride, eps)  # type: ignore[arg-type, call-arg]
+        for normalized in (values.a1, values.a2, values.a_s):
+            if normalized is None:
+                continue
+            var = normalized.var(axis=(0, *range(2, normalized.ndim)))
+            if np.any((var + eps) ** -1.5 > FLOAT16_MAX):
+                return True
+    return False
+
+
 # regions where a derivative direction goes its own way (coverage, and baseline entries)
 DERIVATIVE_REGIONS = {
     "batch_norm": {
@@ -105,6 +126,11 @@ DERIVATIVE_REGIONS = {
         # its products pass 65504 in float16 (reports/findings/torch/
         # batch-norm-double-backward-float16-overflow.md)
         "grad_output of the offset kind": lambda e: e.values == "offset",
+    },
+    "residual_block": {
+        "a batch norm's (var + eps)^-1.5 past float16's range": (
+            _block_invstd_cubed_overflows_float16
+        ),
     },
 }
 

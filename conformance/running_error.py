@@ -125,6 +125,21 @@ class Arithmetic:
         """a where mask, else an exact 0 (ReLU's derivative, a kink's convention)."""
         return Tracked(np.where(mask, a.value, 0.0), np.where(mask, a.error, 0.0))
 
+    @staticmethod
+    def relu(pre: Tracked) -> Tracked:
+        """max(pre, 0): exact, and 1-Lipschitz, so it carries pre's error at most."""
+        return Tracked(np.maximum(pre.value, 0.0), pre.error)
+
+    @staticmethod
+    def relu_derivative(pre: Tracked, a: Tracked) -> Tracked:
+        """a where pre > 0, else 0 (ReLU's derivative at pre, applied to a). Where pre's
+        error could put it on the other side of 0 the implementation may pass a or 0: either
+        is within |a| + its error."""
+        on = pre.value > 0
+        certain = np.abs(pre.value) > pre.error
+        error = np.where(certain, np.where(on, a.error, 0.0), np.abs(a.value) + a.error)
+        return Tracked(np.where(on, a.value, 0.0), error)
+
     def reduce(self, a: Tracked, axes: tuple[int, ...], mean: bool = False) -> Tracked:
         """Sum (or mean) over ``axes``, kept broadcastable."""
         n = int(np.prod([a.value.shape[i] for i in axes])) if axes else 1
