@@ -303,6 +303,11 @@ def main(options: argparse.Namespace) -> int:
 
     import torch
 
+    if getattr(options, "model", None):  # --model SPEC: the model command's benchmark
+        from conformance.model.bench import main as model_bench
+
+        return model_bench(options)
+
     from conformance.report import atomic_write
 
     cases = (

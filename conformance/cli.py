@@ -18,6 +18,7 @@ from typing import Any
 
 from conformance.arithmetic_ops import ARITHMETIC_OPS
 from conformance.dtypes import DTYPES
+from conformance.model.command import add_arguments as add_model_arguments
 
 DEFAULT_OUT = Path("reports") / "latest"
 DEFAULT_BASELINE = Path("reports") / "baseline.csv"
@@ -170,6 +171,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--quick", action="store_true", help="a few small cases only")
+    bench.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="instead: time the model command on this network (package.module:factory): "
+        "the oracle with its bound against torch float64 on every conv layer, the command's "
+        "wall time and peak memory",
+    )
+    bench.add_argument("--input-shape", default="1,3,224,224", help="with --model")
+
+    model = commands.add_parser(
+        "model",
+        help="check every layer of a real network against the oracle (the checklist)",
+        description="Run the notebook's checklist on a network: every layer's shapes, "
+        "parameters, FLOPs, receptive field, activation statistics and alternatives, and "
+        "each convolution, pooling and normalization layer on its real input through the "
+        "implementation under test against the float64 oracle.",
+    )
+    add_model_arguments(model)
     return parser
 
 
@@ -370,6 +389,12 @@ def command_list(options: argparse.Namespace) -> int:
     return 0
 
 
+def command_model(options: argparse.Namespace) -> int:
+    from conformance.model.command import main as model_main
+
+    return model_main(options)
+
+
 def command_bench(options: argparse.Namespace) -> int:
     from conformance.bench import main as bench_main
 
@@ -382,6 +407,7 @@ COMMANDS = {
     "diff": command_diff,
     "list": command_list,
     "bench": command_bench,
+    "model": command_model,
 }
 
 
