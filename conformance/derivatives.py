@@ -30,7 +30,7 @@ exactly. lp pooling, batch norm and the two blocks have bounds of their own
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -118,6 +118,28 @@ def _block_invstd_cubed_overflows_float16(example: Example) -> bool:
     return False
 
 
+def _lp_curvature_overflows_float16(dims: int) -> Callable[[Example], bool]:
+    """A window whose sum S of x ** p has |S| ** (1/p - 2) past float16's largest value, at
+    the scale float16 is tested at: torch forms that power for lp pooling's second derivative
+    (reports/findings/torch/lp-pool-double-backward-float16-overflow.md)."""
+
+    def hit(example: Example) -> bool:
+        x = example.arrays["input"]
+        if x is None:
+            return False
+        scale = 2.0**-8 if example.values == "wide" else 1.0
+        config = example.config
+        with np.errstate(all="ignore"):
+            _, p, sums = forward_mode.lp_parts(
+                dims, x * scale, config["norm_type"], config["kernel_size"],
+                config.get("stride"), config.get("ceil_mode", False),
+            )  # fmt: skip
+            power = np.abs(sums[sums != 0]) ** (1.0 / p - 2.0)
+        return bool(np.any(power > FLOAT16_MAX))
+
+    return hit
+
+
 # regions where a derivative direction goes its own way (coverage, and baseline entries)
 DERIVATIVE_REGIONS = {
     "batch_norm": {
@@ -126,6 +148,12 @@ DERIVATIVE_REGIONS = {
         # its products pass 65504 in float16 (reports/findings/torch/
         # batch-norm-double-backward-float16-overflow.md)
         "grad_output of the offset kind": lambda e: e.values == "offset",
+    },
+    **{
+        f"lp_pool{dims}d": {
+            "S^(1/p - 2) past float16's range": _lp_curvature_overflows_float16(dims)
+        }
+        for dims in (1, 2, 3)
     },
     "residual_block": {
         "a batch norm's (var + eps)^-1.5 past float16's range": (
