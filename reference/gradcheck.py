@@ -191,7 +191,11 @@ def check_jvp(
     rtol: float = 1e-5,
 ) -> GradientComparison:
     """``jvp(tangents, *args, **kwargs)`` against the directional central difference
-    (f(a + h t) - f(a - h t)) / (2 h) of the function's first output; ``argument`` is -1."""
+    (f(a + h t) - f(a - h t)) / (2 h) of the function's first output; ``argument`` is -1.
+
+    The defaults are check_gradients': central differences with h = 1e-6 err by O(h^2)
+    truncation plus about 1e-10 |f| rounding in float64, three orders of magnitude below
+    atol + rtol |estimate| for data of order one."""
     options = _check_call(function, "function", args, kwargs)
     _check_call(jvp, "jvp", args, kwargs)
     differentiable = _check_indices(differentiable, args)
@@ -238,7 +242,10 @@ def check_double_backward(
 ) -> list[GradientComparison]:
     """``double_backward(grad_output, grad_grads, *args, **kwargs)`` against central
     differences of L(args, g) = sum_i <grad_grads[i], backward(g, *args)[i]>: in each
-    differentiable argument element by element, and in grad_output (``argument`` -1)."""
+    differentiable argument element by element, and in grad_output (``argument`` -1).
+
+    The defaults are check_gradients' (same step, same estimate of L, so the same error
+    margin of about three orders of magnitude for float64 data of order one)."""
     options = _check_call(backward, "backward", args, kwargs)
     _check_call(double_backward, "double_backward", args, kwargs)
     differentiable = _check_indices(differentiable, args)
