@@ -33,11 +33,15 @@ def describe(value: object) -> str:
 
 def is_int(value: object) -> TypeGuard[numbers.Integral]:
     """An int or a NumPy integer scalar, and not a bool."""
+    if type(value) is int:  # the common case, without the abstract-class checks
+        return True
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def is_sequence(value: object) -> bool:
     """A list, tuple or other sequence that is not text."""
+    if type(value) is tuple or type(value) is list:
+        return True
     return isinstance(value, Sequence) and not isinstance(value, _TEXT)
 
 
@@ -74,6 +78,10 @@ def ntuple(value: object, name: str, dims: int, broadcast: bool = False) -> tupl
     With ``broadcast``, a sequence of one int is repeated as an int is: torch's convolution
     and pooling ops take ``stride=(2,)`` for a 2-d op (ATen's expand_param_if_needed).
     """
+    if type(value) is int:  # the common cases first: every reference op calls this often
+        return (value,) * dims
+    if type(value) is tuple and len(value) == dims and all(type(v) is int for v in value):
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(
             f"{name} must be an int or a tuple of {dims} ints, got a bool ({value!r}); a bool "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from reference._arguments import describe, is_int
 
@@ -26,13 +26,42 @@ def windows(
     dilation: Sequence[int],
     out_size: Sequence[int],
 ) -> np.ndarray:
-    """Strided view (N, C, *out_size, *kernel_size) of the windows; no copy."""
-    dims = len(kernel_size)
-    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation, strict=True))
-    view = sliding_window_view(x_padded, extent, axis=tuple(range(2, 2 + dims)))
-    out_slices = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_size, stride, strict=True))
-    tap_slices = tuple(slice(None, None, d) for d in dilation)
-    return view[(slice(None), slice(None), *out_slices, *tap_slices)]
+    """Strided view (N, C, *out_size, *kernel_size) of the windows; no copy, read-only.
+
+    Element (n, c, o..., k...) is x_padded[n, c, o*stride + k*dilation ...]; the caller
+    guarantees (o - 1) * stride + (k - 1) * dilation < the padded size on every axis."""
+    for axis, (o, k, s, d) in enumerate(zip(out_size, kernel_size, stride, dilation, strict=True)):
+        if o < 1 or k < 1 or (o - 1) * s + (k - 1) * d >= x_padded.shape[2 + axis]:
+            raise ValueError(
+                f"windows out of range on spatial axis {axis}: {o} windows of {k} taps, "
+                f"stride {s}, dilation {d}, over {x_padded.shape[2 + axis]} elements"
+            )
+    spatial = x_padded.strides[2:]
+    return as_strided(
+        x_padded,
+        shape=(*x_padded.shape[:2], *out_size, *kernel_size),
+        strides=(
+            *x_padded.strides[:2],
+            *(step * s for step, s in zip(spatial, stride, strict=True)),
+            *(step * d for step, d in zip(spatial, dilation, strict=True)),
+        ),
+        writeable=False,
+    )
+
+
+def constant_pad(
+    x: np.ndarray, widths: Sequence[tuple[int, int]], value: float = 0.0
+) -> np.ndarray:
+    """x with ``widths[i] = (before, after)`` elements of ``value`` around axis i: np.pad's
+    constant mode, as one fill and one copy (np.pad's generality costs more than the copy
+    on the small arrays every example and bound pads)."""
+    shape = tuple(n + before + after for n, (before, after) in zip(x.shape, widths, strict=True))
+    out = np.full(shape, value, dtype=x.dtype)
+    inside = tuple(
+        slice(before, before + n) for n, (before, _) in zip(x.shape, widths, strict=True)
+    )
+    out[inside] = x
+    return out
 
 
 # The most one im2col buffer may take. A bigger call is refused before anything is

@@ -21,7 +21,7 @@ from reference._arguments import (
     ntuple,
     positive,
 )
-from reference._windows import crop, scatter_windows, windows
+from reference._windows import constant_pad, crop, scatter_windows, windows
 from reference.conv import check_grad_output
 
 
@@ -62,7 +62,7 @@ def plan_blocks(
 
 
 def _unfold(x: np.ndarray, plan: BlockPlan) -> np.ndarray:
-    padded = np.pad(x, [(0, 0), (0, 0), *[(p, p) for p in plan.padding]])
+    padded = constant_pad(x, [(0, 0), (0, 0), *[(p, p) for p in plan.padding]])
     view = windows(padded, plan.kernel, plan.stride, plan.dilation, plan.blocks)
     columns = view.transpose(0, 1, 4, 5, 2, 3)  # (N, C, kh, kw, bh, bw)
     return columns.reshape(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reference._windows import crop
+from reference._windows import constant_pad, crop
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -67,8 +67,8 @@ def pad(x: np.ndarray, pads: Pads, padding_mode: str) -> np.ndarray:
     if padding_mode == "zeros":
         if not any(before or after for before, after in pads):
             return x
-        widths = [(0, 0)] * first_spatial + [tuple(p) for p in pads]
-        return np.pad(x, widths, mode="constant")
+        widths = [(0, 0)] * first_spatial + [(before, after) for before, after in pads]
+        return constant_pad(x, widths)
     for offset, (before, after) in enumerate(pads):
         axis = first_spatial + offset
         if before or after:

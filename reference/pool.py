@@ -38,7 +38,7 @@ from reference._arguments import (
     positive,
     real,
 )
-from reference._windows import crop, scatter_windows, windows
+from reference._windows import constant_pad, crop, scatter_windows, windows
 from reference.conv import check_grad_output, check_spatial
 from reference.shapes import pool_output_size
 
@@ -78,7 +78,7 @@ class PoolPlan:
         widths = self.widths()
         if not any(before or after for before, after in widths):
             return x
-        return np.pad(x, widths, constant_values=value)
+        return constant_pad(x, [(0, 0)] * (x.ndim - len(widths)) + widths, value)
 
     def taps(self, x: np.ndarray) -> np.ndarray:
         """(N, C, *out_size, prod(kernel)): every window's elements in window order."""
