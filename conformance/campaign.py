@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, target
 from hypothesis import strategies as st
 
+from conformance import timing
 from conformance.baseline import KnownDiscrepancy, explain
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.check import regions_hit, run_example
@@ -30,6 +31,17 @@ CASES = [
     for dtype in spec.dtypes
     for direction in spec.directions
 ]
+
+
+_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {}
+
+
+def _strategy(spec: OpSpec) -> st.SearchStrategy[Any]:
+    """The op's example strategy, built once per process: a new strategy object per draw is
+    validated by Hypothesis anew, which costs more than drawing from it."""
+    if spec.name not in _STRATEGIES:
+        _STRATEGIES[spec.name] = spec.examples()
+    return _STRATEGIES[spec.name]
 
 
 @pytest.mark.parametrize(("spec", "dtype", "direction"), CASES)
@@ -49,7 +61,8 @@ def test_op(
         pytest.skip(f"the implementation under test has no {op}")
     if not supports(implementation, op, dtype):
         pytest.skip(f"the implementation under test does not run {op} in {dtype}")
-    example = data.draw(spec.examples(), label="example")
+    with timing.phase("generate"):
+        example = data.draw(_strategy(spec), label="example")
     where = {
         "op": spec.name,
         "implementation": implementation.name,
@@ -61,12 +74,14 @@ def test_op(
     began = time.perf_counter()
     outcome = run_example(spec, implementation, dtype, direction, example, call=crashes is None)
     outcome.row["seconds"] = time.perf_counter() - began
-    known = crashes or (None if outcome.passed else explain(conformance_baseline, outcome.row))
-    if known is not None:  # a disagreement the committed baseline explains, with its reason
-        outcome.row.update(verdict="known", known_reason=known.reason)
-    conformance_recorder.record(outcome.row)
-    if conformance_target:
-        target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
+    timing.add("check", outcome.row["seconds"])
+    with timing.phase("record"):
+        known = crashes or (None if outcome.passed else explain(conformance_baseline, outcome.row))
+        if known is not None:  # a disagreement the committed baseline explains, with its reason
+            outcome.row.update(verdict="known", known_reason=known.reason)
+        conformance_recorder.record(outcome.row)
+        if conformance_target:
+            target(min(float(outcome.row["bound_ratio"]), 1e6), label="bound ratio")
     assert outcome.passed or known is not None, outcome.report
 
 
@@ -87,8 +102,10 @@ def test_invalid_call(
     dtype = invalid_call_dtype(spec, implementation, conformance_dtypes)
     if dtype is None:
         pytest.skip(f"the implementation under test runs {spec.name} in none of its dtypes")
-    example, rule = data.draw(invalid_calls(spec), label="invalid call")
-    row = check_invalid(spec, implementation, example, rule, dtype)
+    with timing.phase("generate"):
+        example, rule = data.draw(invalid_calls(spec), label="invalid call")
+    with timing.phase("check"):
+        row = check_invalid(spec, implementation, example, rule, dtype)
     row["regions"] = rule.name  # a baseline entry names the rule as its region
     verdict, problem = judge(row)
     if (
@@ -100,11 +117,12 @@ def test_invalid_call(
         # rules forbid: what it then computes is outside torch's semantics, not judged
         verdict = "unsupported"
         problem = f"{implementation.name} does not check torch's rule ({rule.name}): {problem}"
-    known = explain(conformance_baseline, row) if verdict == "fail" else None
-    row.update(verdict="known" if known else verdict, problem=problem)
-    if known is not None:
-        row["known_reason"] = known.reason
-    conformance_recorder.record(row)
+    with timing.phase("record"):
+        known = explain(conformance_baseline, row) if verdict == "fail" else None
+        row.update(verdict="known" if known else verdict, problem=problem)
+        if known is not None:
+            row["known_reason"] = known.reason
+        conformance_recorder.record(row)
     assert verdict in ("pass", "unsupported") or known is not None, (
         f"{spec.name}, {rule.name}: {problem}\nconfig {row['config']}, shapes {row['shapes']}"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,7 @@ class Example:
         return repr((sorted(self.config.items()), shapes, self.values, self.seed))
 
 
+@cache
 def values_and_seed(kinds: tuple[str, ...] = FINITE_KINDS) -> st.SearchStrategy[tuple[str, int]]:
     """A value kind and a fill seed. The kind is the seed modulo the number of kinds:
     Hypothesis's sampled_from favours the first entries (a ci run drew 'specials', the last,

@@ -8,10 +8,11 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.example import FINITE_KINDS, STATISTICS_KINDS, Example, fill, values_and_seed
+from conformance.strategies.knobs import choice, optional
 
 
 def _batch(draw: st.DrawFn) -> int | None:
-    return draw(st.one_of(st.none(), st.integers(1, 2)))
+    return draw(optional(1, 2))
 
 
 def _shape(batch: int | None, *rest: int) -> tuple[int, ...]:
@@ -62,7 +63,7 @@ def separable_examples(draw: st.DrawFn) -> Example:
 
 @st.composite
 def statistics_examples(draw: st.DrawFn) -> Example:
-    correction = draw(st.sampled_from([0, 1]))
+    correction = draw(choice(0, 1))
     spatial = [draw(st.integers(1, 4)) for _ in range(draw(st.integers(0, 3)))]
     batch, channels = draw(st.integers(1 + correction, 4)), draw(st.integers(1, 4))
     values, seed = draw(values_and_seed(STATISTICS_KINDS))
@@ -92,5 +93,5 @@ def residual_examples(draw: st.DrawFn) -> Example:
         "shortcut_bn_weight": fill((out,), values, rng) if projection else None,
         "shortcut_bn_bias": fill((out,), values, rng) if projection else None,
     }
-    config = {"stride": stride, "eps": draw(st.sampled_from([1e-5, 1e-3]))}
+    config = {"stride": stride, "eps": draw(choice(1e-5, 1e-3))}
     return Example(arrays, config, values, seed)

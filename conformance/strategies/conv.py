@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.example import Example, fill, values_and_seed
+from conformance.strategies.knobs import choice, optional, small
 from reference.padding import PADDING_MODES
 from reference.shapes import same_padding
 
@@ -22,7 +23,7 @@ MAX_OUT = {1: 6, 2: 4, 3: 3}
 
 def _channel_layout(draw: st.DrawFn) -> tuple[int, int, int]:
     """(groups, in_per_group, out_per_group): dense, grouped, or depthwise (x multiplier)."""
-    layout = draw(st.sampled_from(["dense", "dense", "grouped", "depthwise"]))
+    layout = draw(choice("dense", "dense", "grouped", "depthwise"))
     if layout == "dense":
         return 1, draw(st.integers(1, 4)), draw(st.integers(1, 4))
     if layout == "grouped":
@@ -32,7 +33,7 @@ def _channel_layout(draw: st.DrawFn) -> tuple[int, int, int]:
 
 def _small_knob(draw: st.DrawFn, high: int) -> int:
     """1 most of the time, else up to ``high``: stride and dilation."""
-    return draw(st.one_of(st.just(1), st.integers(1, high)))
+    return draw(small(high))
 
 
 def _largest_padding(padding_mode: str, span: int) -> int:
@@ -76,11 +77,11 @@ def _conv_arrays(
 
 @st.composite
 def conv_examples(draw: st.DrawFn, dims: int) -> Example:
-    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    batch = draw(optional(1, 3))
     groups, in_per_group, out_per_group = _channel_layout(draw)
-    padding_kind = draw(st.sampled_from(["ints", "ints", "same", "valid"]))
+    padding_kind = draw(choice("ints", "ints", "same", "valid"))
     # zeros is the default and the functional API's only mode: weight it as users do
-    padding_mode = draw(st.sampled_from(["zeros", *PADDING_MODES]))
+    padding_mode = draw(choice("zeros", *PADDING_MODES))
     kernel, stride, dilation, padding, sizes = [], [], [], [], []
     for _ in range(dims):
         k = draw(st.integers(1, MAX_KERNEL[dims]))
@@ -119,7 +120,7 @@ def conv_examples(draw: st.DrawFn, dims: int) -> Example:
 
 @st.composite
 def conv_transpose_examples(draw: st.DrawFn, dims: int) -> Example:
-    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    batch = draw(optional(1, 3))
     groups, in_per_group, out_per_group = _channel_layout(draw)
     kernel, stride, dilation, padding, output_padding, sizes = [], [], [], [], [], []
     for _ in range(dims):

@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.example import STATISTICS_KINDS, Example, fill, values_and_seed
+from conformance.strategies.knobs import choice
 
 
 @st.composite
@@ -32,7 +33,7 @@ def batch_norm_examples(draw: st.DrawFn) -> Example:
     }
     config: dict[str, Any] = {
         "training": training,
-        "momentum": draw(st.sampled_from([0.1, 0.0, 0.5, 1.0])),
-        "eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])),
+        "momentum": draw(choice(0.1, 0.0, 0.5, 1.0)),
+        "eps": draw(choice(1e-5, 1e-3, 0.1)),
     }
     return Example(arrays, config, values, seed)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conformance.example import FINITE_KINDS, VALUE_KINDS, Example, fill, values_and_seed
 from conformance.strategies.conv import MAX_KERNEL, MAX_OUT, _compact, _small_knob
+from conformance.strategies.knobs import choice, optional
 
 NORM_TYPES = (1.0, 2.0, 3.0, 1.5)
 
@@ -20,7 +21,7 @@ NORM_TYPES = (1.0, 2.0, 3.0, 1.5)
 def _input(
     draw: st.DrawFn, spatial: list[int], kinds: tuple[str, ...], channels: int | None = None
 ) -> tuple[np.ndarray, str, int]:
-    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    batch = draw(optional(1, 3))
     channels = draw(st.integers(1, 3)) if channels is None else channels
     shape = (channels, *spatial) if batch is None else (batch, channels, *spatial)
     values, seed = draw(values_and_seed(kinds))
@@ -61,7 +62,7 @@ def pool_examples(draw: st.DrawFn, dims: int, kind: str) -> Example:
     if kind == "lp":
         # p and the value kind drawn as one pair, so that every p meets every kind -
         # mostly-zero inputs included, whose windows sum to 0 (the p = 1 kink)
-        norm_type, chosen = draw(st.sampled_from(LP_PAIRS))
+        norm_type, chosen = draw(choice(*LP_PAIRS))
         kinds = (chosen,)
     x, values, seed = _input(draw, sizes, kinds)
     # torch's lp_pool1d takes kernel_size and stride as ints only (its documented API)
@@ -82,7 +83,7 @@ def pool_examples(draw: st.DrawFn, dims: int, kind: str) -> Example:
     if kind == "avg":
         config["count_include_pad"] = draw(st.booleans())
         if dims > 1:  # avg_pool1d has no divisor_override
-            config["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 5)))
+            config["divisor_override"] = draw(optional(1, 5))
     return Example({"input": x}, config, values, seed)
 
 
@@ -138,7 +139,7 @@ def unfold_examples(draw: st.DrawFn) -> Example:
 def fold_examples(draw: st.DrawFn) -> Example:
     config, sizes, (blocks, taps) = _block_grid(draw)
     channels = draw(st.integers(1, 3))
-    batch = draw(st.one_of(st.none(), st.integers(1, 3)))
+    batch = draw(optional(1, 3))
     shape = (channels * taps, blocks) if batch is None else (batch, channels * taps, blocks)
     values, seed = draw(values_and_seed(VALUE_KINDS))
     columns = fill(shape, values, np.random.default_rng(seed))
