@@ -8,6 +8,7 @@ Loaded by ``-p conformance.pytest_plugin`` (pyproject's addopts).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import os
 import pkgutil
@@ -24,14 +25,15 @@ from typing import Any
 import pytest
 
 import conformance.profiles  # noqa: F401  (registers the Hypothesis profiles)
+from conformance import timing
 from conformance.arithmetic_ops import ARITHMETIC_OPS
 from conformance.baseline import KnownDiscrepancy, load_baseline
 from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
 from conformance.implementations import BUILT_IN, load_implementation
 from conformance.recorder import Recorder
-from conformance.report import write_report
-from conformance.results import Spool, frame_from_spools, remove_spools
+from conformance.report import rewrite_summary, write_report
+from conformance.results import PARTS, Spool, frame_from_spools, remove_spools
 from conformance.tables import discrepancies, missed_regions, results_table
 from conformance.verdict import (
     NOT_RUN_KEY,
@@ -380,9 +382,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     recorder = config.stash[RECORDER]
     if recorder.spool is not None:
         recorder.spool.close()
-    if _worker_input(config) is not None:
-        return  # the controller merges every worker's spool
     directory = config.stash[SPOOL_DIR]
+    parts = directory / PARTS
+    worker = _worker_input(config)
+    if "first test" in timing.MARKS and parts.is_dir():  # a process that ran tests
+        timing.write_process_split(parts, "main" if worker is None else worker["workerid"])
+    if worker is not None:
+        return  # the controller merges every worker's spool
+    report_began = time.perf_counter()
     frame = frame_from_spools(directory)
     partial = _partial(session)
     # an interrupted run is thin by construction: its status says interrupted, not thin
@@ -393,13 +400,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if config.stash[TEMPORARY]:
         shutil.rmtree(directory, ignore_errors=True)
         return
+    splits = timing.read_splits(parts) if parts.is_dir() else []
     if frame.empty:
+        timing.remove_splits(parts)
         return
     baseline = load_baseline(baseline_path(config))
     header = run_header(config, len(frame), partial)
+    header.update(timing.split_text(splits, None))
     header[SHORTFALLS_KEY] = config.stash[SHORTFALLS]
     header[NOT_RUN_KEY] = not_run_lines(config.stash.get(SKIPPED, {}))
     write_report(frame, directory, header, CATALOGUE, baseline)
+    # the report's own time: summary.md and header.json rewritten with it (milliseconds)
+    header.update(timing.split_text(splits, time.perf_counter() - report_began))
+    rewrite_summary(frame, directory, header, CATALOGUE, baseline)
+    timing.remove_splits(parts)
     remove_spools(directory)
 
 
@@ -412,13 +426,38 @@ def not_run_lines(skipped: dict[str, list[str]]) -> list[str]:
     return lines
 
 
+def group_seed(seed: Any, nodeid: str) -> int:
+    """The Hypothesis seed of one group under a run's --seed: the run's seed and the group's
+    id (op, dtype, direction; implementation), hashed. Hypothesis gives every test of a
+    seeded run the same random stream, and the groups of an op share one strategy, so without
+    this each op's dtype x direction groups drew the same configurations (conv2d's 568 rows
+    were 142 distinct examples). Stable across processes: serial and xdist runs agree."""
+    group = nodeid.split("::")[-1]
+    digest = hashlib.sha256(f"{seed}|{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """Attach the number of examples a test recorded to its report (xdist carries it to the
-    controller, whose progress line counts them)."""
+    controller, whose progress line counts them). Under --seed, give each campaign group a
+    seed of its own (group_seed)."""
     recorder = item.config.stash.get(RECORDER, None)
     before = len(recorder) if recorder is not None else 0
-    yield
+    seed = item.config.getoption("hypothesis_seed", None)
+    function = getattr(item, "obj", None)
+    # a test with a @seed of its own keeps it
+    seeded = seed is not None and getattr(function, "_hypothesis_internal_use_seed", 0) is None
+    if seeded:
+        function._hypothesis_internal_use_seed = group_seed(seed, item.nodeid)  # type: ignore[union-attr]
+    timing.mark("first test")
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing.add("test calls", time.perf_counter() - began)
+        if seeded:
+            function._hypothesis_internal_use_seed = None  # type: ignore[union-attr]
     if recorder is not None:
         item.user_properties.append((EXAMPLES_PROPERTY, len(recorder) - before))
 

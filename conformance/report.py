@@ -239,7 +239,14 @@ def render_summary(
             lines += [""]
     throughput = throughput_table(frame)
     if not throughput.empty:
-        lines += ["## Throughput", "", "Slowest ops first.", ""]
+        lines += ["## Throughput", ""]
+        lines += wrapped(
+            "Slowest ops first. distinct: different examples among them (the same arrays and "
+            "config drawn by several groups of the op count once); configs: different shapes "
+            "and knobs, whatever the values; "
+            "seconds: inside the example checks (oracle, implementation, bound)."
+        )
+        lines += [""]
         lines += [_markdown(throughput, index=False), ""]
     lines += ["## Results in full", ""]
     lines += wrapped(
@@ -287,3 +294,16 @@ def write_report(
             atomic_write(directory / repro_name(entry), entry["row"]["repro"])
     atomic_write(directory / "summary.md", summary)
     atomic_write(directory / "report.html", render_html(frame, header, catalogue, baseline))
+
+
+def rewrite_summary(
+    frame: pd.DataFrame,
+    directory: Path,
+    header: Mapping[str, Any],
+    catalogue: Iterable[OpSpec],
+    baseline: list[KnownDiscrepancy] | None = None,
+) -> None:
+    """header.json and summary.md again, with a header that learned something after
+    write_report (the report's own time)."""
+    atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
+    atomic_write(directory / "summary.md", render_summary(frame, header, list(catalogue), baseline))

@@ -70,16 +70,21 @@ def coverage_table(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> pd.DataF
 
 
 def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per op: examples, seconds spent measuring them (oracle, implementation, error model)
-    and examples per second."""
+    """Per op: examples, how many of them are distinct (the same arrays and config met in
+    another group of the op count once) and how many distinct configurations (shapes and
+    knobs, whatever the values) they cover, seconds spent measuring them (oracle,
+    implementation, error model) and examples per second."""
     if "seconds" not in frame:
         return pd.DataFrame()
     frame = frame[frame["seconds"].notna()]  # checks that do not time themselves
     if frame.empty:
         return pd.DataFrame()
-    table = frame.groupby("op", sort=True).agg(
-        examples=("verdict", "size"), seconds=("seconds", "sum")
-    )
+    grouped = frame.groupby("op", sort=True)
+    table = grouped.agg(examples=("verdict", "size"), seconds=("seconds", "sum"))
+    if "example_key" in frame:
+        table.insert(1, "distinct", grouped["example_key"].nunique())
+    if "example" in frame:
+        table.insert(2 if "example_key" in frame else 1, "configs", grouped["example"].nunique())
     table["examples/s"] = table["examples"] / table["seconds"]
     return table.reset_index().sort_values("examples/s")
 
