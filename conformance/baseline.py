@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 NOT_RUN = "not called: the baseline says this call crashes the process"
@@ -93,18 +94,24 @@ def explain(
 
 
 def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> pd.Series:
-    """entry.matches for every row at once (``regions``: each row's regions as a set)."""
-    hits = regions.map(lambda names: entry.region == "*" or entry.region in names)
-    if entry.op != "*":
-        hits &= frame["op"] == entry.op
-    hits &= frame["implementation"].map(
-        lambda name: fnmatch.fnmatchcase(str(name), entry.implementation)
-    )
-    if entry.dtype != "*":
-        hits &= frame["dtype"] == entry.dtype
-    if entry.direction != "*":
-        hits &= frame["direction"] == entry.direction
-    return hits.astype(bool)
+    """entry.matches for every row at once (``regions``: each row's regions as a set). The
+    cheap column comparisons narrow the rows first; the implementation pattern is matched
+    once per distinct name, the region only on the rows left (a whole campaign's report
+    matched every pattern on every row of every entry: 18 million fnmatch calls, 70 s)."""
+    hits = np.ones(len(frame), dtype=bool)
+    for column, wanted in (
+        ("op", entry.op),
+        ("dtype", entry.dtype),
+        ("direction", entry.direction),
+    ):
+        if wanted != "*":
+            hits &= (frame[column] == wanted).to_numpy()
+    names = frame["implementation"].astype(str)
+    matching = [n for n in names.unique() if fnmatch.fnmatchcase(n, entry.implementation)]
+    hits &= names.isin(matching).to_numpy()
+    if entry.region != "*" and hits.any():
+        hits[hits] = [entry.region in names_of for names_of in regions.to_numpy()[hits]]
+    return pd.Series(hits, index=frame.index)
 
 
 def _release(version: str) -> str:
