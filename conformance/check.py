@@ -173,9 +173,11 @@ def run_example(
     direction: str,
     example: Example,
     call: bool = True,
+    regions: list[str] | None = None,
 ) -> Outcome:
     """Measure one example; with ``call=False`` record it without calling the implementation
-    (for a call the baseline knows to crash the process)."""
+    (for a call the baseline knows to crash the process). ``regions``: regions_hit(spec,
+    example), when the caller has it already."""
     stored = numpy_dtype(dtype)
     scale = FLOAT16_WIDE_SCALE if (dtype, example.values) == ("float16", "wide") else 1.0
     tested = {
@@ -274,7 +276,7 @@ def run_example(
         "output_shape": str(output_shape),
         "values": example.values,
         "seed": example.seed,
-        "regions": ";".join(regions_hit(spec, example)),
+        "regions": ";".join(regions_hit(spec, example) if regions is None else regions),
         "example_key": example.key(),
         "example": describe(tested, config),
     }

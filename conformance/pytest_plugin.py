@@ -426,13 +426,20 @@ def not_run_lines(skipped: dict[str, list[str]]) -> list[str]:
     return lines
 
 
-def group_seed(seed: Any, nodeid: str) -> int:
-    """The Hypothesis seed of one group under a run's --seed: the run's seed and the group's
-    id (op, dtype, direction; implementation), hashed. Hypothesis gives every test of a
-    seeded run the same random stream, and the groups of an op share one strategy, so without
-    this each op's dtype x direction groups drew the same configurations (conv2d's 568 rows
-    were 142 distinct examples). Stable across processes: serial and xdist runs agree."""
-    group = nodeid.split("::")[-1]
+def group_seed(seed: Any, item: pytest.Item) -> int:
+    """The Hypothesis seed of one group under a run's --seed: the run's seed, the test and
+    its parameters (op, dtype, direction), hashed. Hypothesis gives every test of a seeded run
+    the same random stream, and the groups of an op share one strategy, so without this each
+    op's dtype x direction groups drew the same configurations (conv2d's 568 rows were 142
+    distinct examples). The implementation is left out by design: implementations side by
+    side are judged on the same examples. Stable across processes: serial and xdist agree."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    named = sorted(
+        (key, str(getattr(value, "name", value)))
+        for key, value in params.items()
+        if key != "implementation"
+    )
+    group = f"{getattr(item, 'originalname', item.name)}|{named}"
     digest = hashlib.sha256(f"{seed}|{group}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
@@ -449,7 +456,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     # a test with a @seed of its own keeps it
     seeded = seed is not None and getattr(function, "_hypothesis_internal_use_seed", 0) is None
     if seeded:
-        function._hypothesis_internal_use_seed = group_seed(seed, item.nodeid)  # type: ignore[union-attr]
+        function._hypothesis_internal_use_seed = group_seed(seed, item)  # type: ignore[union-attr]
     timing.mark("first test")
     began = time.perf_counter()
     try:

@@ -125,7 +125,9 @@ def render_summary(
     lines = [f"# Conformance report: {word}", ""]
     lines += verdict_lines(frame, header)
     lines += ["", "## Run", ""]
-    lines += [f"- **{name}**: {value}" for name, value in header.items() if name not in LIST_KEYS]
+    for name, value in header.items():
+        if name not in LIST_KEYS:
+            lines += wrapped(f"- **{name}**: {value}", "  ")
     lines += [""]
     if frame.empty:
         lines += ["No examples were recorded.", ""]

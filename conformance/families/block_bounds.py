@@ -46,6 +46,7 @@ from conformance.families.batch_norm_bounds import (
     batch_norm_backward_own,
     batch_norm_carry,
     batch_norm_own_bound,
+    carried_input_error,
 )
 from conformance.spec import ToleranceContext
 
@@ -205,7 +206,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
         own_bound, errors = batch_norm_own_bound(value, w, b, eps, g, u, precision)
         out = reference.batch_norm(value, None, None, w, b, True, 0.0, eps)
-        carried = unknown_as_infinite(batch_norm_carry(delta, w, errors))
+        carried = unknown_as_infinite(carried_input_error(delta, w, errors))
         return out, keep(out, carried + own_bound), errors
 
     def forward(g: Callable[[int], float]) -> dict[str, Any]:
@@ -250,7 +251,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         exact = reference.batch_norm_backward(grad, saved, None, None, w, b, True, 0.0, eps)
         own_bounds = batch_norm_backward_own(grad, w, errors, True, g, u, precision)
         # the saved input's error in x_hat
-        d_x_hat = unknown_as_infinite(batch_norm_carry(e_saved, None, errors))
+        d_x_hat = unknown_as_infinite(carried_input_error(e_saved, None, errors))
         d_r = errors.r * (np.abs(errors.x_hat) * e_saved).mean(axis=axes).reshape(shape)
         gain = errors.r if w is None else errors.r * np.abs(w).reshape(shape)
         mixed = (grad * errors.x_hat).mean(axis=axes).reshape(shape)

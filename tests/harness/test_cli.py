@@ -65,6 +65,36 @@ def test_run_writes_the_five_report_files(serial_run: Path) -> None:
     assert "## Throughput" in summary and "examples per second" in summary
 
 
+def test_the_header_splits_the_worker_time(serial_run: Path) -> None:
+    """Start-up, generation, the checks, recording, Hypothesis's engine and the rest add up
+    to the worker's time; the checks hold at least the rows' own seconds."""
+    header = json.loads((serial_run / "header.json").read_text())
+    split = header["time split (worker-seconds)"]
+    seconds = {
+        name: float(value)
+        for name, value in re.findall(
+            r"(start-up|generate|check|record|hypothesis|other) (\d+) s", split
+        )
+    }
+    assert set(seconds) == {"start-up", "generate", "check", "record", "hypothesis", "other"}
+    worker = header["worker-seconds"]
+    assert abs(sum(seconds.values()) - worker) <= 6  # each figure is rounded to the second
+    measured = pd.read_parquet(serial_run / "results.parquet")["seconds"].sum()
+    assert seconds["check"] >= measured - 1  # the rows' own seconds, plus invalid calls'
+    assert re.fullmatch(r".*; report \(controller\) \d+\.\d s", split)
+    assert "time split (worker-seconds)" in (serial_run / "summary.md").read_text()
+
+
+def test_seeded_groups_of_an_op_draw_their_own_examples(serial_run: Path) -> None:
+    """Under --seed each group has a seed of its own: an op's dtype x direction groups do not
+    repeat each other's configurations (they all did, before)."""
+    frame = rows(serial_run)
+    for op, of_op in frame[frame["direction"] != "invalid call"].groupby("op"):
+        draws = of_op.groupby(["dtype", "direction"])["example_key"].apply(frozenset)
+        assert draws.nunique() == len(draws), f"{op}: two groups drew the same examples"
+        assert of_op["example_key"].nunique() > 0.8 * len(of_op), op
+
+
 def test_same_seed_same_rows_serial_or_with_workers(serial_run: Path, tmp_path: Path) -> None:
     again, spread = tmp_path / "again", tmp_path / "spread"
     common = ["run", "--profile=quick", "--ops=conv1d,max_pool1d", "--dtypes=float64,bfloat16"]

@@ -54,7 +54,7 @@ def test_failing_report_renders_with_status_colours_and_fits_the_window(tmp_path
             "--profile",
             "quick",
             "--seed",
-            "1",
+            "3",  # quick depth: a seed whose 20 conv2d examples meet the planted bug
             "--database",
             "none",
             "--out",
