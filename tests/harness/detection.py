@@ -3,7 +3,8 @@ each run as ``python -m conformance run --impl tests.harness.<fixture>`` over ma
 the ci depth, restricted to the op the fixture implements. A seed catches the bug when the run
 exits 1 (a discrepancy); 0 is a miss; anything else is reported as an error.
 
-    python tests/harness/detection.py --seeds 20 [--jobs 2] [--pythonpath DIR] [--out CSV]
+    python tests/harness/detection.py --seeds 20 [--jobs 2] [--profile ci] [--pythonpath DIR]
+        [--out CSV]
 
 --pythonpath runs another checkout's conformance and reference (the code before a change, say)
 against the same fixtures: copy the fixtures into that checkout's tests/harness first. Not a
@@ -32,13 +33,15 @@ FIXTURES = {
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_once(fixture: str, seed: int, pythonpath: str | None, scratch: Path) -> str:
+def run_once(
+    fixture: str, seed: int, pythonpath: str | None, scratch: Path, profile: str = "ci"
+) -> str:
     ops, dtypes = FIXTURES[fixture]
     out = scratch / f"{fixture}-{seed}"
     command = [
         sys.executable, "-m", "conformance", "run",
         f"--impl=tests.harness.{fixture}", f"--ops={ops}", f"--dtypes={dtypes}",
-        "--profile=ci", f"--seed={seed}", f"--out={out}", "--database=none",
+        f"--profile={profile}", f"--seed={seed}", f"--out={out}", "--database=none",
         "--min-examples=0", "--", "-k", "not invalid",
     ]  # fmt: skip
     environment = dict(os.environ)
@@ -56,6 +59,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--pythonpath", default=None)
     parser.add_argument("--fixtures", default=",".join(FIXTURES))
+    parser.add_argument("--profile", default="ci", help="quick tells generation apart sooner")
     parser.add_argument("--out", default=None, help="CSV of fixture, seed, outcome")
     options = parser.parse_args()
     fixtures = [name for name in options.fixtures.split(",") if name]
@@ -63,7 +67,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="detection-") as scratch:
         with ThreadPoolExecutor(options.jobs) as pool:
             outcomes = list(
-                pool.map(lambda job: run_once(*job, options.pythonpath, Path(scratch)), jobs)
+                pool.map(
+                    lambda job: run_once(*job, options.pythonpath, Path(scratch), options.profile),
+                    jobs,
+                )
             )
     lines = ["fixture,seed,outcome"]
     lines += [f"{f},{s},{o}" for (f, s), o in zip(jobs, outcomes, strict=True)]
