@@ -288,7 +288,9 @@ def test_the_textbook_one_pass_variance_fails_the_campaign(tmp_path: Path) -> No
     frame = pd.read_parquet(out / "results.parquet")
     failed = frame[frame["verdict"] == "fail"]
     assert set(failed["direction"]) == {"forward"}
-    assert (failed["values"] == "offset").all()
+    # the offset kind is the one built to find it; shrinking may then step to other kinds
+    # where the cancellation still exceeds the bound (normal values, 6e-5 against 3.7e-5)
+    assert failed["values"].iloc[0] == "offset", failed[["values", "problem"]]
 
 
 def test_report_applies_a_newer_baseline_to_recorded_failures() -> None:
