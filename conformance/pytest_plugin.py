@@ -32,7 +32,7 @@ from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
 from conformance.implementations import BUILT_IN, load_implementation
 from conformance.recorder import Recorder
-from conformance.report import rewrite_summary, write_report
+from conformance.report import write_report
 from conformance.results import PARTS, Spool, frame_from_spools, remove_spools
 from conformance.tables import discrepancies, missed_regions, results_table
 from conformance.verdict import (
@@ -409,10 +409,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     header.update(timing.split_text(splits, None))
     header[SHORTFALLS_KEY] = config.stash[SHORTFALLS]
     header[NOT_RUN_KEY] = not_run_lines(config.stash.get(SKIPPED, {}))
-    write_report(frame, directory, header, CATALOGUE, baseline)
-    # the report's own time: summary.md and header.json rewritten with it (milliseconds)
-    header.update(timing.split_text(splits, time.perf_counter() - report_began))
-    rewrite_summary(frame, directory, header, CATALOGUE, baseline)
+    write_report(
+        frame,
+        directory,
+        header,
+        CATALOGUE,
+        baseline,
+        late=lambda: timing.split_text(splits, time.perf_counter() - report_began),
+    )
     timing.remove_splits(parts)
     remove_spools(directory)
 

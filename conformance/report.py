@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -280,8 +280,11 @@ def write_report(
     header: Mapping[str, Any],
     catalogue: Iterable[OpSpec],
     baseline: list[KnownDiscrepancy] | None = None,
+    late: Callable[[], Mapping[str, Any]] | None = None,
 ) -> None:
-    """The five report files; each replaces its predecessor whole."""
+    """The five report files; each replaces its predecessor whole. header.json and summary.md
+    come last, with what ``late()`` adds to the header then (the report's own time, which
+    report.html, written before it is known, does not state)."""
     from conformance.html import render_html  # matplotlib loads only for a report
 
     catalogue = list(catalogue)
@@ -289,23 +292,11 @@ def write_report(
     parquet_ready(frame).to_parquet(parquet, index=False)
     atomic_write(directory / "results.parquet", parquet.getvalue())
     atomic_write(directory / "results.csv", frame.to_csv(index=False))
-    atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
-    summary = render_summary(frame, header, catalogue, baseline)
     for entry in discrepancies(frame):
         if isinstance(entry["row"].get("repro"), str):
             atomic_write(directory / repro_name(entry), entry["row"]["repro"])
-    atomic_write(directory / "summary.md", summary)
     atomic_write(directory / "report.html", render_html(frame, header, catalogue, baseline))
-
-
-def rewrite_summary(
-    frame: pd.DataFrame,
-    directory: Path,
-    header: Mapping[str, Any],
-    catalogue: Iterable[OpSpec],
-    baseline: list[KnownDiscrepancy] | None = None,
-) -> None:
-    """header.json and summary.md again, with a header that learned something after
-    write_report (the report's own time)."""
+    if late is not None:
+        header = {**header, **late()}
     atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
-    atomic_write(directory / "summary.md", render_summary(frame, header, list(catalogue), baseline))
+    atomic_write(directory / "summary.md", render_summary(frame, header, catalogue, baseline))

@@ -12,9 +12,10 @@ Phases, in worker-seconds (the sum over the processes that ran tests):
 - other: the rest of the process's time (pytest's per-test set-up and teardown, skipped
   groups, the session's end).
 
-The controller adds ``report``: merging the spools and writing the report files (the summary
-that states it is rendered after it is measured, a few milliseconds). Each process writes its
-totals next to its spool (``.parts/<name>.timing.json``) when its session ends.
+The controller adds ``report``: merging the spools and writing the report files (header.json
+and summary.md, which state it, are rendered after it is measured: a few milliseconds). Each
+process writes its totals next to its spool (``.parts/<name>.timing.json``) when its session
+ends.
 """
 
 from __future__ import annotations
@@ -83,10 +84,9 @@ def process_split(ended: float | None = None) -> dict[str, float]:
 
 def write_process_split(directory: Path, name: str) -> None:
     """This process's split next to its spool; replaced whole (rename)."""
-    path = directory / f"{name}.timing.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(process_split()), encoding="utf-8")
-    os.replace(temporary, path)
+    from conformance.report import atomic_write  # pandas loads only where a session ends
+
+    atomic_write(directory / f"{name}.timing.json", json.dumps(process_split()))
 
 
 def read_splits(directory: Path) -> list[dict[str, float]]:
