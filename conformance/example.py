@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
 
 # How array values are made, each on purpose:
 #   normal    standard normal: the generic case
@@ -77,11 +75,3 @@ class Example:
         shapes = {name: None if a is None else a.shape for name, a in self.arrays.items()}
         return repr((sorted(self.config.items()), shapes, self.values, self.seed))
 
-
-@cache
-def values_and_seed(kinds: tuple[str, ...] = FINITE_KINDS) -> st.SearchStrategy[tuple[str, int]]:
-    """A value kind and a fill seed. The kind is the seed modulo the number of kinds:
-    Hypothesis's sampled_from favours the first entries (a ci run drew 'specials', the last,
-    for 8 examples of 150), while a 32-bit seed's residue is close to uniform; shrinking the
-    seed to 0 still leads to the first, plainest kind."""
-    return st.integers(0, 2**32 - 1).map(lambda seed: (kinds[seed % len(kinds)], seed))

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
 
-from conformance.example import Example, fill, values_and_seed
-from conformance.strategies.knobs import choice, optional, small
+from conformance.example import FINITE_KINDS, Example, fill
+from conformance.strategies.knobs import Knobs, knob_strategy
 from reference.padding import PADDING_MODES
 from reference.shapes import same_padding
 
@@ -21,19 +20,14 @@ MAX_KERNEL = {1: 5, 2: 4, 3: 3}
 MAX_OUT = {1: 6, 2: 4, 3: 3}
 
 
-def _channel_layout(draw: st.DrawFn) -> tuple[int, int, int]:
+def _channel_layout(k: Knobs) -> tuple[int, int, int]:
     """(groups, in_per_group, out_per_group): dense, grouped, or depthwise (x multiplier)."""
-    layout = draw(choice("dense", "dense", "grouped", "depthwise"))
+    layout = k.choice("dense", "dense", "grouped", "depthwise")
     if layout == "dense":
-        return 1, draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        return 1, k.integer(1, 4), k.integer(1, 4)
     if layout == "grouped":
-        return draw(st.integers(2, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return draw(st.integers(1, 4)), 1, draw(st.integers(1, 2))
-
-
-def _small_knob(draw: st.DrawFn, high: int) -> int:
-    """1 most of the time, else up to ``high``: stride and dilation."""
-    return draw(small(high))
+        return k.integer(2, 3), k.integer(1, 3), k.integer(1, 3)
+    return k.integer(1, 4), 1, k.integer(1, 2)
 
 
 def _largest_padding(padding_mode: str, span: int) -> int:
@@ -46,16 +40,16 @@ def _largest_padding(padding_mode: str, span: int) -> int:
 
 
 def _arrays(
-    draw: st.DrawFn, shapes: dict[str, tuple[int, ...] | None]
+    k: Knobs, shapes: dict[str, tuple[int, ...] | None]
 ) -> tuple[dict[str, np.ndarray | None], str, int]:
-    values, seed = draw(values_and_seed())
+    values, seed = k.values_and_seed(FINITE_KINDS)
     rng = np.random.default_rng(seed)
     arrays = {n: None if s is None else fill(s, values, rng) for n, s in shapes.items()}
     return arrays, values, seed
 
 
 def _conv_arrays(
-    draw: st.DrawFn,
+    k: Knobs,
     batch: int | None,
     in_channels: int,
     sizes: list[int],
@@ -64,9 +58,9 @@ def _conv_arrays(
 ) -> tuple[dict[str, np.ndarray | None], str, int]:
     """input (unbatched when batch is None), weight and maybe a bias, filled from one seed."""
     input_shape = (in_channels, *sizes) if batch is None else (batch, in_channels, *sizes)
-    has_bias = draw(st.booleans())
+    has_bias = k.boolean()
     return _arrays(
-        draw,
+        k,
         {
             "input": input_shape,
             "weight": weight_shape,
@@ -75,29 +69,29 @@ def _conv_arrays(
     )
 
 
-@st.composite
-def conv_examples(draw: st.DrawFn, dims: int) -> Example:
-    batch = draw(optional(1, 3))
-    groups, in_per_group, out_per_group = _channel_layout(draw)
-    padding_kind = draw(choice("ints", "ints", "same", "valid"))
+@knob_strategy
+def conv_examples(knobs: Knobs, dims: int) -> Example:
+    batch = knobs.optional(1, 3)
+    groups, in_per_group, out_per_group = _channel_layout(knobs)
+    padding_kind = knobs.choice("ints", "ints", "same", "valid")
     # zeros is the default and the functional API's only mode: weight it as users do
-    padding_mode = draw(choice("zeros", *PADDING_MODES))
+    padding_mode = knobs.choice("zeros", *PADDING_MODES)
     kernel, stride, dilation, padding, sizes = [], [], [], [], []
     for _ in range(dims):
-        k = draw(st.integers(1, MAX_KERNEL[dims]))
-        d = _small_knob(draw, 3)
-        s = 1 if padding_kind == "same" else _small_knob(draw, 3)
+        k = knobs.integer(1, MAX_KERNEL[dims])
+        d = knobs.small(3)
+        s = 1 if padding_kind == "same" else knobs.small(3)
         if padding_kind == "same":
             before, after = same_padding(k, d)[0]
             smallest = {"reflect": max(before, after) + 1, "circular": max(1, after)}
             low = smallest.get(padding_mode, 1)
-            size, p = draw(st.integers(low, low + MAX_OUT[dims] - 1)), 0
+            size, p = knobs.integer(low, low + MAX_OUT[dims] - 1), 0
         else:
-            out = draw(st.integers(1, MAX_OUT[dims]))
-            span = (out - 1) * s + d * (k - 1) + 1 + draw(st.integers(0, s - 1))
+            out = knobs.integer(1, MAX_OUT[dims])
+            span = (out - 1) * s + d * (k - 1) + 1 + knobs.integer(0, s - 1)
             p = 0
             if padding_kind == "ints":
-                p = draw(st.integers(0, min(3, _largest_padding(padding_mode, span))))
+                p = knobs.integer(0, min(3, _largest_padding(padding_mode, span)))
             size = span - 2 * p
         kernel.append(k)
         stride.append(s)
@@ -106,31 +100,31 @@ def conv_examples(draw: st.DrawFn, dims: int) -> Example:
         sizes.append(size)
     in_channels, out_channels = groups * in_per_group, groups * out_per_group
     arrays, values, seed = _conv_arrays(
-        draw, batch, in_channels, sizes, (out_channels, in_per_group, *kernel), out_channels
+        knobs, batch, in_channels, sizes, (out_channels, in_per_group, *kernel), out_channels
     )
     config: dict[str, Any] = {
-        "stride": _compact(draw, stride),
-        "padding": padding_kind if padding_kind != "ints" else _compact(draw, padding),
-        "dilation": _compact(draw, dilation),
+        "stride": _compact(knobs, stride),
+        "padding": padding_kind if padding_kind != "ints" else _compact(knobs, padding),
+        "dilation": _compact(knobs, dilation),
         "groups": groups,
         "padding_mode": padding_mode,
     }
     return Example(arrays, config, values, seed)
 
 
-@st.composite
-def conv_transpose_examples(draw: st.DrawFn, dims: int) -> Example:
-    batch = draw(optional(1, 3))
-    groups, in_per_group, out_per_group = _channel_layout(draw)
+@knob_strategy
+def conv_transpose_examples(knobs: Knobs, dims: int) -> Example:
+    batch = knobs.optional(1, 3)
+    groups, in_per_group, out_per_group = _channel_layout(knobs)
     kernel, stride, dilation, padding, output_padding, sizes = [], [], [], [], [], []
     for _ in range(dims):
-        size = draw(st.integers(1, MAX_OUT[dims]))
-        k = draw(st.integers(1, MAX_KERNEL[dims]))
-        s = _small_knob(draw, 3)
-        d = _small_knob(draw, 3)
-        extra = draw(st.integers(0, max(s, d) - 1))
+        size = knobs.integer(1, MAX_OUT[dims])
+        k = knobs.integer(1, MAX_KERNEL[dims])
+        s = knobs.small(3)
+        d = knobs.small(3)
+        extra = knobs.integer(0, max(s, d) - 1)
         full_minus_one = (size - 1) * s + d * (k - 1) + extra  # output size is this - 2p + 1
-        p = draw(st.integers(0, min(3, full_minus_one // 2)))
+        p = knobs.integer(0, min(3, full_minus_one // 2))
         kernel.append(k)
         stride.append(s)
         dilation.append(d)
@@ -139,20 +133,20 @@ def conv_transpose_examples(draw: st.DrawFn, dims: int) -> Example:
         sizes.append(size)
     in_channels, out_channels = groups * in_per_group, groups * out_per_group
     arrays, values, seed = _conv_arrays(
-        draw, batch, in_channels, sizes, (in_channels, out_per_group, *kernel), out_channels
+        knobs, batch, in_channels, sizes, (in_channels, out_per_group, *kernel), out_channels
     )
     config: dict[str, Any] = {
-        "stride": _compact(draw, stride),
-        "padding": _compact(draw, padding),
-        "output_padding": _compact(draw, output_padding),
+        "stride": _compact(knobs, stride),
+        "padding": _compact(knobs, padding),
+        "output_padding": _compact(knobs, output_padding),
         "groups": groups,
-        "dilation": _compact(draw, dilation),
+        "dilation": _compact(knobs, dilation),
     }
     return Example(arrays, config, values, seed)
 
 
-def _compact(draw: st.DrawFn, values: list[int]) -> int | tuple[int, ...]:
+def _compact(knobs: Knobs, values: list[int]) -> int | tuple[int, ...]:
     """Pass equal per-dimension values as one int half of the time, as callers do."""
-    if len(set(values)) == 1 and draw(st.booleans()):
+    if len(set(values)) == 1 and knobs.boolean():
         return values[0]
     return tuple(values)

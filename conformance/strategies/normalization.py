@@ -6,34 +6,33 @@ import math
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
 
-from conformance.example import STATISTICS_KINDS, Example, fill, values_and_seed
-from conformance.strategies.knobs import choice
+from conformance.example import STATISTICS_KINDS, Example, fill
+from conformance.strategies.knobs import Knobs, knob_strategy
 
 
-@st.composite
-def batch_norm_examples(draw: st.DrawFn) -> Example:
-    training = draw(st.booleans())
-    spatial = [draw(st.integers(1, 4)) for _ in range(draw(st.integers(0, 3)))]
+@knob_strategy
+def batch_norm_examples(knobs: Knobs) -> Example:
+    training = knobs.boolean()
+    spatial = [knobs.integer(1, 4) for _ in range(knobs.integer(0, 3))]
     # training needs two values per channel: a batch of one only with space to spare
     smallest = 2 if training and math.prod(spatial) == 1 else 1
-    batch, channels = draw(st.integers(smallest, 4)), draw(st.integers(1, 3))
-    values, seed = draw(values_and_seed(STATISTICS_KINDS))
+    batch, channels = knobs.integer(smallest, 4), knobs.integer(1, 3)
+    values, seed = knobs.values_and_seed(STATISTICS_KINDS)
     rng = np.random.default_rng(seed)
-    keep_running = not training or draw(st.booleans())
-    affine = draw(st.booleans())
+    keep_running = not training or knobs.boolean()
+    affine = knobs.boolean()
     arrays: dict[str, np.ndarray | None] = {
         "input": fill((batch, channels, *spatial), values, rng),
         "running_mean": fill((channels,), values, rng) if keep_running else None,
         # a variance is positive: |.| plus a floor keeps var + eps away from 0
         "running_var": np.abs(fill((channels,), values, rng)) + 0.1 if keep_running else None,
         "weight": fill((channels,), values, rng) if affine else None,
-        "bias": fill((channels,), values, rng) if affine and draw(st.booleans()) else None,
+        "bias": fill((channels,), values, rng) if affine and knobs.boolean() else None,
     }
     config: dict[str, Any] = {
         "training": training,
-        "momentum": draw(choice(0.1, 0.0, 0.5, 1.0)),
-        "eps": draw(choice(1e-5, 1e-3, 0.1)),
+        "momentum": knobs.choice(0.1, 0.0, 0.5, 1.0),
+        "eps": knobs.choice(1e-5, 1e-3, 0.1),
     }
     return Example(arrays, config, values, seed)

@@ -1,0 +1,100 @@
+"""Knobs decoded from drawn bytes: every value reachable, 0 the simplest, and shrinking still
+minimizes knob by knob through Hypothesis's element-wise bytes shrinker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, find, settings
+
+from conformance.strategies.conv import conv_examples
+from conformance.strategies.knobs import BLOCK, Knobs
+from conformance.strategies.pool import pool_examples
+
+
+class _Bytes:
+    """A draw function that serves given bytes as the drawn blocks."""
+
+    def __init__(self, *blocks: bytes) -> None:
+        self.blocks = list(blocks)
+
+    def __call__(self, strategy: Any) -> bytes:
+        return self.blocks.pop(0)
+
+
+def _decode(method: str, *args: Any) -> list[Any]:
+    """The knob each of the 256 byte values decodes to."""
+    return [getattr(Knobs(_Bytes(bytes([b]) * BLOCK)), method)(*args) for b in range(256)]
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 0), (1, 3), (0, 7), (2, 5), (0, 255), (1, 256)])
+def test_integer_reaches_every_value_in_order(low: int, high: int) -> None:
+    values = _decode("integer", low, high)
+    assert values[0] == low and values[-1] == high
+    assert sorted(values) == values  # monotone: a smaller byte is never a larger knob
+    assert set(values) == set(range(low, high + 1)) or high - low + 1 > 256
+
+
+def test_wide_ranges_read_several_bytes() -> None:
+    knobs = Knobs(_Bytes(bytes([0xFF, 0xFF, 0x00, 0x01]) + bytes(BLOCK - 4)))
+    assert knobs.integer(0, 2**16 - 1) == 2**16 - 1
+    assert knobs.integer(0, 2**16 - 1) == 1
+    assert Knobs(_Bytes(bytes([1, 2, 3, 4]) + bytes(BLOCK - 4))).seed() == 0x01020304
+
+
+def test_small_optional_boolean_and_choice() -> None:
+    small = _decode("small", 3)
+    assert small[0] == 1 and small.count(1) > 128 and set(small) == {1, 2, 3}
+    optional = _decode("optional", 1, 5)
+    assert optional[0] is None and optional.count(None) == 128
+    assert {v for v in optional if v is not None} == {1, 2, 3, 4, 5}
+    assert _decode("boolean").count(True) == 128 and _decode("boolean")[0] is False
+    choices = _decode("choice", "a", "a", "b", "c")
+    assert choices[0] == "a" and choices.count("a") == 128 and set(choices) == {"a", "b", "c"}
+
+
+def test_a_used_up_block_draws_the_next() -> None:
+    knobs = Knobs(_Bytes(bytes(range(BLOCK)), bytes([7]) * BLOCK))
+    assert [knobs.integer(0, 255) for _ in range(BLOCK)] == list(range(BLOCK))
+    assert knobs.integer(0, 255) == 7
+
+
+def test_empty_range_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="integer: empty range"):
+        Knobs(_Bytes(bytes(BLOCK))).integer(3, 2)
+
+
+_SHRINK = settings(
+    database=None, max_examples=2000, suppress_health_check=list(HealthCheck), deadline=None
+)
+
+
+def test_shrinking_minimizes_every_knob_but_the_one_that_matters() -> None:
+    """Asked for a stride of 3 on the second axis, Hypothesis shrinks the rest of a conv2d call
+    to its simplest: unbatched, one channel, 1x1 kernel, no padding, bias-free, seed 0."""
+    found = find(
+        conv_examples(2),
+        lambda e: isinstance(e.config["stride"], tuple) and e.config["stride"][1] == 3,
+        settings=_SHRINK,
+    )
+    assert found.config["stride"] == (1, 3)
+    assert found.config["dilation"] == 1 or found.config["dilation"] == (1, 1)
+    assert found.config["groups"] == 1 and found.config["padding_mode"] == "zeros"
+    assert found.arrays["input"].shape == (1, 1, 1)  # out 1 per axis, no remainder
+    assert found.arrays["weight"].shape == (1, 1, 1, 1) and found.arrays["bias"] is None
+    assert (found.values, found.seed) == ("normal", 0)
+
+
+def test_shrinking_keeps_a_needed_pair_of_knobs() -> None:
+    """Two knobs needed at once (ceil mode and a stride above 1) shrink to their smallest
+    values that still make the call: the others go to their simplest."""
+    found = find(
+        pool_examples(1, "max"),
+        lambda e: e.config["ceil_mode"] and e.config["stride"] not in (None, 1, (1,)),
+        settings=_SHRINK,
+    )
+    assert found.config["ceil_mode"] is True
+    assert found.config["stride"] in (2, (2,))
+    assert found.config["kernel_size"] in (1, (1,)) and found.config["return_indices"] is False
+    assert (found.values, found.seed) == ("normal", 0)
