@@ -35,7 +35,7 @@ def _block(size: int) -> st.SearchStrategy[bytes]:
 class Knobs:
     """Decodes knobs from blocks of bytes drawn on demand from one Hypothesis draw function."""
 
-    def __init__(self, draw: st.DrawFn) -> None:
+    def __init__(self, draw: Callable[[st.SearchStrategy[bytes]], bytes]) -> None:
         self._draw = draw
         self._bytes = b""
         self._at = 0
