@@ -74,4 +74,3 @@ class Example:
         """Identity of the example, for de-duplicating Hypothesis's replays."""
         shapes = {name: None if a is None else a.shape for name, a in self.arrays.items()}
         return repr((sorted(self.config.items()), shapes, self.values, self.seed))
-

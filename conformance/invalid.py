@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from conformance.dtypes import numpy_dtype
 from conformance.example import Example
 from conformance.implementations import Unsupported
 from conformance.spec import OpSpec
+from conformance.strategies.knobs import Knobs
 
 Arrays = dict[str, np.ndarray | None]
 Config = dict[str, Any]
@@ -181,15 +183,21 @@ def broken(rule: Rule, example: Example) -> tuple[Arrays, Config]:
     return arrays, config
 
 
+@st.composite
+def _invalid_call(draw: st.DrawFn, spec: OpSpec) -> tuple[Example, Rule]:
+    # the rule's knob comes first, from the same bytes as the example's (one choice)
+    knobs = Knobs(draw)
+    pick = knobs.integer(0, 255)
+    example = knobs.nested(spec.examples())
+    rules = rules_for(spec, example)
+    assume(rules)
+    return example, rules[pick * len(rules) >> 8]
+
+
 def invalid_calls(spec: OpSpec) -> st.SearchStrategy[tuple[Example, Rule]]:
-    """A valid example of the op and one rule that applies to it."""
-    return spec.examples().flatmap(
-        lambda example: (
-            st.tuples(st.just(example), st.sampled_from(rules_for(spec, example)))
-            if rules_for(spec, example)
-            else st.nothing()
-        )
-    )
+    """A valid example of the op and one rule that applies to it (an example that no rule
+    applies to is rejected)."""
+    return _invalid_call(spec)
 
 
 def _outcome(call: Callable[[], Any]) -> BaseException | None:

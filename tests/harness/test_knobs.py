@@ -99,3 +99,30 @@ def test_shrinking_keeps_a_needed_pair_of_knobs() -> None:
     assert found.config["stride"] in (2, (2,))
     assert found.config["kernel_size"] in (1, (1,)) and found.config["return_indices"] is False
     assert (found.values, found.seed) == ("normal", 0)
+
+
+@pytest.mark.parametrize("kind", ["examples", "invalid calls"])
+def test_a_batch_holds_distinct_examples(kind: str) -> None:
+    """Hypothesis's mutator copies a span onto another of the same label; a batch drawn as
+    one block gives it nothing to copy, so 30 cases of 5 make (nearly) 150 distinct examples:
+    only the first case, all zero bytes, is five times the simplest example."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from conformance.campaign import _batch
+    from conformance.catalogue import CATALOGUE
+
+    spec = next(spec for spec in CATALOGUE if spec.name == "conv2d")
+    keys: set[str] = set()
+    cases = []
+
+    @settings(database=None, max_examples=30, deadline=None)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        drawn = data.draw(_batch(spec, kind))
+        cases.append(drawn)
+        keys.update(item.key() if kind == "examples" else item[0].key() for item in drawn)
+
+    run()
+    assert len(cases) == 30 and all(len(case) == 5 for case in cases)
+    assert len(keys) >= 140, len(keys)
