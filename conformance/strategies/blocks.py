@@ -42,19 +42,20 @@ def separable_examples(knobs: Knobs) -> Example:
     out = knobs.integer(1, 4)
     kernel = (knobs.integer(1, 3), knobs.integer(1, 3))
     dilation = knobs.integer(1, 2)
-    same = knobs.boolean()
-    stride = 1 if same else knobs.integer(1, 2)
-    padding: Any = "same" if same else knobs.integer(0, 2)
+    same, strided, padded = knobs.boolean(), knobs.integer(1, 2), knobs.integer(0, 2)
+    stride = 1 if same else strided
+    padding: Any = "same" if same else padded
     pad = 0 if same else padding
     sizes = [max(1, dilation * (k - 1) + 1 - 2 * pad) + knobs.integer(0, 3) for k in kernel]
     values, seed = knobs.values_and_seed(FINITE_KINDS)
+    depthwise_bias, pointwise_bias = knobs.boolean(), knobs.boolean()
     rng = np.random.default_rng(seed)
     arrays = {
         "input": fill(_shape(batch, channels, *sizes), values, rng),
         "depthwise_weight": fill((hidden, 1, *kernel), values, rng),
         "pointwise_weight": fill((out, hidden, 1, 1), values, rng),
-        "depthwise_bias": fill((hidden,), values, rng) if knobs.boolean() else None,
-        "pointwise_bias": fill((out,), values, rng) if knobs.boolean() else None,
+        "depthwise_bias": fill((hidden,), values, rng) if depthwise_bias else None,
+        "pointwise_bias": fill((out,), values, rng) if pointwise_bias else None,
     }
     config = {"stride": stride, "padding": padding, "dilation": dilation}
     return Example(arrays, config, values, seed)
@@ -63,7 +64,8 @@ def separable_examples(knobs: Knobs) -> Example:
 @knob_strategy
 def statistics_examples(knobs: Knobs) -> Example:
     correction = knobs.choice(0, 1)
-    spatial = [knobs.integer(1, 4) for _ in range(knobs.integer(0, 3))]
+    rank, sizes = knobs.integer(0, 3), [knobs.integer(1, 4) for _ in range(3)]
+    spatial = sizes[:rank]  # three sizes whatever the rank: the next knobs keep their bytes
     batch, channels = knobs.integer(1 + correction, 4), knobs.integer(1, 4)
     values, seed = knobs.values_and_seed(STATISTICS_KINDS)
     x = fill((batch, channels, *spatial), values, np.random.default_rng(seed))
@@ -75,8 +77,9 @@ def residual_examples(knobs: Knobs) -> Example:
     """Identity shortcut (stride 1, same channels) or a strided 1x1 projection."""
     projection = knobs.boolean()
     channels = knobs.integer(1, 3)
-    out = knobs.integer(1, 4) if projection else channels
-    stride = knobs.integer(1, 2) if projection else 1
+    widened, strided = knobs.integer(1, 4), knobs.integer(1, 2)  # drawn either way
+    out = widened if projection else channels
+    stride = strided if projection else 1
     batch, height, width = knobs.integer(2, 3), knobs.integer(2, 5), knobs.integer(2, 5)
     values, seed = knobs.values_and_seed(FINITE_KINDS)
     rng = np.random.default_rng(seed)

@@ -22,12 +22,14 @@ MAX_OUT = {1: 6, 2: 4, 3: 3}
 
 def _channel_layout(k: Knobs) -> tuple[int, int, int]:
     """(groups, in_per_group, out_per_group): dense, grouped, or depthwise (x multiplier)."""
+    # three knobs whatever the layout, so that the knobs after them keep their bytes
     layout = k.choice("dense", "dense", "grouped", "depthwise")
+    first, second, third = k.integer(0, 255), k.integer(0, 255), k.integer(0, 255)
     if layout == "dense":
-        return 1, k.integer(1, 4), k.integer(1, 4)
+        return 1, 1 + first * 4 // 256, 1 + second * 4 // 256
     if layout == "grouped":
-        return k.integer(2, 3), k.integer(1, 3), k.integer(1, 3)
-    return k.integer(1, 4), 1, k.integer(1, 2)
+        return 2 + first * 2 // 256, 1 + second * 3 // 256, 1 + third * 3 // 256
+    return 1 + first * 4 // 256, 1, 1 + second * 2 // 256
 
 
 def _largest_padding(padding_mode: str, span: int) -> int:
@@ -78,20 +80,22 @@ def conv_examples(knobs: Knobs, dims: int) -> Example:
     padding_mode = knobs.choice("zeros", *PADDING_MODES)
     kernel, stride, dilation, padding, sizes = [], [], [], [], []
     for _ in range(dims):
+        # five knobs per axis whatever the padding kind, so that shrinking one knob leaves
+        # the bytes of the others where they were
         k = knobs.integer(1, MAX_KERNEL[dims])
         d = knobs.small(3)
-        s = 1 if padding_kind == "same" else knobs.small(3)
+        s = knobs.small(3)
+        out = knobs.integer(1, MAX_OUT[dims])
+        extra, pad = knobs.integer(0, 255), knobs.integer(0, 255)
         if padding_kind == "same":
+            s, p = 1, 0
             before, after = same_padding(k, d)[0]
             smallest = {"reflect": max(before, after) + 1, "circular": max(1, after)}
-            low = smallest.get(padding_mode, 1)
-            size, p = knobs.integer(low, low + MAX_OUT[dims] - 1), 0
+            size = smallest.get(padding_mode, 1) + out - 1
         else:
-            out = knobs.integer(1, MAX_OUT[dims])
-            span = (out - 1) * s + d * (k - 1) + 1 + knobs.integer(0, s - 1)
-            p = 0
-            if padding_kind == "ints":
-                p = knobs.integer(0, min(3, _largest_padding(padding_mode, span)))
+            span = (out - 1) * s + d * (k - 1) + 1 + extra * s // 256
+            largest = min(3, _largest_padding(padding_mode, span))
+            p = pad * (largest + 1) // 256 if padding_kind == "ints" else 0
             size = span - 2 * p
         kernel.append(k)
         stride.append(s)
@@ -102,9 +106,10 @@ def conv_examples(knobs: Knobs, dims: int) -> Example:
     arrays, values, seed = _conv_arrays(
         knobs, batch, in_channels, sizes, (out_channels, in_per_group, *kernel), out_channels
     )
+    stride_value, padding_value = _compact(knobs, stride), _compact(knobs, padding)
     config: dict[str, Any] = {
-        "stride": _compact(knobs, stride),
-        "padding": padding_kind if padding_kind != "ints" else _compact(knobs, padding),
+        "stride": stride_value,
+        "padding": padding_value if padding_kind == "ints" else padding_kind,
         "dilation": _compact(knobs, dilation),
         "groups": groups,
         "padding_mode": padding_mode,
@@ -147,6 +152,7 @@ def conv_transpose_examples(knobs: Knobs, dims: int) -> Example:
 
 def _compact(knobs: Knobs, values: list[int]) -> int | tuple[int, ...]:
     """Pass equal per-dimension values as one int half of the time, as callers do."""
-    if len(set(values)) == 1 and knobs.boolean():
+    single = knobs.boolean()  # drawn whether or not it applies: the next knobs keep their bytes
+    if len(set(values)) == 1 and single:
         return values[0]
     return tuple(values)

@@ -41,19 +41,18 @@ def pool_examples(knobs: Knobs, dims: int, kind: str) -> Example:
     pick = knobs.integer(0, 5 * dims) if kind == "max" else 0
     sparse_axis = pick - 4 * dims - 1 if pick > 4 * dims else dims
     for axis in range(dims):
-        if axis == sparse_axis:
-            kernel.append(2)
-            stride.append(2 if default_stride else knobs.integer(1, 3))
-            padding.append(1)
-            dilation.append(2)
-            sizes.append(1)
-            continue
+        # every axis reads the same five knobs, so that shrinking one (the empty-window pick,
+        # the default stride) leaves the bytes of the others where they were
         k = knobs.integer(1, MAX_KERNEL[dims])
-        s = k if default_stride else knobs.small(3)
+        s = knobs.small(3)
         d = knobs.small(2) if kind == "max" else 1
         p = knobs.integer(0, k // 2) if kind != "lp" else 0
+        if axis == sparse_axis:
+            k, p, d = 2, 1, 2
+        s = k if default_stride else s
         smallest = max(1, d * (k - 1) + 1 - 2 * p)
-        sizes.append(knobs.integer(smallest, smallest + s * (MAX_OUT[dims] - 1) + s - 1))
+        size = knobs.integer(smallest, smallest + s * (MAX_OUT[dims] - 1) + s - 1)
+        sizes.append(1 if axis == sparse_axis else size)
         kernel.append(k)
         stride.append(s)
         padding.append(p)
@@ -72,7 +71,8 @@ def pool_examples(knobs: Knobs, dims: int, kind: str) -> Example:
         if not norm_type.is_integer():
             x = np.abs(x)  # a negative base to a fractional power is NaN: no information
         config = {"norm_type": norm_type, **config}
-    config["stride"] = None if default_stride else stride[0] if single else _compact(knobs, stride)
+    strides = stride[0] if single else _compact(knobs, stride)
+    config["stride"] = None if default_stride else strides
     if kind != "lp":
         config["padding"] = _compact(knobs, padding)
     if kind == "max":
