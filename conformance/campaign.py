@@ -23,7 +23,7 @@ from conformance.check import regions_hit, run_example
 from conformance.derivatives import implementation_attribute
 from conformance.implementations import implements, supports
 from conformance.invalid import check_invalid, invalid_call_dtype, invalid_calls, judge
-from conformance.profiles import EXAMPLES_PER_CASE, cases
+from conformance.profiles import per_case
 from conformance.recorder import Recorder
 from conformance.strategies.knobs import batches
 
@@ -39,18 +39,20 @@ _STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {}
 
 
 def _batch(spec: OpSpec, kind: str = "examples") -> st.SearchStrategy[tuple[Any, ...]]:
-    """EXAMPLES_PER_CASE of the op's examples (or invalid calls), built once per process: a
-    new strategy object per draw is validated by Hypothesis anew, which costs more than
-    drawing from it."""
+    """A test case's examples of the op (or invalid calls), built once per process: a new
+    strategy object per draw is validated by Hypothesis anew, which costs more than drawing
+    from it."""
     if (spec.name, kind) not in _STRATEGIES:
         one = spec.examples() if kind == "examples" else invalid_calls(spec)
-        _STRATEGIES[spec.name, kind] = batches(one, EXAMPLES_PER_CASE)
+        _STRATEGIES[spec.name, kind] = batches(one, _PER_CASE)
     return _STRATEGIES[spec.name, kind]
 
 
-# the loaded profile's examples per group, in cases of EXAMPLES_PER_CASE (read when the module
-# is collected, after pytest's --hypothesis-profile took effect)
-_PER_GROUP = settings(max_examples=cases(settings().max_examples))
+# the loaded profile's examples per group, in test cases of _PER_CASE examples (read when the
+# module is collected, after pytest's --hypothesis-profile took effect)
+_EXAMPLES = settings().max_examples
+_PER_CASE = per_case(_EXAMPLES)
+_PER_GROUP = settings(max_examples=_EXAMPLES // _PER_CASE)
 
 
 @pytest.mark.parametrize(("spec", "dtype", "direction"), CASES)

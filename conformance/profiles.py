@@ -16,13 +16,14 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 # The campaign's op and invalid-call tests judge several examples per Hypothesis test case:
 # Hypothesis's own cost per case (seeding and restoring the PRNGs, its choice tree, context
 # managers: about 2 ms) is then paid once per batch. A profile's count stays the number of
-# examples per group; the tests run ceil(count / EXAMPLES_PER_CASE) cases.
+# examples per group, exactly (--max-examples is an upper bound): a batch is the largest
+# divisor of it up to EXAMPLES_PER_CASE.
 EXAMPLES_PER_CASE = 5
 
 
-def cases(examples: int) -> int:
-    """Hypothesis test cases for ``examples`` examples per group."""
-    return max(1, -(-examples // EXAMPLES_PER_CASE))
+def per_case(examples: int) -> int:
+    """Examples per Hypothesis test case for ``examples`` examples per group."""
+    return max(size for size in range(1, EXAMPLES_PER_CASE + 1) if examples % size == 0)
 
 
 PROFILES = {

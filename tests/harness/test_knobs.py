@@ -104,12 +104,13 @@ def test_shrinking_keeps_a_needed_pair_of_knobs() -> None:
 @pytest.mark.parametrize("kind", ["examples", "invalid calls"])
 def test_a_batch_holds_distinct_examples(kind: str) -> None:
     """Hypothesis's mutator copies a span onto another of the same label; a batch drawn as
-    one block gives it nothing to copy, so 30 cases of 5 make (nearly) 150 distinct examples:
-    only the first case, all zero bytes, is five times the simplest example."""
+    one block gives it nothing to copy, so 30 cases make (nearly) all distinct examples: only
+    the first case, all zero bytes, repeats the simplest example. (Drawn as st.tuples of the
+    op's strategy, 30 cases of 5 made about 80 distinct examples.)"""
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from conformance.campaign import _batch
+    from conformance.campaign import _PER_CASE, _batch
     from conformance.catalogue import CATALOGUE
 
     spec = next(spec for spec in CATALOGUE if spec.name == "conv2d")
@@ -124,5 +125,14 @@ def test_a_batch_holds_distinct_examples(kind: str) -> None:
         keys.update(item.key() if kind == "examples" else item[0].key() for item in drawn)
 
     run()
-    assert len(cases) == 30 and all(len(case) == 5 for case in cases)
-    assert len(keys) >= 140, len(keys)
+    assert len(cases) == 30 and all(len(case) == _PER_CASE for case in cases)
+    assert len(keys) >= 29 * _PER_CASE, len(keys)
+
+
+def test_a_group_runs_exactly_its_examples_in_batches() -> None:
+    from conformance.profiles import EXAMPLES_PER_CASE, per_case
+
+    for examples in (1, 4, 7, 8, 20, 150, 1000):
+        size = per_case(examples)
+        assert 1 <= size <= EXAMPLES_PER_CASE and examples % size == 0
+    assert (per_case(150), per_case(8), per_case(7)) == (5, 4, 1)
