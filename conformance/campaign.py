@@ -78,7 +78,7 @@ def test_op(
     worst = 0.0
     for example in examples:  # the first failure the baseline does not explain ends the case
         began = time.perf_counter()
-        regions = regions_hit(spec, example)
+        regions = regions_hit(spec, example, dtype)
         where = {
             "op": spec.name,
             "implementation": implementation.name,

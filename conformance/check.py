@@ -23,7 +23,7 @@ from conformance.derivatives import (
     output_names,
     sum_of_products_derivatives,
 )
-from conformance.dtypes import numpy_dtype
+from conformance.dtypes import FLOAT16_WIDE_SCALE, numpy_dtype
 from conformance.error_model import (
     Measurement,
     Tolerance,
@@ -32,12 +32,7 @@ from conformance.error_model import (
     with_underflow,
 )
 from conformance.example import Example
-from conformance.spec import OpSpec, ToleranceContext
-
-# float16 tops out at 65504: the "wide" kind's magnitudes (up to 1e3) would overflow inside
-# every product and square, which tests float16's range, not the op. Scaled by 2^-8 (exact)
-# they span 4e-6 to 4 - still six decades of cancellation, now with subnormal products.
-FLOAT16_WIDE_SCALE = 2.0**-8
+from conformance.spec import InDtype, OpSpec, ToleranceContext
 
 
 @dataclass(frozen=True)
@@ -162,8 +157,14 @@ def _snippet(
     )
 
 
-def regions_hit(spec: OpSpec, example: Example) -> list[str]:
-    return [name for name, hit in spec.coverage.items() if hit(example)]
+def regions_hit(spec: OpSpec, example: Example, dtype: str = "float64") -> list[str]:
+    """The op's coverage regions the example falls in, in the tested dtype (InDtype regions
+    look at the inputs as rounded to it)."""
+    return [
+        name
+        for name, hit in spec.coverage.items()
+        if (hit(example, dtype) if isinstance(hit, InDtype) else hit(example))
+    ]
 
 
 def run_example(
@@ -276,7 +277,7 @@ def run_example(
         "output_shape": str(output_shape),
         "values": example.values,
         "seed": example.seed,
-        "regions": ";".join(regions_hit(spec, example) if regions is None else regions),
+        "regions": ";".join(regions_hit(spec, example, dtype) if regions is None else regions),
         "example_key": example.key(),
         "example": describe(tested, config),
     }

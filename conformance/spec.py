@@ -95,3 +95,15 @@ def input_array(example: Example) -> np.ndarray:
     x = example.arrays["input"]
     assert x is not None
     return x
+
+
+class InDtype:
+    """A coverage region that depends on the tested dtype, ``hit(example, dtype)``: one that
+    rounding the inputs to it can make (a window whose values cancel exactly only once
+    rounded to bfloat16). Without a dtype, the example's own float64 values."""
+
+    def __init__(self, hit: Callable[[Example, str], bool]) -> None:
+        self.hit = hit
+
+    def __call__(self, example: Example, dtype: str = "float64") -> bool:
+        return self.hit(example, dtype)

@@ -103,7 +103,7 @@ def check_layers(
                     "implementation": implementation.name,
                     "dtype": dtype,
                     "direction": direction,
-                    "regions": ";".join(regions_hit(spec, example)),
+                    "regions": ";".join(regions_hit(spec, example, dtype)),
                 }
                 crashes = explain(baseline, where, action="skip")
                 began = time.perf_counter()
