@@ -23,7 +23,7 @@ from conformance.derivatives import (
     output_names,
     sum_of_products_derivatives,
 )
-from conformance.dtypes import FLOAT16_WIDE_SCALE, numpy_dtype
+from conformance.dtypes import input_scale, numpy_dtype
 from conformance.error_model import (
     Measurement,
     Tolerance,
@@ -180,7 +180,7 @@ def run_example(
     (for a call the baseline knows to crash the process). ``regions``: regions_hit(spec,
     example), when the caller has it already."""
     stored = numpy_dtype(dtype)
-    scale = FLOAT16_WIDE_SCALE if (dtype, example.values) == ("float16", "wide") else 1.0
+    scale = input_scale(dtype, example.values)
     tested = {
         k: None if a is None else (a * scale).astype(stored) for k, a in example.arrays.items()
     }

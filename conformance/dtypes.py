@@ -16,6 +16,13 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 # every product and square, which tests float16's range, not the op. Scaled by 2^-8 (exact)
 # they span 4e-6 to 4 - still six decades of cancellation, now with subnormal products.
 FLOAT16_WIDE_SCALE = 2.0**-8
+
+
+def input_scale(dtype: str, values: str) -> float:
+    """What an example's arrays are multiplied by before they are rounded to ``dtype``."""
+    return FLOAT16_WIDE_SCALE if (dtype, values) == ("float16", "wide") else 1.0
+
+
 HALF_DTYPES = ("float16", "bfloat16")
 
 

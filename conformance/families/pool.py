@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import reference
-from conformance.dtypes import FLOAT16_WIDE_SCALE, largest, numpy_dtype, underflow_unit
+from conformance.dtypes import input_scale, largest, numpy_dtype, underflow_unit
 from conformance.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 from conformance.example import Example
 from conformance.spec import (
@@ -225,7 +225,7 @@ def _lp_zero_window(example: Example, dims: int, dtype: str = "float64") -> bool
     """A window whose x**p sum to exactly 0, x as rounded to the tested dtype: normal values
     may cancel exactly once rounded (bfloat16: -1.78125 and 1.78125 in one window)."""
     p = example.config["norm_type"]
-    scale = FLOAT16_WIDE_SCALE if (dtype, example.values) == ("float16", "wide") else 1.0
+    scale = input_scale(dtype, example.values)
     x = (input_array(example) * scale).astype(numpy_dtype(dtype)).astype(np.float64)
     with np.errstate(all="ignore"):
         powered = np.power(x, p)

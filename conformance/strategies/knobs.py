@@ -51,9 +51,7 @@ class Knobs:
     def nested(self, strategy: st.SearchStrategy[T]) -> T:
         """Draw a knob strategy inside this one, starting from this block's unread bytes: it
         then reads the same bytes whether or not it is drawn in a batch, and costs no choice."""
-        if self._at >= len(self._bytes):
-            self._next(0)
-        _PENDING[:] = [self._bytes[self._at :]]
+        _PENDING[:] = [self._bytes[self._at :]]  # empty when used up: the nested one draws
         self._bytes, self._at = b"", 0
         try:
             return self._draw(strategy)
