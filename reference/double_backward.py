@@ -121,7 +121,11 @@ def make_piecewise_linear(
 def make_lp(dims: int) -> Callable[..., Result]:
     """G = x^(p-1) * scatter(g S^(1/p-1)); along v its derivative is
     (p-1) x^(p-2) v * scatter(g S^(1/p-1)) + x^(p-1) * scatter(g (1/p-1) S^(1/p-2) dS),
-    dS = p * window sum of x^(p-1) v; 0 where S = 0, as the backward."""
+    dS = p * window sum of x^(p-1) v; 0 where S = 0, as the backward. At x = 0 with p < 2
+    (fractional p: x >= 0, one-sided derivatives) x^(p-2) is infinite, and the first term,
+    the derivative of v x^(p-1) C(x) with C = scatter(g S^(1/p-1)), is 0 where v = 0 (the
+    element's G is not in L) or C = 0 (C moves by O(h^p) from x = 0 to h, dS/dx being
+    p x^(p-1) = 0 there: v h^(p-1) C = o(h)), not inf * 0; elsewhere the one-sided +-inf."""
     op = f"lp_pool{dims}d"
     jvp = forward_mode.make_lp_jvp(dims)
 
@@ -159,9 +163,12 @@ def make_lp(dims: int) -> Callable[..., Result]:
             second = scatter(
                 g * (1.0 / p - 1.0) * forward_mode.lp_root_power(sums, 1.0 / p - 2.0) * d_sums
             )
-            grad_input = (p - 1.0) * np.power(x, p - 2.0) * tangent * first + np.power(
-                x, p - 1.0
-            ) * second
+            curvature = np.where(  # 0 where v or C is 0, at x = 0 too (docstring)
+                (tangent == 0) | (first == 0),
+                0.0,
+                (p - 1.0) * np.power(x, p - 2.0) * tangent * first,
+            )
+            grad_input = curvature + np.power(x, p - 1.0) * second
         return plan.finish(grad_input), grad_grad_output
 
     double_backward.__name__ = double_backward.__qualname__ = f"{op}_double_backward"

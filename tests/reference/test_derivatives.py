@@ -8,11 +8,14 @@ the second check costs two backward calls per element).
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import reference
 from conformance.catalogue import CATALOGUE
 from conformance.example import Example
 from conformance.spec import OpSpec
@@ -106,3 +109,77 @@ def test_double_backward_central_differences(spec: OpSpec, data) -> None:
     assert comparisons and all(c.ok for c in comparisons), [
         (c.argument, c.max_abs_error) for c in comparisons if not c.ok
     ]
+
+
+# --- lp pooling's second derivative where x ** p or its window sum is at an edge ------------
+
+
+def _lp_loss(x: np.ndarray, g: np.ndarray, v: np.ndarray, p: float, **config) -> float:
+    """L = <v, lp_pool1d_backward(g, x)>: the scalar whose gradient the double backward is."""
+    (gradient,) = reference.lp_pool1d_backward(g, x, p, **config)
+    return float(np.vdot(v, gradient))
+
+
+def test_lp_double_backward_at_a_zero_element_below_p_2() -> None:
+    """p = 1.5 at x = 0 (x ** 1.5 needs x >= 0: one-sided derivatives): x ** (p - 2) is
+    infinite, but where v = 0 or the element's slope sum C = sum_w g_w S_w ** (1/p - 1) is 0
+    the derivative is 0, which the reference once answered as inf * 0 = NaN. Brute force:
+    the right difference quotients of L are O(sqrt(h)) there (each G_i moves by
+    |v g (1/p - 1) S ** (1/p - 2)| h ** p <= (4/3) h ** 1.5, three of them), and grow like
+    v C h ** -0.5 where v C != 0 (the reference's -inf)."""
+    x = np.array([[1.0, 0.0, 1.0, 0.0, 2.0, 0.0]])
+    g = np.array([[1.0, -1.0, 0.5, 2.0, 1.0]])  # equal sums either side of x[1]: C = 1 - 1 = 0
+    v = np.array([[0.5, 2.0, -1.0, 0.0, 0.25, -0.5]])  # v = 0 at x[3]; v C < 0 at x[5]
+    config = {"kernel_size": 2, "stride": 1}
+    grad_input, _ = second_order.lp_pool1d_double_backward(g, (v,), x, 1.5, **config)
+    assert grad_input[0, 1] == 0.0 and grad_input[0, 3] == 0.0
+    assert grad_input[0, 5] == -np.inf
+
+    def right_quotient(j: int, h: float) -> float:
+        shifted = x.copy()
+        shifted[0, j] += h
+        return (_lp_loss(shifted, g, v, 1.5, **config) - _lp_loss(x, g, v, 1.5, **config)) / h
+
+    for h in (1e-4, 1e-6, 1e-8):
+        for j in (1, 3):
+            assert abs(right_quotient(j, h)) <= 5 * np.sqrt(h), (j, h)
+    assert right_quotient(5, 1e-8) < 10 * right_quotient(5, 1e-4) < 0  # ~ h ** -0.5 -> -inf
+    # the grad_output part is linear in g: central differences apply there
+    comparisons = check_double_backward(
+        reference.lp_pool1d_backward,
+        second_order.lp_pool1d_double_backward,
+        [x, 1.5],
+        g,
+        [v],
+        [0],
+        kwargs=config,
+    )
+    assert comparisons[-1].argument == -1 and comparisons[-1].ok
+
+
+def test_lp_double_backward_is_nan_where_a_window_sum_is_negative() -> None:
+    """p = 3: a window whose x ** 3 sum is negative (exactly, in rationals) has no real root
+    (pow's principal value, torch's definition: torch in float64 answers NaN there too), so
+    no derivatives: NaN, exactly there. A campaign met torch's bfloat16 answering 0.515625
+    where its rounded sum had crossed 0 (exact -0.078, rounded +0.030); the oracle was right.
+    The other window, alone, is checked by central differences."""
+    x = np.array([[1.0, -1.015625, 0.5, 0.75]])  # bfloat16 values; windows of two
+    g, v = np.array([[0.5, -1.25]]), np.array([[1.0, 0.5, -0.75, 2.0]])
+    sums = [sum(Fraction(float(t)) ** 3 for t in x[0, k : k + 2]) for k in (0, 2)]
+    assert sums[0] < 0 < sums[1]
+    grad_input, grad_grad_output = second_order.lp_pool1d_double_backward(g, (v,), x, 3.0, 2)
+    assert np.array_equal(np.isnan(grad_input), [[True, True, False, False]])
+    assert np.array_equal(np.isnan(grad_grad_output), [[True, False]])
+    alone = [x[:, 2:], 3.0, 2]
+    comparisons = check_double_backward(
+        reference.lp_pool1d_backward,
+        second_order.lp_pool1d_double_backward,
+        alone,
+        g[:, 1:],
+        [v[:, 2:]],
+        [0],
+    )
+    assert all(c.ok for c in comparisons)
+    window_alone = second_order.lp_pool1d_double_backward(g[:, 1:], (v[:, 2:],), *alone)
+    assert np.allclose(grad_input[:, 2:], window_alone[0], rtol=1e-15, atol=0)
+    assert np.allclose(grad_grad_output[:, 1:], window_alone[1], rtol=1e-15, atol=0)
