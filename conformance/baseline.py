@@ -1,31 +1,45 @@
 """The committed baseline of known discrepancies: reports/baseline.csv.
 
-Each entry names an op (or *), an implementation (a glob: torch* is torch and
-torch-channels_last), a dtype (or *), a direction (or *), a coverage region of
-that op, an action, and the reason, found by a brute-force case, that the implementation and
-not the reference is wrong there. With action ``record`` a failing example of that op,
-implementation and direction that hits the region is *known*: recorded with the reason, and
-not failing the gate. With action ``skip`` the implementation is not called at all in that
-region (the call would crash the process); the example is recorded as known, not run. A
-``record`` entry whose region was hit in a run without any failure is *stale*.
+Each entry names an op (or *), an implementation (a glob: torch* is torch, its code paths and
+torch-channels_last), a dtype (or *), a direction (or *), a coverage region of that op, an
+action, the outputs it explains, a platform condition, the reason, found by a brute-force
+case, that the implementation and not the reference is wrong there, the version it was
+confirmed with and its upstream status.
 
-``confirmed_with`` names the framework and version the entry was confirmed with ("torch
-2.13.0", "onnxruntime 1.31.1"); a run on another version reports the entries it could not
-confirm (stale there, or never met).
+- action ``record``: a failing example of that op, implementation, dtype and direction that
+  hits the region is *known*: recorded with the reason, and not failing the gate. A record
+  entry whose region was hit in a run without any failure is *stale*.
+- action ``isolate``: the same, and every call in the region is made in a process of its own
+  that ends with it (the call damages the memory of its process: later, correct calls would
+  crash or read garbage). ``skip``, which once meant "never make the call", reads as isolate:
+  the suite makes every call and judges its crash.
+- ``outputs``: what the entry explains, ``*`` for any disagreement, else ';'-separated output
+  names (``output``, ``indices``, ``grad_input``, ...) and verdicts (``crash``, ``hang``,
+  ``error``; for an invalid call ``accepted`` or ``rejected``). An example is known only when
+  every one of its failing outputs is explained, so that one known defect cannot hide another.
+- ``platform``: a condition on the implementation's code path (conformance.implementations.
+  code_paths.condition_holds, e.g. ``onednn>=avx512_core_fp16``); an entry whose condition
+  does not hold where the run judged is not applied, and the report lists it.
+- ``confirmed_with`` names the framework and version the entry was confirmed with ("torch
+  2.13.0"); a run on another version reports the entries it could not confirm.
+- ``upstream``: the upstream issue that reports the defect, or "not found upstream as of
+  DATE".
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-NOT_RUN = "not called: the baseline says this call crashes the process"
+from conformance.implementations.code_paths import check_condition, condition_holds
+from conformance.results import FAILING
 
 COLUMNS = (
     "op",
@@ -34,12 +48,19 @@ COLUMNS = (
     "direction",
     "region",
     "action",
+    "outputs",
+    "platform",
     "reason",
     "confirmed_with",
+    "upstream",
 )
-# a baseline written before confirmed_with existed still loads (the version then unknown)
-LEGACY_COLUMNS = COLUMNS[:-1]
-ACTIONS = ("record", "skip")
+# baselines written before outputs, platform and upstream (or confirmed_with) existed still load
+OLDER_COLUMNS = (
+    ("op", "implementation", "dtype", "direction", "region", "action", "reason", "confirmed_with"),
+    ("op", "implementation", "dtype", "direction", "region", "action", "reason"),
+)
+ACTIONS = ("record", "isolate")
+OLD_ACTIONS = {"skip": "isolate"}
 
 
 @dataclass(frozen=True)
@@ -52,13 +73,20 @@ class KnownDiscrepancy:
     action: str
     reason: str
     confirmed_with: str = ""
+    outputs: str = "*"
+    platform: str = ""
+    upstream: str = ""
 
     def framework(self) -> tuple[str, str]:
         """(package, version) of confirmed_with; ('', '') when it names none."""
         package, _, version = self.confirmed_with.strip().partition(" ")
         return package, version.strip()
 
-    def matches(self, row: dict[str, Any]) -> bool:
+    def explains(self) -> set[str]:
+        """The outputs and verdicts it explains ('*': any)."""
+        return {part.strip() for part in self.outputs.split(";") if part.strip()} or {"*"}
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
         return (
             self.op in ("*", row["op"])
             and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
@@ -75,22 +103,81 @@ def load_baseline(path: Path) -> list[KnownDiscrepancy]:
     with path.open(newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
         columns = tuple(reader.fieldnames or ())
-        if columns not in (COLUMNS, LEGACY_COLUMNS):
+        if columns != COLUMNS and columns not in OLDER_COLUMNS:
             raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
-        entries = [
-            KnownDiscrepancy(**{k: (row[k] or "").strip() for k in columns}) for row in reader
-        ]
+        entries = []
+        for row in reader:
+            values = {k: (row[k] or "").strip() for k in columns}
+            values["action"] = OLD_ACTIONS.get(values["action"], values["action"])
+            if "outputs" in values and not values["outputs"]:
+                values["outputs"] = "*"
+            entries.append(KnownDiscrepancy(**values))
     for entry in entries:
         if entry.action not in ACTIONS:
             raise ValueError(f"{path}: action must be one of {ACTIONS}, got {entry.action!r}")
+        try:
+            check_condition(entry.platform)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     return entries
 
 
-def explain(
-    baseline: list[KnownDiscrepancy], row: dict[str, Any], action: str = "record"
-) -> KnownDiscrepancy | None:
-    """The first entry with ``action`` whose op, implementation, direction and region match."""
-    return next((e for e in baseline if e.action == action and e.matches(row)), None)
+def on_platform(
+    baseline: list[KnownDiscrepancy], facts: Mapping[str, Any]
+) -> list[KnownDiscrepancy]:
+    """The entries whose platform condition holds where an implementation runs (``facts``:
+    conformance.implementations.code_paths.platform_facts)."""
+    return [e for e in baseline if not e.platform or condition_holds(e.platform, facts)]
+
+
+def causes(row: Mapping[str, Any]) -> set[str]:
+    """What is wrong in a failing row: its failing outputs, or its verdict (crash, hang,
+    error), or for an invalid call who alone rejected it."""
+    failed = row.get("failed_outputs")
+    if isinstance(failed, str) and failed:
+        return set(failed.split(";"))
+    if row.get("direction") == "invalid call":
+        verdict = str(row.get("error_verdict", ""))
+        if verdict == "only the reference rejected":
+            return {"accepted"}
+        if verdict == "only the implementation rejected":
+            return {"rejected"}
+    return {str(row.get("verdict", "fail"))}
+
+
+def explain(baseline: list[KnownDiscrepancy], row: Mapping[str, Any]) -> KnownDiscrepancy | None:
+    """The entry (or entries, joined) that explain every failing output of ``row``; None when
+    some of it is unexplained. Oracle and harness errors are the suite's own: never known."""
+    if row.get("verdict") in ("oracle error", "harness error"):
+        return None
+    matching = [e for e in baseline if e.matches(row)]
+    if not matching:
+        return None
+    wanted = causes(row)
+    used: list[KnownDiscrepancy] = []
+    left = set(wanted)
+    for entry in matching:
+        explained = entry.explains()
+        if "*" in explained:
+            return entry
+        if explained & left:
+            used.append(entry)
+            left -= explained
+        if not left:
+            break
+    if left:
+        return None
+    if len(used) == 1:
+        return used[0]
+    return replace(
+        used[0], outputs=";".join(sorted(wanted)), reason=" | ".join(e.reason for e in used)
+    )
+
+
+def isolating(baseline: list[KnownDiscrepancy], row: Mapping[str, Any]) -> KnownDiscrepancy | None:
+    """The first isolate entry whose region the example is in: its call gets a process of
+    its own."""
+    return next((e for e in baseline if e.action == "isolate" and e.matches(row)), None)
 
 
 def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> pd.Series:
@@ -134,7 +221,7 @@ def unconfirmed(
     disagreed = {
         (r["op"], r["implementation"], r["dtype"], r["direction"], r["region"])
         for r in table.to_dict("records")
-        if r["disagreed"] > 0 or r["not run"] > 0  # a skipped crash cannot be re-confirmed
+        if r["disagreed"] > 0
     }
     found = []
     ops = set(frame["op"].astype(str)) if not frame.empty else set()
@@ -168,7 +255,6 @@ def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.Dat
         if not in_region.any():
             continue
         known = int((frame.loc[in_region, "verdict"] == "known").sum())
-        not_run = int((frame.loc[in_region, "problem"] == NOT_RUN).sum())
         rows.append(
             {
                 "op": entry.op,
@@ -176,10 +262,10 @@ def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.Dat
                 "dtype": entry.dtype,
                 "direction": entry.direction,
                 "region": entry.region,
+                "outputs": entry.outputs,
                 "examples in region": int(in_region.sum()),
-                "disagreed": known - not_run,
-                "not run": not_run,
-                "stale": entry.action == "record" and known == 0,
+                "disagreed": known,
+                "stale": known == 0,
                 "confirmed with": entry.confirmed_with,
                 "reason": entry.reason,
             }
@@ -196,9 +282,13 @@ def explain_frame(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.D
     if "known_reason" not in frame:
         frame["known_reason"] = None
     frame["known_reason"] = frame["known_reason"].astype(object)
-    for index in frame.index[frame["verdict"].isin(["fail", "error"])]:
+    if "explained_verdict" not in frame:
+        frame["explained_verdict"] = None
+    frame["explained_verdict"] = frame["explained_verdict"].astype(object)
+    for index in frame.index[frame["verdict"].isin(FAILING)]:
         entry = explain(baseline, frame.loc[index].to_dict())
         if entry is not None:
+            frame.loc[index, "explained_verdict"] = frame.loc[index, "verdict"]
             frame.loc[index, "verdict"] = "known"
             frame.loc[index, "known_reason"] = entry.reason
     return frame

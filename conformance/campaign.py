@@ -9,22 +9,29 @@ unless the committed baseline (reports/baseline.csv) explains it.
 
 from __future__ import annotations
 
+import collections
+import os
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
 from conformance import timing
-from conformance.baseline import KnownDiscrepancy, explain
+from conformance.baseline import KnownDiscrepancy, explain, isolating, on_platform
 from conformance.catalogue import CATALOGUE, OpSpec
-from conformance.check import regions_hit, run_example
+from conformance.check import call_of, died_outcome, regions_hit
 from conformance.derivatives import implementation_attribute
 from conformance.implementations import implements, supports
-from conformance.invalid import check_invalid, invalid_call_dtype, invalid_calls, judge
+from conformance.implementations.code_paths import platform_facts
+from conformance.implementations.isolation import HISTORY, ProcessDied
+from conformance.invalid import died_on_invalid_call, invalid_call_dtype, invalid_calls
+from conformance.judging import INVALID_TARGET, TARGET, Judged, mark_known, settle
 from conformance.profiles import per_case
 from conformance.recorder import Recorder
+from conformance.results import FAILING
 from conformance.strategies.knobs import batches
 
 CASES = [
@@ -75,35 +82,175 @@ def test_op(
         pytest.skip(f"the implementation under test does not run {op} in {dtype}")
     with timing.phase("generate"):
         examples = data.draw(_batch(spec), label="examples")
-    worst = 0.0
+    baseline = applicable(conformance_baseline, implementation)
+    shrinking = Shrinking.of(conformance_recorder, spec.name, implementation.name, dtype, direction)
+    pending: list[Any] = []
+    replayed = None
     for example in examples:  # the first failure the baseline does not explain ends the case
-        began = time.perf_counter()
-        regions = regions_hit(spec, example, dtype)
-        where = {
-            "op": spec.name,
-            "implementation": implementation.name,
-            "dtype": dtype,
-            "direction": direction,
-            "regions": ";".join(regions),
-        }
-        crashes = explain(conformance_baseline, where, action="skip")
-        outcome = run_example(
-            spec, implementation, dtype, direction, example, call=crashes is None, regions=regions
-        )
-        outcome.row["seconds"] = time.perf_counter() - began
-        timing.add("check", outcome.row["seconds"])
+        key = example.key()
+        replayed = shrinking.failed.get(key)
+        if replayed is not None:  # a replay of a failure: the same verdict, not a new call
+            break
+        if key not in shrinking.passed:  # judged already while shrinking: not again
+            pending.append(example)
+    if shrinking.spent():
+        pending = []  # past the shrink budget: nothing new is judged; the failure stands
+    worst = 0.0
+    for judged in judge_in_batches(spec, implementation, dtype, direction, pending, baseline):
+        shrinking.count(judged.row["example_key"])
         with timing.phase("record"):
-            known = crashes or (
-                None if outcome.passed else explain(conformance_baseline, outcome.row)
-            )
-            if known is not None:  # a disagreement the baseline explains, with its reason
-                outcome.row.update(verdict="known", known_reason=known.reason)
-            conformance_recorder.record(outcome.row)
+            conformance_recorder.record(judged.row)
             if conformance_target:
-                worst = max(worst, min(float(outcome.row["bound_ratio"]), 1e6))
-        assert outcome.passed or known is not None, outcome.report
+                worst = max(worst, min(float(judged.row["bound_ratio"]), 1e6))
+        if not (judged.passed or judged.known):
+            implementation.restart()  # what the failure left behind reaches no later call
+            for quarantine in (False, True):
+                _sent(implementation, quarantine).clear()
+            shrinking.fail(judged.row["example_key"], judged)
+            disagree(judged.report)
+    if replayed is not None:
+        conformance_recorder.record(replayed.row)
+        disagree(replayed.report)
     if conformance_target:
         target(worst, label="bound ratio")
+
+
+def judge_in_batches(
+    spec: OpSpec,
+    implementation: Any,
+    dtype: str,
+    direction: str,
+    examples: list[Any],
+    baseline: list[KnownDiscrepancy],
+) -> Iterator[Judged]:
+    """The examples judged where the implementation runs, as few messages as there are runs
+    of examples bound for the same process (the baseline's isolate entries send theirs to the
+    quarantine); a helper that dies is the verdict of the example it was judging, and the
+    rest go on in a new one."""
+    plan = []
+    for example in examples:
+        regions = regions_hit(spec, example, dtype)
+        where = {"op": spec.name, "implementation": implementation.name, "dtype": dtype,
+                 "direction": direction, "regions": ";".join(regions)}  # fmt: skip
+        plan.append((example, regions, isolating(baseline, where) is not None))
+    shared = {"baseline": baseline}
+    while plan:
+        quarantine = plan[0][2]
+        length = next((i for i, item in enumerate(plan) if item[2] != quarantine), len(plan))
+        run = [(example, regions) for example, regions, _ in plan[:length]]
+        arguments = (spec.name, dtype, direction, run, quarantine)
+        earlier = _sent(implementation, quarantine)
+        done = 0
+        began = time.perf_counter()
+        try:
+            for judged in implementation.stream(TARGET, arguments, shared, quarantine):
+                earlier.append((spec, dtype, direction, run[done][0]))
+                done += 1
+                yield judged
+        except ProcessDied as died:
+            # the example it was judging; past the last (it died tidying up after the batch,
+            # a heap damaged before), the last: its history holds the calls that did it
+            done = min(done, len(run) - 1)
+            if earlier and earlier[-1][3] is run[done][0]:
+                earlier.pop()
+            example, regions = run[done]
+            history = [call_of(*sent) for sent in earlier]
+            earlier.clear()  # that process is gone
+            outcome = died_outcome(
+                spec, implementation, dtype, direction, example, regions, died, history
+            )
+            yield settle(outcome, baseline, time.perf_counter() - began)
+            done += 1
+        finally:
+            timing.add("check", time.perf_counter() - began)
+        plan = plan[done:]
+
+
+_SENT: dict[tuple[int, bool], collections.deque[tuple[Any, ...]]] = {}
+
+
+def _sent(implementation: Any, quarantine: bool) -> collections.deque[tuple[Any, ...]]:
+    """The last examples judged in the implementation's current helper (or quarantine): the
+    history of a crash, whose helper took its own record with it. A restart forgets them."""
+    return _SENT.setdefault((id(implementation), quarantine), collections.deque(maxlen=HISTORY))
+
+
+def disagree(report: str) -> None:
+    """Fail the test case. One place raises for every failure of a group: Hypothesis tells
+    failures apart by where they were raised, and a replayed failure is the same one."""
+    raise AssertionError(report)
+
+
+class Shrinking:
+    """A failing group's shrink budget: after its first failure, at most SHRINK_EXAMPLES more
+    distinct examples and SHRINK_SECONDS seconds are judged (a hang costs its time limit, a
+    compiling framework seconds per new configuration); past it nothing new is, and the smallest
+    failure found so far stands. A failing example Hypothesis replays is answered from
+    memory (the same row, no new call): the verdict of a crash, a hang or a history-dependent
+    answer cannot turn flaky on its replay."""
+
+    groups: ClassVar[dict[tuple[Any, ...], Shrinking]] = {}
+
+    def __init__(self) -> None:
+        self.failed: dict[str, Judged] = {}
+        self.passed: set[str] = set()
+        self.first: float | None = None
+        self.judged = 0
+        self.stopped = False
+
+    @classmethod
+    def of(cls, *group: Any) -> Shrinking:
+        """The state of one group of one run (``group`` starts with the run's recorder)."""
+        return cls.groups.setdefault(
+            tuple(id(g) if isinstance(g, Recorder) else g for g in group), cls()
+        )
+
+    def count(self, key: str) -> None:
+        """One more distinct example judged (while shrinking, it is remembered: Hypothesis
+        meets the same example again and again, and it is not judged twice)."""
+        if self.first is not None:
+            self.judged += 1
+            self.passed.add(key)
+
+    def spent(self) -> bool:
+        if self.first is None or self.stopped:
+            return self.stopped
+        examples, seconds = shrink_budget()
+        self.stopped = self.judged >= examples or time.monotonic() - self.first >= seconds
+        if self.stopped:
+            for outcome in self.failed.values():
+                outcome.row["shrinking"] = (
+                    f"stopped at its budget ({self.judged} examples, "
+                    f"{time.monotonic() - self.first:.0f} s after the first failure)"
+                )
+        return self.stopped
+
+    def fail(self, key: str, outcome: Judged) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+        self.failed[key] = outcome
+
+
+def shrink_budget() -> tuple[int, float]:
+    """(examples, seconds) a failing group may judge after its first failure:
+    CONFORMANCE_SHRINK_EXAMPLES (default: --max-examples where given, else 300) and
+    CONFORMANCE_SHRINK_SECONDS (default 120)."""
+    capped = os.environ.get("CONFORMANCE_MAX_EXAMPLES")
+    examples = os.environ.get("CONFORMANCE_SHRINK_EXAMPLES") or capped or "300"
+    return int(examples), float(os.environ.get("CONFORMANCE_SHRINK_SECONDS") or 120.0)
+
+
+_FACTS: dict[str, dict[str, Any]] = {}
+
+
+def applicable(baseline: list[KnownDiscrepancy], implementation: Any) -> list[KnownDiscrepancy]:
+    """The baseline entries whose platform condition holds on the implementation's code path
+    (its facts asked once per implementation: its helper process states them)."""
+    name = str(implementation.name)
+    if name not in _FACTS:
+        declared = getattr(implementation, "platform", None)
+        _FACTS[name] = declared() if callable(declared) else platform_facts(implementation)
+    return on_platform(baseline, _FACTS[name])
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=[f"{spec.name}-invalid" for spec in CATALOGUE])
@@ -126,26 +273,36 @@ def test_invalid_call(
         pytest.skip(f"the implementation under test runs {spec.name} in none of its dtypes")
     with timing.phase("generate"):
         calls = data.draw(_batch(spec, "invalid calls"), label="invalid calls")
-    for example, rule in calls:
-        with timing.phase("check"):
-            row = check_invalid(spec, implementation, example, rule, dtype)
-        row["regions"] = rule.name  # a baseline entry names the rule as its region
-        verdict, problem = judge(row)
-        if (
-            verdict == "fail"
-            and row["error_verdict"] == "only the reference rejected"
-            and not getattr(implementation, "validates_like_torch", True)
-        ):
-            # a framework with argument rules of its own (ONNX, JAX) accepting a call torch's
-            # rules forbid: what it then computes is outside torch's semantics, not judged
-            verdict = "unsupported"
-            problem = f"{implementation.name} does not check torch's rule ({rule.name}): {problem}"
+    baseline = applicable(conformance_baseline, implementation)
+    for row in invalid_rows(spec, implementation, dtype, list(calls)):
         with timing.phase("record"):
-            known = explain(conformance_baseline, row) if verdict == "fail" else None
-            row.update(verdict="known" if known else verdict, problem=problem)
+            known = explain(baseline, row) if row["verdict"] in FAILING else None
             if known is not None:
-                row["known_reason"] = known.reason
+                mark_known(row, known)
             conformance_recorder.record(row)
-        assert verdict in ("pass", "unsupported") or known is not None, (
-            f"{spec.name}, {rule.name}: {problem}\nconfig {row['config']}, shapes {row['shapes']}"
+        assert row["verdict"] in ("pass", "unsupported", "known"), (
+            f"{spec.name}, {row['rule']}: {row['problem']}\nconfig {row['config']}, "
+            f"shapes {row['shapes']}"
         )
+
+
+def invalid_rows(
+    spec: OpSpec, implementation: Any, dtype: str, calls: list[Any]
+) -> Iterator[dict[str, Any]]:
+    """Each invalid call's row, made where the implementation runs (one message for the
+    batch); a call that kills the helper is a crash (or a hang), and the rest go on."""
+    while calls:
+        items = [(example, rule.name) for example, rule in calls]
+        done = 0
+        with timing.phase("check"):
+            try:
+                for row in implementation.stream(INVALID_TARGET, (spec.name, dtype, items)):
+                    done += 1
+                    yield row
+            except ProcessDied as died:
+                example, rule = calls[done]
+                row = died_on_invalid_call(spec, implementation, example, rule, dtype, died)
+                row["regions"] = rule.name
+                done += 1
+                yield row
+        calls = calls[done:]

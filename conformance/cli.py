@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         default="torch",
         help="comma-separated implementations under test: torch, torch-channels_last, "
         "torch-compile, torch-decompositions, onnxruntime, onnx-reference, jax (see list), "
+        "a CPU code path of torch (torch[cpu:avx2], torch[aten:avx2], torch[threads:2]), "
         "reference, or package.module:attribute (default: torch)",
     )
     run.add_argument(
@@ -115,6 +117,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="at most this many examples per group, whatever the profile (for implementations "
         "that compile every new configuration, such as torch-compile)",
+    )
+    run.add_argument(
+        "--isolation",
+        choices=("process", "none"),
+        default="process",
+        help="process (default): implementation calls run in helper processes, so that a call "
+        "that kills its process (a signal, an abort, an out-of-memory kill) or never returns "
+        "is judged (verdict crash or hang) and the run goes on; none: in the test process",
+    )
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a call that has not returned after this long is a hang (default: 5 s, or what "
+        "the implementation declares: torch-compile compiles for longer)",
+    )
+    run.add_argument(
+        "--shrink-budget",
+        default=None,
+        metavar="EXAMPLES[,SECONDS]",
+        help="what a failing group may still judge after its first failure while Hypothesis "
+        "shrinks it (default: 300 examples, or --max-examples where given, and 120 s); past "
+        "it the smallest failure found stands, and the report says shrinking stopped there",
     )
     run.add_argument(
         "--target",
@@ -200,8 +226,10 @@ def _campaign_modules(options: argparse.Namespace) -> list[str]:
     """The campaign's test modules: the catalogue's, and the network arithmetic (exact checks
     of torch.nn modules) when torch is under test, the ops filter keeps some of it and the
     shard is the first (it is one slice of its own)."""
+    from conformance.implementations.code_paths import split_specs
+
     modules = [str(_campaign_path())]
-    specs = {spec.strip() for spec in options.impl.split(",")}
+    specs = set(split_specs(options.impl))
     wanted = options.ops is None or bool(
         {op.strip() for op in options.ops.split(",")} & set(ARITHMETIC_OPS)
     )
@@ -247,6 +275,11 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
             arguments.append(f"{flag}={value}" if flag.startswith("--") else f"{flag}{value}")
     if options.target:
         arguments.append("--conformance-target")
+    arguments.append(f"--conformance-isolation={options.isolation}")
+    if options.time_limit is not None:
+        arguments.append(f"--conformance-time-limit={options.time_limit}")
+    if options.seed is None:  # a seed of its own, which the header names: a run replays
+        arguments.append(f"--conformance-seed={secrets.randbelow(2**32)}")
     return arguments + list(options.pytest_args)
 
 
@@ -279,9 +312,31 @@ def validate_run(options: argparse.Namespace) -> None:
         options.workers == "auto" or str(options.workers).isdigit()
     ):
         raise ValueError(f"-n/--workers: a number or 'auto', got {options.workers!r}")
-    specs = [spec.strip() for spec in options.impl.split(",") if spec.strip()]
+    if options.shrink_budget is not None:
+        examples, _, seconds = options.shrink_budget.partition(",")
+        try:
+            if int(examples) < 1 or (seconds.strip() and not float(seconds) > 0):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"--shrink-budget: EXAMPLES[,SECONDS], both positive, got {options.shrink_budget!r}"
+            ) from None
+    if options.time_limit is not None and not options.time_limit > 0:
+        raise ValueError(f"--time-limit: a positive number of seconds, got {options.time_limit}")
+    from conformance.implementations.code_paths import environment, split_specs
+
+    specs = split_specs(options.impl)
     if not specs:
         raise ValueError("--impl: nothing given; see python -m conformance list")
+    for spec in specs:
+        try:
+            if environment(spec) and options.isolation == "none":
+                raise ValueError(
+                    f"implementation {spec!r}: a code path runs only in a helper process of "
+                    "its own (--isolation process)"
+                )
+        except ValueError as error:
+            raise ValueError(f"--impl: {error}") from None
     for spec in specs:  # imports each one: a missing module or framework is named now
         try:
             load_implementation(spec, device=options.device)
@@ -302,6 +357,11 @@ def command_run(options: argparse.Namespace) -> int:
     if options.max_examples is not None:
         os.environ["CONFORMANCE_MAX_EXAMPLES"] = str(options.max_examples)
     validate_run(options)
+    if options.shrink_budget is not None:  # read by the campaign, in every worker too
+        examples, _, seconds = options.shrink_budget.partition(",")
+        os.environ["CONFORMANCE_SHRINK_EXAMPLES"] = examples.strip()
+        if seconds.strip():
+            os.environ["CONFORMANCE_SHRINK_SECONDS"] = seconds.strip()
     if options.database is not None:  # read by conformance.profiles, in every worker too
         os.environ["CONFORMANCE_DATABASE"] = options.database
     code = int(pytest.main(pytest_arguments(options)))
@@ -386,6 +446,12 @@ def command_list(options: argparse.Namespace) -> int:
         print(f"  {name:22} {built_in.summary} ({state})")
     print("  reference              the oracle itself")
     print("  package.module[:attr]  your own module or object")
+    from conformance.implementations.code_paths import code_paths
+
+    print("\ntorch's CPU code paths on this machine (--impl 'torch[cpu:avx2]'; options combine:")
+    print("torch[cpu:avx512_core_bf16,threads:2]; torch-channels_last takes them too):")
+    for name, why in code_paths():
+        print(f"  {name:30} {why or 'available'}")
     return 0
 
 

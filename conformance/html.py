@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from conformance.baseline import KnownDiscrepancy, known_table
-from conformance.results import GROUP
+from conformance.results import FAILING, GROUP
 from conformance.scoreboard import scoreboard_matrix, scoreboard_table, status_matrix
 from conformance.spec import OpSpec
 from conformance.tables import (
@@ -97,7 +97,7 @@ def error_plot(frame: pd.DataFrame) -> str:
     left edge."""
     verdicts = frame["verdict"].astype(str)
     ratios = frame["bound_ratio"].astype(float)
-    shown = frame[verdicts.isin(["pass", "widened", "known", "fail", "error"]) & ~ratios.isna()]
+    shown = frame[verdicts.isin(["pass", "widened", "known", *FAILING]) & ~ratios.isna()]
     if shown.empty:
         return "<p>No measured examples to plot.</p>"
     ops = sorted(shown["op"].unique())
@@ -126,7 +126,7 @@ def error_plot(frame: pd.DataFrame) -> str:
     if len(known):
         x, y = place(known, 0.0)
         axes.scatter(x, y, s=14, marker="x", color="0.55", label="known (baseline)")
-    failed = shown[verdict.isin(["fail", "error"])]
+    failed = shown[verdict.isin(FAILING)]
     if len(failed):
         x, y = place(failed, 0.0)
         infinite = x >= ceiling

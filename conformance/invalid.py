@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from conformance.dtypes import numpy_dtype
 from conformance.example import Example
 from conformance.implementations import Unsupported
+from conformance.implementations.isolation import Call, ProcessDied, error_name
 from conformance.spec import OpSpec
 from conformance.strategies.knobs import Knobs
 
@@ -201,9 +202,13 @@ def invalid_calls(spec: OpSpec) -> st.SearchStrategy[tuple[Example, Rule]]:
 
 
 def _outcome(call: Callable[[], Any]) -> BaseException | None:
+    """What the call raised (None: it returned). A call that killed its process or never
+    returned is not a rejection: ProcessDied goes on to the caller."""
     try:
         with np.errstate(all="ignore"):
             call()
+    except ProcessDied:
+        raise
     except Exception as error:
         return error
     return None
@@ -258,7 +263,7 @@ def check_invalid(
         "config": repr(config),
         "shapes": repr({k: None if a is None else a.shape for k, a in arrays.items()}),
         "error_verdict": verdict,
-        "implementation_error": "" if theirs is None else f"{type(theirs).__name__}: {theirs}",
+        "implementation_error": "" if theirs is None else f"{error_name(theirs)}: {theirs}",
         "reference_error": "" if ours is None else f"{type(ours).__name__}: {ours}",
         "reference_error_names_argument": bool(named) if ours is not None else None,
         "normalized_error": np.nan,
@@ -284,3 +289,64 @@ def judge(row: Mapping[str, Any]) -> tuple[str, str]:
     if verdict == "both rejected" and not row["reference_error_names_argument"]:
         return "fail", f"unclear reference error: {row['reference_error']}"
     return "pass", ""
+
+
+def died_on_invalid_call(
+    spec: OpSpec, implementation: Any, example: Example, rule: Rule, dtype: str, died: ProcessDied
+) -> dict[str, Any]:
+    """The row of an invalid call that killed its process or never returned (instead of
+    raising): verdict crash or hang, and a repro that makes the call in a watched child."""
+    from conformance import repro
+    from conformance.history import history_code
+
+    arrays, config = broken(rule, example)
+    stored = numpy_dtype(dtype)
+    args = tuple(None if a is None else a.astype(stored) for a in arrays.values())
+    script = history_code([Call(spec.name, args, config)], implementation)
+    return {
+        "op": spec.name,
+        "implementation": implementation.name,
+        "dtype": dtype,
+        "direction": "invalid call",
+        "rule": rule.name,
+        "argument": rule.argument,
+        "example_key": f"{rule.name}: {example.key()}",
+        "example": f"{rule.name}: "
+        + ", ".join(f"{k} {a.shape}" for k, a in arrays.items() if a is not None)
+        + f"; {config!r}",
+        "config": repr(config),
+        "shapes": repr({k: None if a is None else a.shape for k, a in arrays.items()}),
+        "error_verdict": died.verdict,
+        "verdict": died.verdict,
+        "failed_outputs": died.verdict,
+        "problem": str(died),
+        "normalized_error": np.nan,
+        "bound_ratio": np.nan,
+        "repro": repro.in_subprocess(script, died),
+    }
+
+
+def invalid_row(
+    spec: OpSpec, implementation: Any, example: Example, rule: Rule, dtype: str
+) -> dict[str, Any]:
+    """One invalid call's row, judged: both must reject it. A call that kills its process or
+    never returns is a crash or a hang, as for a valid one."""
+    try:
+        row = check_invalid(spec, implementation, example, rule, dtype)
+    except ProcessDied as died:
+        row = died_on_invalid_call(spec, implementation, example, rule, dtype, died)
+        row["regions"] = rule.name
+        return row
+    row["regions"] = rule.name  # a baseline entry names the rule as its region
+    verdict, problem = judge(row)
+    if (
+        verdict == "fail"
+        and row["error_verdict"] == "only the reference rejected"
+        and not getattr(implementation, "validates_like_torch", True)
+    ):
+        # a framework with argument rules of its own (ONNX, JAX) accepting a call torch's
+        # rules forbid: what it then computes is outside torch's semantics, not judged
+        verdict = "unsupported"
+        problem = f"{implementation.name} does not check torch's rule ({rule.name}): {problem}"
+    row.update(verdict=verdict, problem=problem)
+    return row

@@ -8,8 +8,10 @@ Loaded by ``-p conformance.pytest_plugin`` (pyproject's addopts).
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import hashlib
 import importlib
+import json
 import os
 import pkgutil
 import platform
@@ -30,28 +32,37 @@ from conformance.arithmetic_ops import ARITHMETIC_OPS
 from conformance.baseline import KnownDiscrepancy, load_baseline
 from conformance.catalogue import CATALOGUE
 from conformance.dtypes import DTYPES
-from conformance.implementations import BUILT_IN, load_implementation
+from conformance.implementations import BUILT_IN, code_paths, load_implementation
+from conformance.implementations.isolation import DEFAULT_TIME_LIMIT_S, InProcess, Isolated
 from conformance.recorder import Recorder
 from conformance.report import write_report
-from conformance.results import PARTS, Spool, frame_from_spools, remove_spools
+from conformance.reproduce import verify
+from conformance.results import FAILING, GROUP, PARTS, Spool, frame_from_spools, remove_spools
 from conformance.tables import discrepancies, missed_regions, results_table
 from conformance.verdict import (
+    ENDED_KEY,
+    NOT_APPLIED_KEY,
     NOT_RUN_KEY,
     SHORTFALLS_KEY,
     example_text,
     group_title,
     repro_name,
+    reproduced_text,
     verdict,
 )
 
 RECORDER = pytest.StashKey[Recorder]()
 SHORTFALLS = pytest.StashKey[list[str]]()
+ENDED = pytest.StashKey[list[str]]()
 STARTED = pytest.StashKey[tuple[float, str]]()
 SPOOL_DIR = pytest.StashKey[Path]()
 TEMPORARY = pytest.StashKey[bool]()
 LOST_WORKERS = pytest.StashKey[list[str]]()
 FRAME = pytest.StashKey[Any]()
 LOADED = pytest.StashKey[dict[str, Any]]()
+PLATFORMS = pytest.StashKey[dict[str, dict[str, Any]]]()
+FAILED_TESTS = pytest.StashKey[dict[str, str]]()
+GROUP_PROPERTY = "conformance_group"
 SKIPPED = pytest.StashKey[dict[str, list[str]]]()
 PROGRESS = pytest.StashKey[dict[str, Any]]()
 EXAMPLES_PROPERTY = "conformance_examples"
@@ -116,6 +127,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="OP[,OP...]",
         default=None,
         help="run only these catalogue ops",
+    )
+    group.addoption(
+        "--conformance-isolation",
+        choices=("process", "none"),
+        default="process",
+        help="process (default): every implementation call in a helper process, so that a "
+        "call that kills its process or never returns is a verdict (crash, hang); none: calls "
+        "in the test process itself",
+    )
+    group.addoption(
+        "--conformance-time-limit",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="a call that has not returned after this long is a hang (default: the "
+        "implementation's call_time_limit, else 5 s)",
+    )
+    group.addoption(
+        "--conformance-seed",
+        metavar="N",
+        type=int,
+        default=None,
+        help="the run's seed when no --hypothesis-seed is given (python -m conformance run "
+        "draws one): each group draws from its own seed derived from it, and the example "
+        "database still replays its failures first",
     )
     group.addoption(
         "--conformance-dtypes",
@@ -271,7 +307,7 @@ def conformance_target(request: pytest.FixtureRequest) -> bool:
 
 def implementation_specs(config: pytest.Config) -> list[str]:
     given = str(config.getoption("conformance_impl"))
-    return [spec.strip() for spec in given.split(",") if spec.strip()] or ["torch"]
+    return code_paths.split_specs(given) or ["torch"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -287,12 +323,57 @@ def implementation(request: pytest.FixtureRequest) -> Any:
     loaded = request.config.stash.setdefault(LOADED, {})
     if spec not in loaded:
         try:
-            loaded[spec] = load_implementation(
-                spec, device=request.config.getoption("conformance_device")
-            )
+            loaded[spec] = runner(request.config, spec)
         except ValueError as error:
             pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+        request.config.add_cleanup(loaded[spec].close)
+        record_platform(request.config, loaded[spec])
     return loaded[spec]
+
+
+def runner(config: pytest.Config, spec: str) -> Any:
+    """The implementation named ``spec``, wrapped so that its calls run isolated in helper
+    processes (or, with --conformance-isolation none, in this one)."""
+    device = config.getoption("conformance_device")
+    local = load_implementation(spec, device=device)
+    environment = code_paths.environment(spec)
+    in_process = config.getoption("conformance_isolation") == "none"
+    if in_process and environment:
+        raise ValueError(
+            f"implementation {spec!r}: a code path runs only in a helper process of its own "
+            "(--isolation process)"
+        )
+    limit = config.getoption("conformance_time_limit") or getattr(
+        local, "call_time_limit", DEFAULT_TIME_LIMIT_S
+    )
+    isolated = Isolated(spec, local, device, environment, float(limit))
+    if in_process:
+        # the ordinary calls here; those the baseline says damage their process, isolated
+        return InProcess(local, isolated)
+    return isolated
+
+
+def record_platform(config: pytest.Config, implementation: Any) -> None:
+    """The implementation's code path (what its helper process says decides it), spooled for
+    the controller's header: platform-<process>.json beside the rows."""
+    facts = config.stash.setdefault(PLATFORMS, {})
+    facts[implementation.name] = implementation.platform()
+    worker = _worker_input(config)
+    name = "main" if worker is None else worker["workerid"]
+    parts = config.stash[SPOOL_DIR] / PARTS
+    if parts.is_dir():
+        (parts / f"platform-{name}.json").write_text(json.dumps(facts), encoding="utf-8")
+
+
+def read_platforms(parts: Path) -> dict[str, dict[str, Any]]:
+    facts: dict[str, dict[str, Any]] = {}
+    for path in sorted(parts.glob("platform-*.json")):
+        try:
+            facts.update(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+        path.unlink(missing_ok=True)
+    return facts
 
 
 def _version(package: str) -> str:
@@ -315,11 +396,29 @@ def run_header(config: pytest.Config, examples: int, partial: str) -> dict[str, 
         "partial": partial or "no",
         "implementation": config.getoption("conformance_impl"),
         "profile": _profile_text(config),
-        "seed": config.getoption("hypothesis_seed", None) or "random",
+        "seed": _seed_text(config),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         **{package: _version(package) for package in _packages(config)},
     }
+
+
+def run_seed(config: pytest.Config) -> Any:
+    """The run's seed: --hypothesis-seed, else the one drawn for it (--conformance-seed)."""
+    given = config.getoption("hypothesis_seed", None)
+    return given if given is not None else config.getoption("conformance_seed", None)
+
+
+def _seed_text(config: pytest.Config) -> str:
+    if config.getoption("hypothesis_seed", None) is not None:
+        return str(config.getoption("hypothesis_seed"))
+    drawn = config.getoption("conformance_seed", None)
+    if drawn is None:
+        return "random"
+    return (
+        f"{drawn} (drawn for this run: --seed {drawn} --database none replays it, but for the "
+        "example database's replays, which came first)"
+    )
 
 
 def _profile_text(config: pytest.Config) -> str:
@@ -339,8 +438,9 @@ def _packages(config: pytest.Config) -> list[str]:
     built-in implementation under test (the baseline's confirmed_with is compared to them)."""
     packages = ["torch", "numpy", "hypothesis", "pandas"]
     for spec in implementation_specs(config):
-        if spec in BUILT_IN:
-            packages += [p for p in BUILT_IN[spec].packages if p not in packages]
+        base = code_paths.parse(spec)[0]
+        if base in BUILT_IN:
+            packages += [p for p in BUILT_IN[base].packages if p not in packages]
     return packages
 
 
@@ -394,21 +494,38 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     partial = _partial(session)
     # an interrupted run is thin by construction: its status says interrupted, not thin
     config.stash[SHORTFALLS] = [] if partial else shortfalls(config, frame)
-    if config.stash[SHORTFALLS] and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    config.stash[ENDED] = ended_early(config.stash.get(FAILED_TESTS, {}), frame)
+    platforms: dict[str, dict[str, Any]] = {}
+    if PLATFORMS in config.stash:
+        known: dict[str, dict[str, Any]] = config.stash[PLATFORMS]
+        platforms.update(known)
+    if parts.is_dir():
+        platforms.update(read_platforms(parts))
     config.stash[FRAME] = frame
     if config.stash[TEMPORARY]:
+        _agree(
+            session,
+            frame,
+            {SHORTFALLS_KEY: config.stash[SHORTFALLS], ENDED_KEY: config.stash[ENDED]},
+        )
         shutil.rmtree(directory, ignore_errors=True)
         return
     splits = timing.read_splits(parts) if parts.is_dir() else []
-    if frame.empty:
+    if frame.empty and not config.stash[ENDED]:
         timing.remove_splits(parts)
         return
+    frame = verify(frame)
+    config.stash[FRAME] = frame
     baseline = load_baseline(baseline_path(config))
     header = run_header(config, len(frame), partial)
+    for name, facts in sorted(platforms.items()):
+        header[f"code path ({name})"] = code_paths.describe(facts)
     header.update(timing.split_text(splits, None))
     header[SHORTFALLS_KEY] = config.stash[SHORTFALLS]
+    header[ENDED_KEY] = config.stash[ENDED]
     header[NOT_RUN_KEY] = not_run_lines(config.stash.get(SKIPPED, {}))
+    header[NOT_APPLIED_KEY] = not_applied(baseline, platforms, frame)
+    _agree(session, frame, header)
     write_report(
         frame,
         directory,
@@ -419,6 +536,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     timing.remove_splits(parts)
     remove_spools(directory)
+
+
+def _agree(session: pytest.Session, frame: Any, header: dict[str, Any]) -> None:
+    """The exit status says what the report says: a FAIL verdict fails the run."""
+    if verdict(frame, header) == "FAIL" and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def not_applied(
+    baseline: list[KnownDiscrepancy], platforms: dict[str, dict[str, Any]], frame: Any
+) -> list[str]:
+    """The entries for an implementation and op of this run whose platform condition does
+    not hold on that implementation's code path: not applied, so not confirmed either."""
+    if frame.empty:
+        return []
+    ops = set(frame["op"].astype(str))
+    lines = []
+    for entry in baseline:
+        if not entry.platform or entry.op not in ops | {"*"}:
+            continue
+        for name, facts in sorted(platforms.items()):
+            if fnmatch.fnmatchcase(name, entry.implementation) and not code_paths.condition_holds(
+                entry.platform, facts
+            ):
+                lines.append(
+                    f"{entry.op} {name} {entry.dtype} {entry.direction}, {entry.region}: needs "
+                    f"{entry.platform}; here {code_paths.describe(facts)}"
+                )
+    return lines
 
 
 def not_run_lines(skipped: dict[str, list[str]]) -> list[str]:
@@ -455,7 +601,9 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     seed of its own (group_seed)."""
     recorder = item.config.stash.get(RECORDER, None)
     before = len(recorder) if recorder is not None else 0
-    seed = item.config.getoption("hypothesis_seed", None)
+    seed = run_seed(item.config)
+    if "conformance_recorder" in getattr(item, "fixturenames", ()):  # a campaign test
+        item.user_properties.append((GROUP_PROPERTY, group_of(item)))
     function = getattr(item, "obj", None)
     # a test with a @seed of its own keeps it
     seeded = seed is not None and getattr(function, "_hypothesis_internal_use_seed", 0) is None
@@ -473,6 +621,52 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         item.user_properties.append((EXAMPLES_PROPERTY, len(recorder) - before))
 
 
+def group_of(item: pytest.Item) -> str:
+    """The report's group of a test, 'ops|implementation|dtype|direction', as far as its
+    parameters say ('' where they do not: any; an invalid-call test's direction is 'invalid
+    call'; a network-arithmetic test names its ops)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    spec = params.get("spec")
+    ops = getattr(getattr(item, "function", None), "arithmetic_ops", None)
+    op = getattr(spec, "name", "") or ",".join(ops or ()) or getattr(item, "name", "")
+    implementation = getattr(getattr(item, "funcargs", {}).get("implementation"), "name", "")
+    direction = params.get("direction") or (
+        "invalid call" if getattr(item, "originalname", "") == "test_invalid_call" else ""
+    )
+    return "|".join((str(op), str(implementation), str(params.get("dtype", "")), direction))
+
+
+def last_words(report: pytest.TestReport) -> str:
+    """What a failed test said last: its innermost error line ('E   ...'), else its last
+    line that is not drawing."""
+    lines = report.longreprtext.strip().splitlines()
+    errors = [line[1:].strip() for line in lines if line.startswith("E ") and line[1:].strip()]
+    plain = [line.strip() for line in lines if line.strip().strip("+-|=_ ")]
+    found = errors[-1] if errors else plain[-1] if plain else report.outcome
+    return found[:300]
+
+
+def ended_early(failed: dict[str, str], frame: Any) -> list[str]:
+    """The groups whose test failed without a failing row of their own to say why (a
+    Hypothesis error, a fixture's, a lost example): 'group: the test's last words'."""
+    failing = frame[frame["verdict"].isin(FAILING)] if not frame.empty else frame
+    rows = failing[GROUP].astype(str).to_dict("records") if not failing.empty else []
+    lines = []
+    for group, reason in sorted(failed.items()):
+        ops, implementation, dtype, direction = ([*group.split("|"), "", "", "", ""])[:4]
+        explained = any(
+            row["op"] in ops.split(",")
+            and implementation in ("", row["implementation"])
+            and dtype in ("", row["dtype"])
+            and direction in ("", row["direction"])
+            for row in rows
+        )
+        if not explained:
+            title = " ".join(part for part in (ops, implementation, dtype, direction) if part)
+            lines.append(f"{title}: {reason}")
+    return lines
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[PROGRESS] = {
         "total": len(session.items),
@@ -488,6 +682,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     config = _CONFIG.get("config")
     if config is None or _worker_input(config) is not None:
         return
+    group = dict(report.user_properties).get(GROUP_PROPERTY)
+    if report.failed and group is not None:  # a group that failed: a discrepancy, or early
+        config.stash.setdefault(FAILED_TESTS, {})[str(group)] = last_words(report)
     if report.skipped and report.when in ("setup", "call"):
         reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
         reason = reason.removeprefix("Skipped: ")
@@ -547,19 +744,29 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     a person needs, in a few lines per group."""
     for shortfall in config.stash.get(SHORTFALLS, []):
         terminalreporter.write_line(f"conformance: FAILED: {shortfall}", red=True)
+    for line in config.stash.get(ENDED, []):
+        terminalreporter.write_line(f"conformance: FAILED, ended early: {line}", red=True)
     directory = config.getoption("conformance_report")
     frame = config.stash.get(FRAME, None)
-    if directory is None or frame is None or frame.empty:
+    if directory is None or frame is None or (frame.empty and not config.stash.get(ENDED, [])):
         return
     found = discrepancies(frame)
     for entry in found:
         row = entry["row"]
-        terminalreporter.write_line(f"conformance: FAILED {group_title(entry)}", red=True)
+        terminalreporter.write_line(
+            f"conformance: FAILED {group_title(entry)} ({row.get('verdict')})", red=True
+        )
         terminalreporter.write_line(f"  problem: {row.get('problem')}")
         terminalreporter.write_line(f"  minimal example: {example_text(row)}")
         if isinstance(row.get("repro"), str):
-            terminalreporter.write_line(f"  repro: python {Path(directory) / repro_name(entry)}")
-    header = {SHORTFALLS_KEY: config.stash.get(SHORTFALLS, []), "partial": _partial_text(config)}
+            terminalreporter.write_line(
+                f"  repro: python {Path(directory) / repro_name(entry)}{reproduced_text(row)}"
+            )
+    header = {
+        SHORTFALLS_KEY: config.stash.get(SHORTFALLS, []),
+        ENDED_KEY: config.stash.get(ENDED, []),
+        "partial": _partial_text(config),
+    }
     terminalreporter.write_line(
         f"conformance: {verdict(frame, header)}: {len(frame):,} examples, {len(found)} "
         f"discrepant groups; report in {directory}/summary.md"

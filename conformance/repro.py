@@ -174,6 +174,82 @@ def module_lines(
     return lines + [f"got[{n!r}] = {n}" for n in array_names if n in output_names]
 
 
+# The comparison a snippet makes, the campaign's own (error_model.measure): values within
+# their bound, or bit for bit for exact outputs; a NaN or infinity only where the oracle has
+# it, an overflow to the oracle's signed infinity accepted where the bound reaches the
+# dtype's largest value, and no claim where the bound is infinite.
+_COMPARE = """
+def compare(name, actual, expected, bound=None):
+    \"\"\"What is wrong with one output, or '' when nothing is.\"\"\"
+    actual = np.asarray(actual)
+    if actual.shape != expected.shape:
+        return f"{name}: shape {actual.shape}, expected {expected.shape}"
+    if actual.size == 0:
+        return ""
+    if bound is None or expected.dtype.kind != "f":  # bit for bit, NaN-aware, signed zeros apart
+        if expected.dtype.kind == "f":
+            a = actual.astype(np.float64)
+            same = (np.isnan(a) & np.isnan(expected)) | (
+                (a == expected) & (np.signbit(a) == np.signbit(expected)))
+        else:
+            same = actual == expected
+        if same.all():
+            return ""
+        at = tuple(int(i) for i in np.argwhere(~same)[0])
+        return (f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r} "
+                f"(compared bit for bit; {int((~same).sum())} of {same.size} elements differ)")
+    a = actual.astype(np.float64)
+    reach = np.abs(expected) + bound
+    overflowed = np.isfinite(expected) & (reach >= LARGEST) & np.isinf(a)
+    overflowed &= np.signbit(a) == np.signbit(expected)
+    a = np.where(overflowed | np.isposinf(bound), expected, a)
+    special = (np.isnan(a) != np.isnan(expected)) | (
+        (np.isinf(a) | np.isinf(expected)) & ~np.isnan(expected) & (a != expected))
+    if special.any():
+        at = tuple(int(i) for i in np.argwhere(special)[0])
+        return f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r}"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.where(np.isfinite(expected), np.abs(a - expected), 0.0)
+        ratio = np.where(error == 0, 0.0, error / bound)
+    at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    at = tuple(int(i) for i in at)
+    if ratio[at] <= 1:
+        return ""
+    return (f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r}: error "
+            f"{error[at]:.3g} exceeds the bound {bound[at]:.3g} ({ratio[at]:.3g} times it)")
+"""
+
+
+def _indented(lines: Sequence[str]) -> list[str]:
+    return ["    " + line if line else "" for line in lines]
+
+
+def _guarded_call(call_lines: Sequence[str], raises: bool) -> list[str]:
+    """The call, where a raised exception is the finding (``raises``) or a sign that it did
+    not reproduce; a module that does not import means it could not run at all (exit 2)."""
+    found = (
+        [
+            "    print(f'REPRODUCED: the call raised {type(error).__name__}: {error}')",
+            "    sys.exit(1)",
+        ]
+        if raises
+        else [
+            "    print(f'NOT REPRODUCED: the call raised {type(error).__name__}: {error}, "
+            "where the campaign saw it return')",
+            "    sys.exit(0)",
+        ]
+    )
+    return [
+        "try:",
+        *_indented(call_lines),
+        "except ImportError as error:",
+        "    print(f'COULD NOT RUN: {error}')",
+        "    sys.exit(2)",
+        "except Exception as error:",
+        *found,
+    ]
+
+
 def snippet(
     dtype: str,
     arrays: Mapping[str, np.ndarray | None],
@@ -183,14 +259,21 @@ def snippet(
     expected: Mapping[str, np.ndarray],
     bounds: Mapping[str, np.ndarray],
     extra: tuple[str, Sequence[np.ndarray | None]] | None = None,
+    raises: bool = False,
 ) -> str:
-    """A script that recomputes the outputs and prints each one's error against the oracle.
+    """A script that recomputes the outputs and compares each with the oracle: it prints
+    ``REPRODUCED: ...`` (the worst element: index, expected, actual, error, bound) and exits 1
+    when the discrepancy is there, ``NOT REPRODUCED`` and exit 0 when it is not, exit 2 when
+    it cannot run.
 
     ``expected`` is the oracle per output name; ``bounds`` the error bound of each output not
     compared bitwise; ``extra`` the tangents or grad_grads of the derivative directions, as
-    (name, one array or None per differentiable argument).
+    (name, one array or None per differentiable argument); ``raises``: the finding is that
+    the call raises.
     """
-    lines = ["import numpy as np", ""]
+    from conformance.dtypes import largest
+
+    lines = ["import sys", "", "import numpy as np", ""]
     for name, array in arrays.items():
         lines.append(f"{name} = {array_code(array, dtype)}")
     lines.append(f"grad_output = {array_code(grad_output, dtype)}")
@@ -198,30 +281,128 @@ def snippet(
         items = "".join(f"{array_code(a, dtype)}, " for a in extra[1])
         lines.append(f"{extra[0]} = ({items})")
     lines.append(f"config = {dict(config)!r}")
-    lines += call_lines
-    lines.append("")
+    lines += _guarded_call(call_lines, raises)
+    if raises:
+        lines += ["print('NOT REPRODUCED: the call returned')", "sys.exit(0)"]
+        return "\n".join(lines) + "\n"
+    lines += ["", f"LARGEST = {largest(dtype)!r}  # {dtype}'s largest finite value", _COMPARE]
+    lines.append("problems = []")
     for name in expected:
         lines.append(f"expected = {array_code(expected[name], str(expected[name].dtype))}")
-        lines.append(f"actual = np.asarray(got[{name!r}])")
-        if name not in bounds:  # compared bitwise, NaN-aware
-            lines.append(
-                "same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))"
-                if np.issubdtype(expected[name].dtype, np.floating)
-                else "same = actual == expected"
-            )
-            lines.append(f"print({name!r}, 'bitwise equal:', bool(np.all(same)))")
-            continue
-        lines.append(f"bound = {array_code(bounds[name], 'float64')}")
-        # a NaN or an infinity out of place is an error nanmax would not show
-        lines.append(
-            f"print({name!r}, 'NaN and inf where expected:', actual.shape == expected.shape and "
-            "bool(np.array_equal(np.isnan(actual), np.isnan(expected)) and "
-            "np.array_equal(actual[np.isinf(expected)], expected[np.isinf(expected)])))"
-        )
-        lines.append("error = np.abs(actual.astype(np.float64) - expected)")
-        lines.append(
-            "with np.errstate(divide='ignore', invalid='ignore'):\n"
-            f"    print({name!r}, 'max |error|:', np.nanmax(error), "
-            "'worst error / bound:', np.nanmax(error / bound), '(> 1 is a discrepancy)')"
-        )
+        bound = array_code(bounds[name], "float64") if name in bounds else "None"
+        lines.append(f"bound = {bound}")
+        lines.append(f"problems.append(compare({name!r}, got[{name!r}], expected, bound))")
+    lines += [
+        "problems = [p for p in problems if p]",
+        "if problems:",
+        "    print('REPRODUCED: ' + '; '.join(problems))",
+        "    sys.exit(1)",
+        "print('NOT REPRODUCED: every output matches the oracle within its bound')",
+        "sys.exit(0)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def in_subprocess(inner: str, died: Any, time_limit: float | None = None) -> str:
+    """A repro of a call that killed its process or never returned: ``inner`` (the call's
+    own snippet) runs in a child interpreter, which this script watches. ``died``: the
+    ProcessDied the campaign saw (its verdict 'crash' or 'hang', a crash's wait status)."""
+    limit = float(getattr(died, "seconds", None) or time_limit or 60.0)
+    status = getattr(died, "status", None)
+    lines = [
+        '"""The call below killed its process, or never returned, when the campaign made it:',
+        "it runs here in a child interpreter, watched (exit 1: it did so again; 0: it did",
+        'not)."""',
+        "",
+        "import signal",
+        "import subprocess",
+        "import sys",
+        "",
+        f"CALL = {inner!r}",
+        f"LIMIT_S = {limit!r}",
+        "try:",
+        "    child = subprocess.run([sys.executable, '-c', CALL], timeout=LIMIT_S,",
+        "                           capture_output=True, text=True)",
+        "except subprocess.TimeoutExpired:",
+        "    print(f'REPRODUCED: the call did not return within {LIMIT_S:g} s')",
+        "    sys.exit(1)",
+        "if child.returncode < 0:",
+        "    name = signal.Signals(-child.returncode).name",
+        "    print(f'REPRODUCED: the call killed its process: {name} '",
+        "          f'(signal {-child.returncode}); its last words: {child.stderr[-300:]!r}')",
+        "    sys.exit(1)",
+    ]
+    if status is not None and not (status & 0x7F) and (status >> 8) not in (0, 1, 2):
+        lines += [
+            f"if child.returncode == {status >> 8}:",
+            "    print(f'REPRODUCED: the process exited with status {child.returncode}')",
+            "    sys.exit(1)",
+        ]
+    lines += [
+        "print('NOT REPRODUCED: the call ran to its end; it said:', child.stdout.strip()[-300:])",
+        "sys.exit(0)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def with_history(previous: str, script: str) -> str:
+    """A repro whose discrepancy shows only after the calls made before it in the same
+    process: ``previous`` (history code) runs first, then ``script``."""
+    head = (
+        '"""History-dependent: alone, in a fresh process, this call is right; after the calls\n'
+        'made before it in the campaign\'s process (replayed first, below), it is not."""\n\n'
+    )
+    return head + previous + "\n# the call that disagreed\n" + script
+
+
+def oracle_snippet(prepared: Any) -> str:
+    """The repro of an oracle error: the reference's call on the example (it must not
+    raise: the strategy calls the example valid). Exit 1 when it raises."""
+    arrays = prepared.oracle_in
+    lines = ["import sys", "", "import numpy as np", "", "import reference", ""]
+    for name, array in arrays.items():
+        lines.append(f"{name} = {array_code(array, 'float64')}")
+    lines.append(f"config = {dict(prepared.config)!r}")
+    call = f"reference.{prepared.spec.name}({', '.join(arrays)}, **config)"
+    lines += [
+        "try:",
+        f"    {call}",
+        "except Exception as error:",
+        "    print(f'REPRODUCED: the reference raised {type(error).__name__}: {error}')",
+        "    sys.exit(1)",
+        "print('NOT REPRODUCED: the reference accepted the call')",
+        "sys.exit(0)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def harness_snippet(prepared: Any, row: Mapping[str, Any]) -> str:
+    """The repro of a harness error: the campaign's own judgement of the example, which
+    must not raise (the suite's defect, not the implementation's)."""
+    example = prepared.example
+    lines = [
+        "import sys",
+        "",
+        "import numpy as np",
+        "",
+        "from conformance.catalogue import CATALOGUE",
+        "from conformance.check import run_example",
+        "from conformance.example import Example",
+        "from conformance.implementations import load_implementation",
+        "",
+        "arrays = {",
+        *[f"    {k!r}: {array_code(a, 'float64')}," for k, a in example.arrays.items()],
+        "}",
+        f"example = Example(arrays, {dict(example.config)!r}, {example.values!r}, "
+        f"{example.seed!r})",
+        f"spec = next(s for s in CATALOGUE if s.name == {prepared.spec.name!r})",
+        f"implementation = load_implementation({str(row['implementation'])!r})",
+        f"outcome = run_example(spec, implementation, {prepared.dtype!r}, "
+        f"{prepared.direction!r}, example)",
+        "if outcome.row['verdict'] == 'harness error':",
+        "    print('REPRODUCED:', outcome.row['problem'])",
+        "    sys.exit(1)",
+        "print('NOT REPRODUCED: verdict', outcome.row['verdict'])",
+        "sys.exit(0)",
+    ]
     return "\n".join(lines) + "\n"

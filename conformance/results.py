@@ -26,6 +26,10 @@ IDENTITY = ("implementation", "op", "dtype", "direction", "example_key")
 GROUP = ["op", "implementation", "dtype", "direction"]
 PARTS = ".parts"
 REQUIRED = {*IDENTITY, "verdict", "normalized_error", "bound_ratio"}
+# the verdicts that fail a run unless the baseline explains them: a value beyond its bound, an
+# exception of the implementation, a call that killed its process or never returned, and the
+# suite's own defects (the reference rejecting a valid call, the harness raising)
+FAILING = ("fail", "error", "crash", "hang", "oracle error", "harness error")
 
 
 class ResultsError(Exception):

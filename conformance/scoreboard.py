@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-JUDGED = ("pass", "widened", "fail", "error")  # verdicts the bound decided
+from conformance.results import FAILING
+
+JUDGED = ("pass", "widened", *FAILING)  # verdicts the bound decided
 STATUS_ORDER = ("FAIL", "known", "pass", "partly unsupported", "unsupported")
 
 
@@ -29,7 +31,7 @@ def scoreboard_table(frame: pd.DataFrame) -> pd.DataFrame:
             "passed": verdict.isin(["pass", "widened"]).astype(int),
             "known": (verdict == "known").astype(int),
             "unsupported": (verdict == "unsupported").astype(int),
-            "failed": verdict.isin(["fail", "error"]).astype(int),
+            "failed": verdict.isin(FAILING).astype(int),
             "judged ratio": np.where(
                 verdict.isin(JUDGED), frame["bound_ratio"].astype(float), np.nan
             ),

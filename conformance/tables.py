@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conformance.results import GROUP
+from conformance.results import FAILING, GROUP
 from conformance.scoreboard import JUDGED
 from conformance.spec import OpSpec
 
@@ -31,7 +31,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         _known=(verdict == "known").astype(int),
         _widened=(verdict == "widened").astype(int),
         _unsupported=(verdict == "unsupported").astype(int),
-        _failed=verdict.isin(["fail", "error"]).astype(int),
+        _failed=verdict.isin(FAILING).astype(int),
     )
     grouped = measured.groupby(GROUP, sort=True)
     with np.errstate(invalid="ignore"):  # quantiles of groups holding inf
@@ -152,11 +152,16 @@ def missed_regions(frame: pd.DataFrame, catalogue: Iterable[OpSpec]) -> list[str
 
 def discrepancies(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per failing op x implementation x dtype x direction: its minimal example."""
-    failing = frame[frame["verdict"].isin(["fail", "error"])]
+    failing = frame[frame["verdict"].isin(FAILING)]
     entries = []
     for key, rows in failing.groupby(GROUP, sort=True):
         minimal = rows.iloc[-1]
         entries.append(
-            {**dict(zip(GROUP, key, strict=True)), "count": len(rows), "row": minimal.to_dict()}
+            {
+                **dict(zip(GROUP, key, strict=True)),
+                "count": len(rows),
+                "row": minimal.to_dict(),
+                "index": rows.index[-1],
+            }
         )
     return entries

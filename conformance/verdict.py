@@ -10,13 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from conformance.results import GROUP
+from conformance.results import FAILING, GROUP
 from conformance.tables import discrepancies
 
 # header.json keys that are lists, shown in sections of their own rather than in the header
 SHORTFALLS_KEY = "shortfalls"
 NOT_RUN_KEY = "not run"
-LIST_KEYS = (SHORTFALLS_KEY, NOT_RUN_KEY)
+ENDED_KEY = "ended early"
+NOT_APPLIED_KEY = "not applied on this platform"
+LIST_KEYS = (SHORTFALLS_KEY, NOT_RUN_KEY, ENDED_KEY, NOT_APPLIED_KEY)
 WRAP = 100  # prose and lists are wrapped here: no line to scroll sideways through
 
 
@@ -43,7 +45,7 @@ def example_text(row: Mapping[str, Any]) -> str:
 def verdict(frame: pd.DataFrame, header: Mapping[str, Any]) -> str:
     """PASS, FAIL or PARTIAL: what the run's exit status says, in a word."""
     shortfalls = header.get(SHORTFALLS_KEY) or []
-    if not frame.empty and (discrepancies(frame) or shortfalls):
+    if header.get(ENDED_KEY) or (not frame.empty and (discrepancies(frame) or shortfalls)):
         return "FAIL"
     if header.get("partial", "no") != "no":
         return "PARTIAL"
@@ -60,7 +62,7 @@ def verdict_lines(frame: pd.DataFrame, header: Mapping[str, Any]) -> list[str]:
         f"ops through {', '.join(implementations) or 'no implementation'}: "
         + ", ".join(
             f"{int(counts.get(v, 0)):,} {v}"
-            for v in ("pass", "widened", "known", "unsupported", "fail", "error")
+            for v in ("pass", "widened", "known", "unsupported", *FAILING)
             if counts.get(v, 0) or v == "pass"
         )
         + "."
@@ -80,17 +82,42 @@ def verdict_lines(frame: pd.DataFrame, header: Mapping[str, Any]) -> list[str]:
             problem = str(row.get("problem", ""))
             problem = problem if len(problem) <= 160 else problem[:157] + "..."
             where = (
-                f"repro `{repro_name(entry)}`"
+                f"repro `{repro_name(entry)}`{reproduced_text(row)}"
                 if isinstance(row.get("repro"), str)
                 else "no repro snippet"
             )
             lines += wrapped(
-                f"- **{group_title(entry)}**: {problem}; minimal example {example_text(row)}; "
+                f"- **{group_title(entry)}** ({row.get('verdict')}): {problem}; minimal example "
+                f"{example_text(row)}; "
                 f"{where} (section Discrepancies)",
                 "  ",
             )
+    ended = header.get(ENDED_KEY) or []
+    if ended:
+        lines += ["", "Groups that ended early, without a failing example to show why (this "]
+        lines[-1] += "fails the run too):"
+        lines += [""]
+        for line in ended:
+            lines += wrapped(f"- {line}", "  ")
     shortfalls = header.get(SHORTFALLS_KEY) or []
     if shortfalls:
         lines += ["", "Fell short of the campaign's depth (this fails the run too):", ""]
         lines += [f"- {line}" for line in shortfalls]
     return lines
+
+
+def reproduced_text(row: Mapping[str, Any]) -> str:
+    """What running the repro in a fresh process showed, for the group's line."""
+    found = row.get("reproduced")
+    if not isinstance(found, str) or not found:
+        return ""
+    if found == "yes":
+        return ", which reproduces it alone"
+    if found == "history-dependent":
+        return (
+            ", history-dependent: it reproduces only after the calls made before it in the "
+            "same process, which it replays first"
+        )
+    if found == "no":
+        return ", which did NOT reproduce it in a fresh process"
+    return f" ({found})"

@@ -185,9 +185,22 @@ def _built_in(name: str, device: str | None) -> Any:
 
 
 def load_implementation(spec: str, device: str | None = None) -> Any:
-    """A built-in name (see BUILT_IN), or 'package.module[:attribute]' naming a module or
-    object ('reference' too). ``device`` applies to 'torch' (default: $CONFORMANCE_DEVICE,
-    else cpu)."""
+    """A built-in name (see BUILT_IN), a code path of one ('torch[cpu:avx2]', see
+    code_paths), or 'package.module[:attribute]' naming a module or object ('reference' too).
+    ``device`` applies to 'torch' (default: $CONFORMANCE_DEVICE, else cpu).
+
+    A code path's name is checked against this CPU here; its environment (the caps) takes
+    effect only in a process that sets it before importing torch: the isolation's helpers."""
+    from conformance.implementations import code_paths
+
+    base, options = code_paths.parse(spec)
+    if options:
+        code_paths.environment(spec)  # a path this CPU cannot run is refused now
+        if device not in (None, "cpu"):
+            raise ValueError(f"implementation {spec!r}: code paths are CPU paths, not {device}")
+        loaded = _built_in(base, "cpu")
+        loaded.name = spec
+        return loaded
     if spec in BUILT_IN:
         return _built_in(spec, device)
     from conformance.implementations.user_module import ModuleImplementation

@@ -192,6 +192,34 @@ class TorchImplementation(OpsByName):
             return "tf32"
         return "float32" if dtype in HALF_DTYPES else dtype
 
+    def warm_up(self) -> None:
+        """What a process pays on its first calls (autograd's set-up, oneDNN's first
+        primitives), paid once in the isolation's zygote before it forks the processes that
+        make the calls. On one thread: a zygote must not start a thread pool its children
+        would inherit broken."""
+        torch = self._torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                x = torch.ones(1, 2, 5, 5, dtype=dtype, requires_grad=True)
+                w = torch.ones(3, 2, 2, 2, dtype=dtype, requires_grad=True)
+                y = torch.nn.functional.conv2d(x, w, stride=2)
+                g = torch.ones_like(y, requires_grad=True)
+                first = torch.autograd.grad(y, [x, w], g, create_graph=True)
+                torch.autograd.grad(first, [x, w, g], [torch.ones_like(t) for t in first])
+                with torch.autograd.forward_ad.dual_level():
+                    dual = torch.autograd.forward_ad.make_dual(x.detach(), torch.ones_like(x))
+                    torch.nn.functional.max_pool2d(dual, 2)
+        finally:
+            torch.set_num_threads(threads)
+
+    def platform(self) -> dict[str, object]:
+        """What decides torch's CPU kernels here (code_paths.torch_facts)."""
+        from conformance.implementations.code_paths import torch_facts
+
+        return torch_facts(self._torch) if self.device.type == "cpu" else {}
+
     def versions(self) -> dict[str, str]:
         found = {"torch": str(self._torch.__version__)}
         if self.device.type == "cuda":
@@ -343,7 +371,19 @@ class TorchImplementation(OpsByName):
                 "(input,))"
             )
         differentiable = self._differentiable.get(op)
-        return repro.torch_lines(call, array_names, output_names, backward, differentiable, dtype)
+        lines = repro.torch_lines(call, array_names, output_names, backward, differentiable, dtype)
+        return self._code_path_lines() + lines
+
+    def _code_path_lines(self) -> list[str]:
+        """A code path's caps, set before torch is imported (they take effect only then)."""
+        from conformance.implementations.code_paths import environment
+
+        settings = environment(self.name) if "[" in self.name and self.device.type == "cpu" else {}
+        if not settings:
+            return []
+        threads = settings.pop("CONFORMANCE_TORCH_THREADS", "1")
+        lines = ["import os", "", f"os.environ.update({settings!r})  # the code path under test"]
+        return [*lines, "import torch", "", f"torch.set_num_threads({threads})"]
 
 
 def _checked_device(torch: Any, device: str) -> Any:

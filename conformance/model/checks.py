@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from conformance import implementations
-from conformance.baseline import KnownDiscrepancy, explain
+from conformance.baseline import KnownDiscrepancy, explain, isolating
 from conformance.catalogue import BY_NAME
 from conformance.check import regions_hit, run_example
 from conformance.dtypes import dtype_name
 from conformance.example import Example
 from conformance.model.trace import Check, Layer
+from conformance.results import FAILING
 
 CAPTURED = "captured"  # the value kind of an example taken from a real network
 
@@ -105,23 +106,22 @@ def check_layers(
                     "direction": direction,
                     "regions": ";".join(regions_hit(spec, example, dtype)),
                 }
-                crashes = explain(baseline, where, action="skip")
+                quarantine = isolating(baseline, where) is not None
                 began = time.perf_counter()
-                try:
-                    outcome = run_example(
-                        spec, implementation, dtype, direction, example, call=crashes is None
-                    )
-                except ValueError as error:
-                    raise ValueError(
-                        f"layer {layer.path!r} ({spec.name} {direction}): {error}"
-                    ) from None
+                outcome = run_example(
+                    spec, implementation, dtype, direction, example, quarantine=quarantine
+                )
+                if outcome.row["verdict"] == "oracle error":  # too big, or a bad argument
+                    problem = str(outcome.row["problem"]).split(": ", 1)[-1]
+                    raise ValueError(f"layer {layer.path!r} ({spec.name} {direction}): {problem}")
                 row = dict(outcome.row)
                 row.pop("repro", None)  # conformance.model.replay writes the first one
                 row.update(layer=layer.path, layer_index=layer.index, call=position)
                 row["seconds"] = time.perf_counter() - began
-                known = crashes or (None if outcome.passed else explain(baseline, row))
+                known = None if outcome.passed else explain(baseline, row)
                 if known is not None:
                     row.update(verdict="known", known_reason=known.reason)
+                    row["explained_verdict"] = outcome.row["verdict"]
                 rows.append(row)
     return rows
 
@@ -136,7 +136,7 @@ def layer_verdict(layer: Layer, rows: Sequence[dict[str, Any]]) -> tuple[str, fl
     verdicts = [row["verdict"] for row in rows]
     ratios = [float(row["bound_ratio"]) for row in rows if not _missing(row.get("bound_ratio"))]
     worst = max(ratios) if ratios else math.nan
-    failing = [row for row in rows if row["verdict"] in ("fail", "error")]
+    failing = [row for row in rows if row["verdict"] in FAILING]
     if failing:
         first = failing[0]
         return "fail", worst, f"{first['op']} {first['direction']}: {first['problem']}"

@@ -118,7 +118,8 @@ def _one_line(error: BaseException) -> str:
 def main(options: argparse.Namespace) -> int:
     import reference
     from conformance.baseline import load_baseline
-    from conformance.implementations import load_implementation, versions
+    from conformance.implementations import code_paths, load_implementation, versions
+    from conformance.implementations.isolation import InProcess, Isolated
     from reference import _windows
 
     shape = parse_input_shape(options.input_shape)
@@ -131,9 +132,14 @@ def main(options: argparse.Namespace) -> int:
     # makes OpenMP's barriers wait for cores: 15x slower on two busy cores)
     threads = int(os.environ.get("CONFORMANCE_TORCH_THREADS", "1"))
     try:
-        implementation = load_implementation(options.impl)
+        local = load_implementation(options.impl)
+        environment = code_paths.environment(options.impl)
     except ValueError as error:
         raise ValueError(f"--impl: {error}") from None
+    # the layers' calls run here, at their real size; a call the baseline says damages its
+    # process's memory (and a code path, whose caps need a process of its own) runs isolated
+    isolated = Isolated(options.impl, local, environment=environment)
+    implementation = isolated if environment else InProcess(local, isolated)
     baseline = load_baseline(options.baseline)
     began = time.perf_counter()
     torch.manual_seed(options.seed)  # the factory's initialization: the same seed, the same run

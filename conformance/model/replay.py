@@ -19,45 +19,21 @@ from typing import Any
 import numpy as np
 
 from conformance import implementations
-from conformance.check import _as_tuple, _copies, sum_of_products_tolerances
-from conformance.dtypes import numpy_dtype
-from conformance.error_model import with_underflow
+from conformance.check import bounds, oracle, prepare
 from conformance.model.checks import CapturedExample
 from conformance.report import atomic_write
-from conformance.spec import OpSpec, ToleranceContext
+from conformance.spec import OpSpec
 
 
 def oracle_and_bounds(
     spec: OpSpec, implementation: Any, dtype: str, direction: str, example: CapturedExample
 ) -> tuple[dict[str, np.ndarray | None], dict[str, np.ndarray | None], dict[str, np.ndarray]]:
     """(the arrays as tested, the oracle's outputs by name, each inexact output's bound)."""
-    stored = numpy_dtype(dtype)
-    tested = {k: None if a is None else a.astype(stored) for k, a in example.arrays.items()}
-    oracle_in = {k: None if a is None else a.astype(np.float64) for k, a in tested.items()}
-    config = dict(example.config)
-    updated = _copies(oracle_in, spec.mutated)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        forward = _as_tuple(spec.reference(*updated.values(), **config))
-    forward += tuple(updated[name] for name in spec.mutated)
-    output_shape = forward[0].shape
-    grad64 = None
-    if direction == "forward":
-        names = (*spec.outputs(config), *spec.mutated)
-        expected = forward
-    else:
-        grad64 = example.grad_output(output_shape).astype(stored).astype(np.float64)
-        names = spec.gradient_names
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            expected = _as_tuple(spec.reference_backward(grad64, *oracle_in.values(), **config))
-    wanted = dict(zip(names, expected, strict=True))
+    prepared = prepare(spec, dtype, direction, example)
+    oracle(prepared)
     accumulation = implementations.accumulation_dtype(implementation, dtype)
-    context = ToleranceContext(
-        spec.name, example, direction, oracle_in, grad64, wanted, accumulation, dtype,
-        tuple(output_shape),
-    )  # fmt: skip
-    found = (spec.tolerances or (lambda c: sum_of_products_tolerances(spec, c)))(context)
-    bounds = {name: with_underflow(t, accumulation, dtype).bound for name, t in found.items()}
-    return tested, wanted, bounds
+    found = bounds(prepared, accumulation)
+    return prepared.tested, prepared.wanted, {name: t.bound for name, t in found.items()}
 
 
 def file_stem(path: str) -> str:

@@ -19,6 +19,7 @@ from conformance.baseline import KnownDiscrepancy
 from conformance.catalogue import BY_NAME
 from conformance.model import checks, counts, fields, probe, replay
 from conformance.model.trace import Layer, ModelError, Tracer, TracerBug
+from conformance.results import FAILING
 
 LOSS = (
     "cross-entropy of the output (classes along axis 1) against labels drawn from the seed; "
@@ -241,7 +242,7 @@ def _first_repro(
 ) -> Path | None:
     """The repro of the layer's first failing check."""
     for row in rows:
-        if row["layer_index"] != layer.index or row["verdict"] not in ("fail", "error"):
+        if row["layer_index"] != layer.index or row["verdict"] not in FAILING:
             continue
         check = layer.checks[int(row["call"])]
         example = checks.example_of(check, seed=layer.index)

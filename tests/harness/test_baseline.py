@@ -1,5 +1,7 @@
-"""The baseline: known disagreements pass the gate with their reason; crashing calls are not
-made; entries that explain nothing are reported stale; malformed files are refused."""
+"""The baseline: known disagreements pass the gate with their reason, each entry explaining
+only the outputs it names; known crashes are judged like any call, those that damage their
+process in a process of their own; entries that explain nothing are reported stale; malformed
+files are refused."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conformance.baseline import NOT_RUN, load_baseline
+from conformance.baseline import COLUMNS, KnownDiscrepancy, explain, load_baseline
 from conformance.invalid import RULES
 from tests.harness.test_plugin import run_campaign
 
@@ -54,9 +56,7 @@ def test_known_disagreement_passes_and_is_reported(
     assert stale_row.rstrip(" |").endswith("True"), stale_row  # hit, never disagreed: stale
 
 
-def test_skip_entry_means_the_call_is_never_made(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    pytester.makepyfile(
-        exploding="""
+EXPLODING = """
 import os
 import reference
 name = "exploding"
@@ -67,27 +67,92 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     return reference.conv1d(input, weight, bias, stride, padding, dilation, groups,
                             padding_mode)
 """
+
+
+@pytest.mark.parametrize(("outputs", "explained"), [("crash", True), ("output", False)])
+def test_a_known_crash_is_matched_against_its_verdict(
+    pytester: pytest.Pytester, tmp_path: Path, outputs: str, explained: bool
+) -> None:
+    pytester.makepyfile(exploding=EXPLODING)
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_text(
+        ",".join(COLUMNS) + f"\nconv1d,exploding,*,forward,bias,record,{outputs},,crashes,,\n"
     )
-    baseline = write(tmp_path / "baseline.csv", "conv1d,exploding,*,forward,bias,skip,crashes")
     out = tmp_path / "report"
     result = run_campaign(
-        pytester,
-        out,
-        "-k",
-        "conv1d-float64-forward",
-        "--conformance-impl",
-        "exploding",
-        "--hypothesis-profile=quick",
-        f"--conformance-baseline={baseline}",
-    )
-    result.assert_outcomes(passed=1)
+        pytester, out, "-k", "conv1d-float64-forward", "--conformance-impl", "exploding",
+        "--hypothesis-profile=quick", "--hypothesis-seed=2", f"--conformance-baseline={baseline}",
+    )  # fmt: skip
     frame = pd.read_csv(out / "results.csv")
     with_bias = frame["regions"].str.split(";").map(lambda regions: "bias" in regions)
-    # every example with a bias was recorded, not run; every other one ran and passed
-    assert with_bias.any() and (~with_bias).any()
-    assert (frame[with_bias]["problem"] == NOT_RUN).all()
-    assert (frame[with_bias]["verdict"] == "known").all()
-    assert (frame[~with_bias]["verdict"] == "pass").all()
+    assert with_bias.any() and (frame[~with_bias]["verdict"] == "pass").all()
+    if explained:  # every call with a bias was made, and its crash is known
+        result.assert_outcomes(passed=1)
+        assert (frame[with_bias]["verdict"] == "known").all()
+        assert (frame[with_bias]["explained_verdict"] == "crash").all()
+    else:  # an entry for wrong values does not explain a crash
+        result.assert_outcomes(failed=1)
+        assert (frame[with_bias]["verdict"] == "crash").any()
+
+
+POISONING = """
+import reference
+name = "poisoning"
+_poisoned = []
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    output = reference.conv1d(input, weight, bias, stride, padding, dilation, groups,
+                              padding_mode)
+    if _poisoned:
+        return output + 1  # a call after the damage is wrong
+    if bias is not None:
+        _poisoned.append(True)  # right, but damages its process (as heap corruption does)
+    return output
+"""
+
+
+@pytest.mark.parametrize("action", ["isolate", "record"])
+def test_isolate_entries_keep_their_calls_in_quarantine(
+    pytester: pytest.Pytester, tmp_path: Path, action: str
+) -> None:
+    pytester.makepyfile(poisoning=POISONING)
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_text(
+        ",".join(COLUMNS) + f"\nconv1d,poisoning,*,forward,bias,{action},*,,damages,,\n"
+    )
+    out = tmp_path / "report"
+    result = run_campaign(
+        pytester, out, "-k", "conv1d-float64-forward", "--conformance-impl", "poisoning",
+        "--hypothesis-profile=quick", "--hypothesis-seed=2", f"--conformance-baseline={baseline}",
+    )  # fmt: skip
+    frame = pd.read_csv(out / "results.csv")
+    with_bias = frame["regions"].str.split(";").map(lambda regions: "bias" in regions)
+    if action == "isolate":  # the damage stays in the quarantine: no other call meets it
+        result.assert_outcomes(passed=1)
+        assert with_bias.any() and (frame[~with_bias]["verdict"] == "pass").all()
+        assert frame[with_bias]["verdict"].isin(["pass", "known"]).all()
+    else:  # made in the helper, the damage reaches the calls after it: history-dependent
+        result.assert_outcomes(failed=1)
+        failing = frame[frame["verdict"] == "fail"].iloc[-1]
+        assert failing["reproduced"] == "history-dependent"
+
+
+def test_an_old_skip_entry_reads_as_isolate(tmp_path: Path) -> None:
+    path = write(tmp_path / "baseline.csv", "conv1d,torch,*,*,bias,skip,crashes")
+    (entry,) = load_baseline(path)
+    assert entry.action == "isolate" and entry.outputs == "*"
+
+
+def test_an_entry_explains_only_the_outputs_it_names() -> None:
+    entry = KnownDiscrepancy("max_pool1d", "torch", "*", "*", "*", "record", "nan", "", "output")
+    row = {"op": "max_pool1d", "implementation": "torch", "dtype": "float64",
+           "direction": "forward", "regions": "", "verdict": "fail"}  # fmt: skip
+    assert explain([entry], {**row, "failed_outputs": "output"}) is entry
+    assert explain([entry], {**row, "failed_outputs": "output;indices"}) is None
+    other = KnownDiscrepancy("*", "torch", "*", "*", "*", "record", "ties", "", "indices")
+    joined = explain([entry, other], {**row, "failed_outputs": "output;indices"})
+    assert joined is not None and joined.reason == "nan | ties"
+    assert explain([entry], {**row, "verdict": "oracle error", "failed_outputs": "output"}) is None
 
 
 @pytest.mark.parametrize(
@@ -115,3 +180,4 @@ def test_committed_baseline_loads_and_names_real_regions() -> None:
         regions = rules if entry.direction == "invalid call" else BY_NAME[entry.op].coverage
         assert entry.region == "*" or entry.region in regions, entry
         assert entry.reason
+        assert entry.action in ("record", "isolate"), entry  # no call goes unmade

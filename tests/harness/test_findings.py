@@ -6,7 +6,12 @@ A report under ``reports/findings/<implementation>/<slug>.md`` carries a line
 ``NOT REPRODUCED``; or, where the allocator did not notice the corruption this time, it
 survives and prints ``REPRODUCED: ...`` showing the out-of-bounds access), followed by its
 repro as the first ```python block. Reports without that line are skipped, as are those whose
-repro imports a framework that is not installed.
+repro imports a framework that is not installed, and those whose ``Platform:`` line names a
+code path this machine does not take (conformance.implementations.code_paths.condition_holds
+on torch's facts here: ``Platform: onednn>=avx512_core_fp16``), with the reason.
+
+Every write-up states its upstream status (a section ``## Upstream status`` with a line
+``- Reported upstream: ...``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,29 @@ TIMEOUT_S = 60
 WORKERS = 2  # two at once: more only slows the tests running beside them
 
 _KIND = re.compile(r"^Reproduces as:\s*(\w+)\b.*$", re.MULTILINE)
+_PLATFORM = re.compile(r"^Platform:\s*`?([^`\n]+?)`?\s*$", re.MULTILINE)
+
+
+def _platform_missing(text: str) -> str | None:
+    """Why this machine cannot show the finding (its Platform: condition fails), or None."""
+    found = _PLATFORM.search(text)
+    if found is None:
+        return None
+    import torch
+
+    from conformance.implementations.code_paths import (
+        condition_holds,
+        describe,
+        platform_facts,
+        torch_facts,
+    )
+
+    facts = {**platform_facts(None), **torch_facts(torch)}
+    if condition_holds(found.group(1), facts):
+        return None
+    return f"needs {found.group(1)}; this machine: {describe(facts)}"
+
+
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -63,6 +91,8 @@ def _runnable(report: Path) -> str | None:
         return None
     code = block.group(1)
     if any(importlib.util.find_spec(name) is None for name in _imported_packages(code)):
+        return None
+    if _platform_missing(text) is not None:
         return None
     return code
 
@@ -100,6 +130,9 @@ def test_finding_reproduces(
     )
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}")
+    elsewhere = _platform_missing(text)
+    if elsewhere is not None:
+        pytest.skip(f"not this machine's code path: {elsewhere}")
 
     run = runs[report].result() if report in runs else _run(code)
     printed = run.stdout + run.stderr
@@ -117,3 +150,13 @@ def test_finding_reproduces(
         )
     else:
         pytest.fail(f"unknown 'Reproduces as: {kind.group(1)}' (expected output or crash)")
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[f"{p.parent.name}/{p.stem}" for p in REPORTS])
+def test_finding_states_its_upstream_status(report: Path) -> None:
+    text = report.read_text(encoding="utf-8")
+    section = text.split("## Upstream status", 1)
+    assert len(section) == 2, f"{report.name}: no '## Upstream status' section"
+    status = re.search(r"^- Reported upstream: (.+)$", section[1], re.MULTILINE)
+    assert status is not None, f"{report.name}: no '- Reported upstream:' line"
+    assert "github.com" in status.group(1) or "not found upstream as of" in status.group(1)

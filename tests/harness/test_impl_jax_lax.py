@@ -153,5 +153,5 @@ def test_repro_snippet_reproduces_the_unfold_finding() -> None:
     printed = subprocess.run(
         [sys.executable, "-c", outcome.row["repro"]], capture_output=True, text=True, timeout=120
     )
-    assert printed.returncode == 0, printed.stderr
-    assert "output bitwise equal: False" in printed.stdout
+    assert printed.returncode == 1, printed.stderr
+    assert "REPRODUCED: output[" in printed.stdout

@@ -212,8 +212,8 @@ def test_a_failing_examples_repro_reproduces_in_a_fresh_process(implementation: 
     run = subprocess.run(
         [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60
     )
-    assert run.returncode == 0, run.stderr
-    assert "output bitwise equal: False" in run.stdout, run.stdout
+    assert run.returncode == 1, run.stderr
+    assert "REPRODUCED: output[" in run.stdout and "compared bit for bit" in run.stdout, run.stdout
 
 
 def test_the_session_cache_tells_graphs_with_other_outputs_apart(implementation: Any) -> None:
