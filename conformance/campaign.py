@@ -133,7 +133,7 @@ def judge_in_batches(
         where = {"op": spec.name, "implementation": implementation.name, "dtype": dtype,
                  "direction": direction, "regions": ";".join(regions)}  # fmt: skip
         plan.append((example, regions, isolating(baseline, where) is not None))
-    shared = {"baseline": baseline}
+    shared = {"baseline": baseline}  # sent once to each helper (stream compares identity)
     while plan:
         quarantine = plan[0][2]
         length = next((i for i, item in enumerate(plan) if item[2] != quarantine), len(plan))
@@ -240,17 +240,19 @@ def shrink_budget() -> tuple[int, float]:
     return int(examples), float(os.environ.get("CONFORMANCE_SHRINK_SECONDS") or 120.0)
 
 
-_FACTS: dict[str, dict[str, Any]] = {}
+_APPLICABLE: dict[tuple[int, int], list[KnownDiscrepancy]] = {}
 
 
 def applicable(baseline: list[KnownDiscrepancy], implementation: Any) -> list[KnownDiscrepancy]:
     """The baseline entries whose platform condition holds on the implementation's code path
-    (its facts asked once per implementation: its helper process states them)."""
-    name = str(implementation.name)
-    if name not in _FACTS:
+    (its facts asked once per implementation: its helper process states them). The same list
+    each time: the helper keeps it and is sent it again only when it changes."""
+    key = (id(implementation), id(baseline))
+    if key not in _APPLICABLE:
         declared = getattr(implementation, "platform", None)
-        _FACTS[name] = declared() if callable(declared) else platform_facts(implementation)
-    return on_platform(baseline, _FACTS[name])
+        facts = declared() if callable(declared) else platform_facts(implementation)
+        _APPLICABLE[key] = on_platform(baseline, facts)
+    return _APPLICABLE[key]
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=[f"{spec.name}-invalid" for spec in CATALOGUE])

@@ -175,3 +175,15 @@ def test_bad_isolation_options_are_one_line(arguments: tuple[str, ...], message:
     done = conformance("run", "--ops=conv1d", *arguments)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_code_path_this_cpu_cannot_run_is_one_line() -> None:
+    from conformance.implementations.code_paths import code_paths
+
+    beyond = [name for name, why in code_paths() if why]
+    if not beyond:
+        pytest.skip("this CPU runs every code path torch has here")
+    done = conformance("run", "--ops=conv1d", f"--impl={beyond[-1]}")
+    assert done.returncode == 2
+    assert "this CPU cannot run" in done.stderr and "caps only go down" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
