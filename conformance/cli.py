@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.arithmetic_ops import ARITHMETIC_OPS
-from conformance.dtypes import DTYPES
+from conformance.campaign.arithmetic_ops import ARITHMETIC_OPS
+from conformance.catalogue.dtypes import DTYPES
 from conformance.model.command import add_arguments as add_model_arguments
 
 DEFAULT_OUT = Path("reports") / "latest"
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _campaign_path() -> Path:
-    return Path(__file__).with_name("campaign.py")
+    return Path(__file__).with_name("campaign") / "tests.py"
 
 
 def _campaign_modules(options: argparse.Namespace) -> list[str]:
@@ -235,7 +235,7 @@ def _campaign_modules(options: argparse.Namespace) -> list[str]:
     )
     first_shard = options.shard is None or options.shard.split("/")[0].strip() == "1"
     if "torch" in specs and wanted and first_shard:
-        modules.append(str(Path(__file__).with_name("arithmetic.py")))
+        modules.append(str(_campaign_path().with_name("arithmetic.py")))
     return modules
 
 
@@ -251,7 +251,7 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
     arguments = [
         *_campaign_modules(options),
         "-p",
-        "conformance.pytest_plugin",
+        "conformance.campaign.plugin",
         "-q",
         *quiet,
         "--conformance-progress",
@@ -352,7 +352,7 @@ def command_run(options: argparse.Namespace) -> int:
 
     import pytest
 
-    # read by conformance.profiles when it is imported, in every worker too
+    # read by conformance.campaign.profiles when it is imported, in every worker too
     os.environ["CONFORMANCE_PROFILE"] = options.profile
     if options.max_examples is not None:
         os.environ["CONFORMANCE_MAX_EXAMPLES"] = str(options.max_examples)
@@ -362,7 +362,7 @@ def command_run(options: argparse.Namespace) -> int:
         os.environ["CONFORMANCE_SHRINK_EXAMPLES"] = examples.strip()
         if seconds.strip():
             os.environ["CONFORMANCE_SHRINK_SECONDS"] = seconds.strip()
-    if options.database is not None:  # read by conformance.profiles, in every worker too
+    if options.database is not None:  # read by conformance.campaign.profiles, in every worker too
         os.environ["CONFORMANCE_DATABASE"] = options.database
     code = int(pytest.main(pytest_arguments(options)))
     if code == pytest.ExitCode.INTERRUPTED:
@@ -393,10 +393,10 @@ def merged_header(paths: Sequence[Path], examples: int) -> dict[str, Any]:
 
 
 def command_report(options: argparse.Namespace) -> int:
-    from conformance.baseline import explain_frame, load_baseline
     from conformance.catalogue import CATALOGUE
-    from conformance.report import discrepancies, write_report
-    from conformance.results import load_many
+    from conformance.reporting.baseline import explain_frame, load_baseline
+    from conformance.reporting.report import discrepancies, write_report
+    from conformance.reporting.results import load_many
 
     frame = load_many(options.results)
     baseline = load_baseline(options.baseline)
@@ -412,9 +412,9 @@ def command_report(options: argparse.Namespace) -> int:
 
 
 def command_diff(options: argparse.Namespace) -> int:
-    from conformance.diff import compare, render
-    from conformance.report import atomic_write
-    from conformance.results import load
+    from conformance.reporting.diff import compare, render
+    from conformance.reporting.report import atomic_write
+    from conformance.reporting.results import load
 
     old, new = load(options.old), load(options.new)
     comparison = compare(old, new, options.shift)
@@ -462,7 +462,11 @@ def command_model(options: argparse.Namespace) -> int:
 
 
 def command_bench(options: argparse.Namespace) -> int:
-    from conformance.bench import main as bench_main
+    if options.model:  # --model SPEC: the model command at real size
+        from conformance.bench.model import main as model_bench
+
+        return model_bench(options)
+    from conformance.bench.reference import main as bench_main
 
     return bench_main(options)
 
@@ -478,7 +482,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from conformance.results import ResultsError
+    from conformance.reporting.results import ResultsError
 
     options = _parser().parse_args(argv)
     try:

@@ -5,7 +5,7 @@ NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output,
 **config)`` returns the gradients of the differentiable arrays. Optionally
 ``<op>_jvp(tangents, *arrays, **config)`` returns the forward-mode derivative of the first
 output and ``<op>_double_backward(grad_output, grad_grads, *arrays, **config)`` the second
-derivatives (conformance.derivatives says what each means); an implementation without them
+derivatives (conformance.judge.derivatives says what each means); an implementation without them
 is simply not judged in those directions. It may declare
 ``accumulation_dtype(dtype) -> str`` (default: the dtype itself), ``supports(op, dtype)``
 (whole groups it does not run) and ``repro_lines(...)`` (the lines of a repro snippet that
@@ -28,78 +28,33 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.implementations.base import (
+    DIRECTION_SUFFIXES,
+    OpsByName,
+    Unsupported,
+    accumulation_dtype,
+    implements,
+    supports,
+    versions,
+)
 
-class Unsupported(Exception):
-    """Raised by an adapter for an example its framework cannot express; the message is the
-    reason the report shows."""
-
-
-DIRECTION_SUFFIXES = ("_double_backward", "_backward", "_jvp")
-
-
-class OpsByName:
-    """What the adapters with a backward share: ``self._ops`` maps each catalogue op they run
-    to a callable; ``impl.<op>`` calls ``self._forward``, ``impl.<op>_backward``
-    ``self._backward``, and, for an adapter that sets ``derivatives = True``,
-    ``impl.<op>_jvp`` ``self._jvp`` and ``impl.<op>_double_backward``
-    ``self._double_backward`` (for the ops with differentiable arguments)."""
-
-    _ops: dict[str, Callable[..., Any]]
-    derivatives = False  # whether _jvp and _double_backward are defined
-
-    def _split(self, name: str) -> tuple[str, str]:
-        for suffix in DIRECTION_SUFFIXES:
-            if name.endswith(suffix):
-                return name.removesuffix(suffix), suffix
-        return name, ""
-
-    def has(self, op: str) -> bool:
-        base, suffix = self._split(op)
-        if suffix in ("_jvp", "_double_backward") and not self.derivatives:
-            return False
-        return base in self._ops
-
-    def _forward(self, op: str, arrays: Sequence[Any], config: dict) -> Any:
-        raise NotImplementedError
-
-    def _backward(
-        self, op: str, grad_output: Any, arrays: Sequence[Any], config: dict
-    ) -> tuple[Any, ...]:
-        raise NotImplementedError
-
-    def _jvp(self, op: str, tangents: Sequence[Any], arrays: Sequence[Any], config: dict) -> Any:
-        raise NotImplementedError
-
-    def _double_backward(
-        self,
-        op: str,
-        grad_output: Any,
-        grad_grads: Sequence[Any],
-        arrays: Sequence[Any],
-        config: dict,
-    ) -> tuple[Any, ...]:
-        raise NotImplementedError
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        ops = self.__dict__.get("_ops", {})
-        base, suffix = self._split(name)
-        if base not in ops or (suffix in ("_jvp", "_double_backward") and not self.derivatives):
-            raise AttributeError(name)
-        if suffix == "":
-            return lambda *arrays, **config: self._forward(name, arrays, config)
-        if suffix == "_backward":
-            return lambda grad_output, *arrays, **config: self._backward(
-                base, grad_output, arrays, config
-            )
-        if suffix == "_jvp":
-            return lambda tangents, *arrays, **config: self._jvp(base, tangents, arrays, config)
-        return lambda grad_output, grad_grads, *arrays, **config: self._double_backward(
-            base, grad_output, grad_grads, arrays, config
-        )
+__all__ = [
+    "BUILT_IN",
+    "DIRECTION_SUFFIXES",
+    "BuiltIn",
+    "OpsByName",
+    "Unsupported",
+    "accumulation_dtype",
+    "implements",
+    "installed",
+    "load_implementation",
+    "missing_packages",
+    "supports",
+    "versions",
+]
 
 
 @dataclass(frozen=True)
@@ -220,25 +175,3 @@ def load_implementation(spec: str, device: str | None = None) -> Any:
                 f"implementation {spec!r}: {module_name} has no {attribute!r}"
             ) from None
     return ModuleImplementation(spec, target)
-
-
-def implements(implementation: Any, op: str) -> bool:
-    has = getattr(implementation, "has", None)
-    return bool(has(op)) if callable(has) else hasattr(implementation, op)
-
-
-def supports(implementation: Any, op: str, dtype: str) -> bool:
-    """Whether the implementation runs ``op`` in ``dtype`` at all (default: yes)."""
-    declared = getattr(implementation, "supports", None)
-    return bool(declared(op, dtype)) if callable(declared) else True
-
-
-def accumulation_dtype(implementation: Any, dtype: str) -> str:
-    declared = getattr(implementation, "accumulation_dtype", None)
-    return str(declared(dtype)) if callable(declared) else dtype
-
-
-def versions(implementation: Any) -> dict[str, str]:
-    """The framework versions an implementation runs on (for the header and the baseline)."""
-    declared = getattr(implementation, "versions", None)
-    return dict(declared()) if callable(declared) else {}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.dtypes import HALF_DTYPES
+from conformance.catalogue.dtypes import HALF_DTYPES
 from conformance.implementations import OpsByName, Unsupported, jax_lax_conv, jax_lax_pool
 from conformance.implementations.jax_lax_rules import unsupported_reason
 

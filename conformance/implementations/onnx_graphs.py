@@ -257,33 +257,6 @@ def batch_norm(arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str)
     return GraphPlan(nodes, feeds, results, write_back=write_back)
 
 
-def build(op: str, arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str) -> GraphPlan:
-    """The plan of one call of catalogue op ``op``."""
-    from conformance.implementations import onnx_pool_graphs as pool  # it imports this module
-
-    dims = int(op[-2]) if op[-2:-1].isdigit() and op.endswith("d") else 0
-    if op.startswith("conv_transpose"):
-        return conv_transpose(arrays, config, dims)
-    if op.startswith("conv"):
-        return conv(arrays, config, dims)
-    if op.startswith("max_pool"):
-        return pool.max_pool(arrays, config, dims)
-    if op.startswith("avg_pool"):
-        return pool.avg_pool(arrays, config, dims)
-    if op.startswith("lp_pool"):
-        return pool.lp_pool(arrays, config, dims)
-    if op.startswith("adaptive_"):
-        return pool.adaptive_pool(arrays, config, dims, op.split("_")[1])
-    builders = {
-        "fold": fold,
-        "patch_embedding": patch_embedding,
-        "depthwise_separable_conv": depthwise_separable_conv,
-    }
-    if op == "batch_norm":
-        return batch_norm(arrays, config, dtype)
-    return builders[op](arrays, config)
-
-
 OPS = (
     *(f"conv{d}d" for d in (1, 2, 3)),
     *(f"conv_transpose{d}d" for d in (1, 2, 3)),

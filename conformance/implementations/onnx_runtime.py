@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from conformance.implementations import Unsupported, onnx_graphs
+from conformance.implementations import onnx_graphs as graphs
+from conformance.implementations import onnx_pool_graphs as pool
 from conformance.implementations.onnx_graphs import IR_VERSION, OPSET, GraphPlan
 
 # Ops whose onnxruntime 1.31.1 CPU kernels have no float64 registration (session creation
@@ -63,6 +65,34 @@ def make_model(plan: GraphPlan, feeds: Mapping[str, np.ndarray], dtype: np.dtype
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
     )
+
+
+def build(
+    op: str, arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str
+) -> graphs.GraphPlan:
+    """The plan of one call of catalogue op ``op``: its graph, from the conv and pool
+    builders."""
+    dims = int(op[-2]) if op[-2:-1].isdigit() and op.endswith("d") else 0
+    if op.startswith("conv_transpose"):
+        return graphs.conv_transpose(arrays, config, dims)
+    if op.startswith("conv"):
+        return graphs.conv(arrays, config, dims)
+    if op.startswith("max_pool"):
+        return pool.max_pool(arrays, config, dims)
+    if op.startswith("avg_pool"):
+        return pool.avg_pool(arrays, config, dims)
+    if op.startswith("lp_pool"):
+        return pool.lp_pool(arrays, config, dims)
+    if op.startswith("adaptive_"):
+        return pool.adaptive_pool(arrays, config, dims, op.split("_")[1])
+    builders = {
+        "fold": graphs.fold,
+        "patch_embedding": graphs.patch_embedding,
+        "depthwise_separable_conv": graphs.depthwise_separable_conv,
+    }
+    if op == "batch_norm":
+        return graphs.batch_norm(arrays, config, dtype)
+    return builders[op](arrays, config)
 
 
 class _OnnxImplementation:
@@ -113,7 +143,7 @@ class _OnnxImplementation:
         dtype = np.dtype(named["input"].dtype)
         if not self.supports(op, str(dtype)):
             raise Unsupported(f"{self.name} has no {dtype} kernel for {op}")
-        plan = onnx_graphs.build(op, named, config, str(dtype))
+        plan = build(op, named, config, str(dtype))
         self._plans[(op, repr(sorted(config.items())))] = plan
         feeds = {f.name: onnx_graphs.feed_value(f, named, dtype) for f in plan.feeds}
         shapes = tuple((k, v.shape) for k, v in feeds.items())

@@ -35,7 +35,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from conformance.dtypes import HALF_DTYPES
+from conformance.catalogue.dtypes import HALF_DTYPES
 from conformance.implementations.torch_eager import TorchImplementation
 
 # dynamo's limits per code object and per process (torch/_dynamo/config.py, 2.13:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from conformance import repro
-from conformance.dtypes import HALF_DTYPES, numpy_dtype
+from conformance.catalogue.dtypes import HALF_DTYPES, numpy_dtype
 from conformance.implementations import OpsByName
+from conformance.judge import repro
 
 # torch (2.13, CPU) has no float16 or bfloat16 kernel for these ("avg_pool3d_out_frame" not
 # implemented for 'Half'); lp_pool3d is built on avg_pool3d. A test checks that it still

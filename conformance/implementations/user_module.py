@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conformance import repro
-from conformance.implementations import accumulation_dtype, implements, supports
+from conformance.implementations.base import accumulation_dtype, implements, supports
+from conformance.judge import repro
 
 
 class ModuleImplementation:

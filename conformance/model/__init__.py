@@ -6,7 +6,7 @@ Each layer is then described (shapes, parameters, multiply-adds and FLOPs beside
 FlopCounterMode, receptive field and jump, activation statistics, the depthwise-separable
 and 1x1 alternatives of each standard convolution) and, where the catalogue knows its op,
 checked through the implementation under test against the float64 oracle with the
-campaign's own bounds (conformance.check.run_example). The report names the first layer that
+campaign's own bounds (conformance.judge.check.run_example). The report names the first layer that
 fails, with a repro of that layer alone.
 
 Modules: zoo and zoo_dense (the shipped factories), trace (a watched forward pass),

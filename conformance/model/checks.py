@@ -1,6 +1,6 @@
 """Each catalogue op a network called, checked on its real arguments: through the
 implementation under test and the float64 oracle, forward and backward, with the campaign's
-own bounds and verdicts (conformance.check.run_example) and its baseline of known
+own bounds and verdicts (conformance.judge.check.run_example) and its baseline of known
 discrepancies. The backward check's upstream gradient is the real loss's, captured during
 the network's backward pass.
 """
@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from conformance import implementations
-from conformance.baseline import KnownDiscrepancy, explain, isolating
 from conformance.catalogue import BY_NAME
-from conformance.check import regions_hit, run_example
-from conformance.dtypes import dtype_name
-from conformance.example import Example
+from conformance.catalogue.dtypes import dtype_name
+from conformance.catalogue.example import Example
+from conformance.judge.check import regions_hit, run_example
 from conformance.model.trace import Check, Layer
-from conformance.results import FAILING
+from conformance.reporting.baseline import KnownDiscrepancy, explain, isolating
+from conformance.reporting.results import FAILING
 
 CAPTURED = "captured"  # the value kind of an example taken from a real network
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import platform
 import time
@@ -117,9 +118,9 @@ def _one_line(error: BaseException) -> str:
 
 def main(options: argparse.Namespace) -> int:
     import reference
-    from conformance.baseline import load_baseline
     from conformance.implementations import code_paths, load_implementation, versions
     from conformance.implementations.isolation import InProcess, Isolated
+    from conformance.reporting.baseline import load_baseline
     from reference import _windows
 
     shape = parse_input_shape(options.input_shape)
@@ -148,7 +149,7 @@ def main(options: argparse.Namespace) -> int:
     budget = _windows.IM2COL_BUDGET["bytes"]
     if options.memory_budget is not None:
         reference.set_im2col_budget(int(options.memory_budget * 2**30))
-    from conformance.model import report, run
+    from conformance.model import run
 
     try:
         result = run.run_model(
@@ -182,8 +183,24 @@ def main(options: argparse.Namespace) -> int:
         "platform": platform.platform(),
         "cpu count": os.cpu_count(),
     }
-    report.write(result, options.out)
+    write_files(result, options.out)
+    from conformance.model import report
+
     for line in report.verdict_lines(result, options.out):
         print(line)
     failed = result.first_failure is not None or bool(result.disagreements)
     return 1 if failed else 0
+
+
+def write_files(result: Any, out: Path) -> None:
+    """The model report's files, each written whole: layers.csv, checks.csv, header.json,
+    model.md and model.html."""
+    from conformance.model import html, report
+    from conformance.reporting.report import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "layers.csv", result.table.to_csv(index=False))
+    atomic_write(out / "checks.csv", result.check_rows.to_csv(index=False))
+    atomic_write(out / "header.json", json.dumps(result.header, indent=2, default=str))
+    atomic_write(out / "model.md", report.render(result))
+    atomic_write(out / "model.html", html.render(result))

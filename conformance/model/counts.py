@@ -7,7 +7,7 @@ Counts follow reference.layers' stated convention: a MAC is one product of a sum
 products (padded zeros included, bias additions not); FLOP = 2 MACs; the backward pass is
 grad_input plus grad_weight, each as many FLOPs as the forward. Pooling, batch norm and
 activations have no products. FlopCounterMode counts the same products except where its
-rules differ (conformance.arithmetic.COUNTER), which each row names.
+rules differ (conformance.campaign.arithmetic.COUNTER), which each row names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conformance.arithmetic import COUNTER, counter_prediction
+from conformance.judge.flop_counter import COUNTER, counter_prediction
 from conformance.model.trace import Call, Layer
 from reference import layers as described
 from reference.shapes import pool_output_size

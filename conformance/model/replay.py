@@ -4,7 +4,7 @@ torch, or the user's module) and prints each output's error against the float64 
 its bound, stored in the same .npz. A real layer's arrays are too large for the campaign's
 literal snippets.
 
-The oracle and the bound are computed exactly as conformance.check.run_example computes
+The oracle and the bound are computed exactly as conformance.judge.check.run_example computes
 them: the reference in float64 on the arrays rounded to the tested dtype, and the catalogue
 entry's error model at the implementation's declared accumulation precision.
 """
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from conformance import implementations
-from conformance.check import bounds, oracle, prepare
+from conformance.catalogue.spec import OpSpec
+from conformance.judge.check import bounds, oracle, prepare
 from conformance.model.checks import CapturedExample
-from conformance.report import atomic_write
-from conformance.spec import OpSpec
+from conformance.reporting.report import atomic_write
 
 
 def oracle_and_bounds(

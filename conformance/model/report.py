@@ -4,7 +4,6 @@ not at all."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conformance.arithmetic import COUNTER
+from conformance.judge.flop_counter import COUNTER
 from conformance.model.run import ModelRun
-from conformance.report import atomic_write
 
 COMPACT = {
     "layer": "layer",
@@ -220,14 +218,3 @@ def render(result: ModelRun) -> str:
             lines += [text, ""]
         lines.append(_markdown(frame))
     return "\n".join(lines) + "\n"
-
-
-def write(result: ModelRun, out: Path) -> None:
-    from conformance.model import html
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "layers.csv", result.table.to_csv(index=False))
-    atomic_write(out / "checks.csv", result.check_rows.to_csv(index=False))
-    atomic_write(out / "header.json", json.dumps(result.header, indent=2, default=str))
-    atomic_write(out / "model.md", render(result))
-    atomic_write(out / "model.html", html.render(result))

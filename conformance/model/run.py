@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from conformance.baseline import KnownDiscrepancy
 from conformance.catalogue import BY_NAME
 from conformance.model import checks, counts, fields, probe, replay
 from conformance.model.trace import Layer, ModelError, Tracer, TracerBug
-from conformance.results import FAILING
+from conformance.reporting.baseline import KnownDiscrepancy
+from conformance.reporting.results import FAILING
 
 LOSS = (
     "cross-entropy of the output (classes along axis 1) against labels drawn from the seed; "

@@ -21,7 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from conformance.catalogue import BY_NAME
-from conformance.dtypes import numpy_dtype
+from conformance.catalogue.dtypes import numpy_dtype
 from conformance.model import propagation
 from conformance.model.fields import Field, input_field
 from conformance.model.propagation import catalogue_name

@@ -1,5 +1,5 @@
-"""The campaign's generated tests (conformance.campaign), collected with the test suite."""
+"""The campaign's generated tests (conformance.campaign.tests), collected with the test suite."""
 
-from conformance.campaign import CASES, test_invalid_call, test_op
+from conformance.campaign.tests import CASES, test_invalid_call, test_op
 
 __all__ = ["CASES", "test_invalid_call", "test_op"]

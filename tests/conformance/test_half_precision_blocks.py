@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 
 import reference
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.dtypes import HALF_DTYPES
-from conformance.example import Example, fill
+from conformance.catalogue.dtypes import HALF_DTYPES
+from conformance.catalogue.example import Example, fill
 from conformance.implementations.torch_eager import TorchImplementation
 from conformance.implementations.user_module import ModuleImplementation
+from conformance.judge.check import run_example
 
 OPS = ("batch_norm", "depthwise_separable_conv", "residual_block")
 FIXTURE = "tests.harness.half_stored_blocks"

@@ -1,6 +1,7 @@
-"""The network-arithmetic checks (conformance.arithmetic), collected with the test suite."""
+"""The network-arithmetic checks (conformance.campaign.arithmetic), collected with the test
+suite."""
 
-from conformance.arithmetic import (
+from conformance.campaign.arithmetic import (
     test_flops_against_flop_counter,
     test_parameter_count_and_output_shape,
     test_receptive_field_by_gradients,

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from conformance.baseline import load_baseline
 from conformance.catalogue import CATALOGUE, OpSpec
-from conformance.check import regions_hit
-from conformance.example import Example
+from conformance.catalogue.example import Example
 from conformance.implementations.torch_eager import TorchImplementation
+from conformance.judge.check import regions_hit
+from conformance.reporting.baseline import load_baseline
 
 TORCH = TorchImplementation()
 

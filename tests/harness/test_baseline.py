@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conformance.baseline import COLUMNS, KnownDiscrepancy, explain, load_baseline
-from conformance.invalid import RULES
+from conformance.judge.invalid import RULES
+from conformance.reporting.baseline import COLUMNS, KnownDiscrepancy, explain, load_baseline
 from tests.harness.test_plugin import run_campaign
 
 pytest_plugins = ["pytester"]

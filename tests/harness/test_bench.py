@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conformance import bench
+from conformance.bench import reference as bench
 from conformance.cli import main
 
 

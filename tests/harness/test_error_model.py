@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conformance.error_model import (
+from conformance.judge.error_model import (
     UNIT_ROUNDOFF,
     Tolerance,
     accumulated,
@@ -99,9 +99,9 @@ def test_backward_bounds_count_terms_over_the_forward_output() -> None:
     positions per channel), not over the input: the bound once took the first gradient's
     (the input's) shape and was too tight for transposed convolutions."""
     from conformance.catalogue import BY_NAME
-    from conformance.check import sum_of_products_tolerances
-    from conformance.example import Example
-    from conformance.spec import ToleranceContext
+    from conformance.catalogue.example import Example
+    from conformance.catalogue.spec import ToleranceContext
+    from conformance.judge.check import sum_of_products_tolerances
 
     spec = BY_NAME["conv_transpose3d"]
     rng = np.random.default_rng(0)

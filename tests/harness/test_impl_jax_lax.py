@@ -11,9 +11,9 @@ import sys
 import numpy as np
 
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example
+from conformance.catalogue.example import Example
 from conformance.implementations import Unsupported, load_implementation
+from conformance.judge.check import run_example
 
 IMPL = load_implementation("jax")
 RNG = np.random.default_rng(7)
@@ -128,7 +128,7 @@ def test_half_precision_accumulation(dtype: str) -> None:
     XLA:CPU converts a half convolution's operands to float32 (the declared accumulation), but
     a strided reduce_window (average pooling) adds in the half dtype itself: the campaign
     reports those pools as 'widened'. If XLA changes either, this test says so."""
-    from conformance.dtypes import numpy_dtype
+    from conformance.catalogue.dtypes import numpy_dtype
 
     n = 2048 if dtype == "float16" else 256
     ones = np.ones((1, 1, n + 2), dtype=numpy_dtype(dtype))

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example
+from conformance.catalogue.example import Example
 from conformance.implementations import Unsupported, load_implementation
+from conformance.judge.check import run_example
 
 RUNNERS = ["onnx-reference"]
 if __import__("importlib").util.find_spec("onnxruntime") is not None:

@@ -13,16 +13,16 @@ import sys
 
 import numpy as np
 
-from conformance import repro
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example
+from conformance.catalogue.example import Example
 from conformance.implementations import load_implementation
 from conformance.implementations.torch_compile import (
     RECOMPILE_LIMIT,
     CompiledImplementation,
     DecompositionsImplementation,
 )
+from conformance.judge import repro
+from conformance.judge.check import run_example
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 import reference
-from conformance.baseline import KnownDiscrepancy, unconfirmed
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example
+from conformance.catalogue.example import Example
 from conformance.implementations import BUILT_IN, installed, load_implementation
 from conformance.implementations.torch_eager import TorchImplementation
-from conformance.scoreboard import scoreboard_matrix, scoreboard_table
+from conformance.judge.check import run_example
+from conformance.reporting.baseline import KnownDiscrepancy, unconfirmed
+from conformance.reporting.scoreboard import scoreboard_matrix, scoreboard_table
 
 ROOT = Path(__file__).parents[2]
 
@@ -294,7 +294,7 @@ def test_the_textbook_one_pass_variance_fails_the_campaign(tmp_path: Path) -> No
 
 
 def test_report_applies_a_newer_baseline_to_recorded_failures() -> None:
-    from conformance.baseline import explain_frame
+    from conformance.reporting.baseline import explain_frame
 
     entry = KnownDiscrepancy(
         "avg_pool2d", "torch-compile", "*", "backward", "ceil_mode", "record", "why", ""

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, find, settings
 
-from conformance.strategies.conv import conv_examples
-from conformance.strategies.knobs import BLOCK, Knobs
-from conformance.strategies.pool import pool_examples
+from conformance.catalogue.strategies.conv import conv_examples
+from conformance.catalogue.strategies.knobs import BLOCK, Knobs
+from conformance.catalogue.strategies.pool import pool_examples
 
 
 class _Bytes:
@@ -114,7 +114,7 @@ def test_a_batch_holds_distinct_examples(kind: str) -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from conformance.campaign import _PER_CASE, _batch
+    from conformance.campaign.tests import _PER_CASE, _batch
     from conformance.catalogue import CATALOGUE
 
     spec = next(spec for spec in CATALOGUE if spec.name == "conv2d")
@@ -134,7 +134,7 @@ def test_a_batch_holds_distinct_examples(kind: str) -> None:
 
 
 def test_a_group_runs_exactly_its_examples_in_batches() -> None:
-    from conformance.profiles import EXAMPLES_PER_CASE, per_case
+    from conformance.campaign.profiles import EXAMPLES_PER_CASE, per_case
 
     for examples in (1, 4, 7, 8, 20, 150, 1000):
         size = per_case(examples)

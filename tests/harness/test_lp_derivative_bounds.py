@@ -16,9 +16,9 @@ import pytest
 
 import reference
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example, fill
+from conformance.catalogue.example import Example, fill
 from conformance.implementations.user_module import ModuleImplementation
+from conformance.judge.check import run_example
 
 SPEC = BY_NAME["lp_pool2d"]
 CONFIG = {"norm_type": 3.0, "kernel_size": (3, 4), "stride": (1, 3), "ceil_mode": False}

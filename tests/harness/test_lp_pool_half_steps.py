@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from conformance.catalogue import BY_NAME
-from conformance.check import run_example
-from conformance.example import Example
+from conformance.catalogue.example import Example
+from conformance.catalogue.spec import ToleranceContext
 from conformance.implementations.user_module import ModuleImplementation
-from conformance.spec import ToleranceContext
+from conformance.judge.check import run_example
 
 FIXTURE = "tests.harness.float16_lp_steps"
 STEPS = ModuleImplementation(FIXTURE, importlib.import_module(FIXTURE))

@@ -23,7 +23,7 @@ def run_campaign(pytester: pytest.Pytester, out: Path, *args: str) -> pytest.Run
     pytester.makepyfile(wrong_padding=(HERE / "wrong_padding.py").read_text())
     return pytester.runpytest_subprocess(
         "-p",
-        "conformance.pytest_plugin",
+        "conformance.campaign.plugin",
         "-p",
         "no:cacheprovider",
         "--conformance-report",

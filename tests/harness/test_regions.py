@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from conformance.catalogue import BY_NAME
-from conformance.check import regions_hit
-from conformance.example import Example
+from conformance.catalogue.example import Example
+from conformance.judge.check import regions_hit
 
 
 def test_a_window_that_cancels_only_once_rounded_is_a_zero_window_in_that_dtype() -> None:

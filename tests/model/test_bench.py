@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from conformance.bench import model as bench
 from conformance.cli import main
-from conformance.model import bench
 
 
 def test_model_bench_times_every_conv_call_both_ways(

@@ -17,8 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conformance.example import Example
-from conformance.strategies.conv import conv_examples, conv_transpose_examples
+from conformance.catalogue.example import Example
+from conformance.catalogue.strategies.conv import conv_examples, conv_transpose_examples
 from reference import _windows
 from reference.shapes import same_padding
 from tests.reference import brute_force

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.catalogue import CATALOGUE
-from conformance.example import Example
-from conformance.spec import OpSpec
+from conformance.catalogue.example import Example
+from conformance.catalogue.spec import OpSpec
 from reference import double_backward as second_order
 from reference import jvp as forward_mode
 from reference.gradcheck import check_double_backward, check_jvp

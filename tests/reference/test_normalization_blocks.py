@@ -8,9 +8,13 @@ import pytest
 from hypothesis import given, settings
 
 import reference
-from conformance.example import Example
-from conformance.strategies.blocks import patch_examples, residual_examples, separable_examples
-from conformance.strategies.normalization import batch_norm_examples
+from conformance.catalogue.example import Example
+from conformance.catalogue.strategies.blocks import (
+    patch_examples,
+    residual_examples,
+    separable_examples,
+)
+from conformance.catalogue.strategies.normalization import batch_norm_examples
 
 
 def integers(example: Example, offset: int = 0) -> dict[str, np.ndarray | None]:

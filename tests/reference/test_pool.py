@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conformance.example import Example
-from conformance.strategies.pool import (
+from conformance.catalogue.example import Example
+from conformance.catalogue.strategies.pool import (
     adaptive_examples,
     fold_examples,
     pool_examples,

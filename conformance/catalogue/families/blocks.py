@@ -1,0 +1,143 @@
+"""Catalogue entries of the blocks: patch embedding, depthwise-separable convolution and
+ResNet's residual block.
+
+patch_embedding is one matrix product, so the sum-of-products bound applies as it is. The two
+blocks that chain ops have composed bounds (conformance.judge.block_bounds), which carry
+each intermediate's storage in the tested dtype: they are judged in every dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import reference
+from conformance.catalogue.example import Example
+from conformance.catalogue.spec import OpSpec, Region, input_array
+from conformance.catalogue.strategies.blocks import (
+    patch_examples,
+    residual_examples,
+    separable_examples,
+)
+from conformance.judge.block_bounds import residual_tolerances, separable_tolerances
+
+
+def _patch_terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
+    weight = example.arrays["weight"]
+    assert weight is not None
+    per_position = math.prod(output_shape[-2:]) * (output_shape[0] if len(output_shape) == 4 else 1)
+    return {
+        "output": math.prod(weight.shape[1:]) + (example.arrays["bias"] is not None),
+        "grad_input": weight.shape[0],
+        "grad_weight": per_position,
+        "grad_bias": per_position,
+    }
+
+
+def _patch_size(example: Example) -> int:
+    weight = example.arrays["weight"]
+    assert weight is not None
+    return int(weight.shape[-1])
+
+
+def _patch_regions() -> dict[str, Region]:
+    def remainder(e: Example) -> bool:
+        return any(size % _patch_size(e) for size in input_array(e).shape[-2:])
+
+    return {
+        "unbatched": lambda e: input_array(e).ndim == 3,
+        "remainder dropped": remainder,
+        "patch 1 (pointwise)": lambda e: bool(_patch_size(e) == 1),
+        "bias": lambda e: e.arrays["bias"] is not None,
+    }
+
+
+def _separable_regions() -> dict[str, Region]:
+    def multiplier(e: Example) -> bool:
+        weight = e.arrays["depthwise_weight"]
+        assert weight is not None
+        return bool(weight.shape[0] > input_array(e).shape[-3])
+
+    return {
+        "unbatched": lambda e: input_array(e).ndim == 3,
+        "channel multiplier > 1": multiplier,
+        "padding='same'": lambda e: e.config["padding"] == "same",
+        "stride > 1": lambda e: e.config["stride"] > 1,
+        "dilation > 1": lambda e: e.config["dilation"] > 1,
+        "both biases": lambda e: (
+            e.arrays["depthwise_bias"] is not None and e.arrays["pointwise_bias"] is not None
+        ),
+    }
+
+
+RESIDUAL_ARRAYS = (
+    "input",
+    "conv1_weight",
+    "bn1_weight",
+    "bn1_bias",
+    "conv2_weight",
+    "bn2_weight",
+    "bn2_bias",
+    "shortcut_weight",
+    "shortcut_bn_weight",
+    "shortcut_bn_bias",
+)
+
+
+def _residual_regions() -> dict[str, Region]:
+    return {
+        "identity shortcut": lambda e: e.arrays["shortcut_weight"] is None,
+        "projection shortcut": lambda e: e.arrays["shortcut_weight"] is not None,
+        "stride 2": lambda e: e.config["stride"] == 2,
+        "large values (wide)": lambda e: e.values == "wide",
+    }
+
+
+SPECS: tuple[OpSpec, ...] = (
+    OpSpec(
+        name="patch_embedding",
+        family="blocks",
+        reference=reference.patch_embedding,
+        reference_backward=reference.patch_embedding_backward,
+        array_args=("input", "weight", "bias"),
+        differentiable=("input", "weight", "bias"),
+        examples=patch_examples,
+        terms=_patch_terms,
+        coverage=_patch_regions(),
+    ),
+    OpSpec(
+        name="depthwise_separable_conv",
+        family="blocks",
+        reference=reference.depthwise_separable_conv,
+        reference_backward=reference.depthwise_separable_conv_backward,
+        array_args=(
+            "input",
+            "depthwise_weight",
+            "pointwise_weight",
+            "depthwise_bias",
+            "pointwise_bias",
+        ),
+        differentiable=(
+            "input",
+            "depthwise_weight",
+            "pointwise_weight",
+            "depthwise_bias",
+            "pointwise_bias",
+        ),
+        examples=separable_examples,
+        terms=lambda example, shape: {},
+        coverage=_separable_regions(),
+        tolerances=separable_tolerances,
+    ),
+    OpSpec(
+        name="residual_block",
+        family="blocks",
+        reference=reference.residual_block,
+        reference_backward=reference.residual_block_backward,
+        array_args=RESIDUAL_ARRAYS,
+        differentiable=RESIDUAL_ARRAYS,
+        examples=residual_examples,
+        terms=lambda example, shape: {},
+        coverage=_residual_regions(),
+        tolerances=residual_tolerances,
+    ),
+)

@@ -1,0 +1,272 @@
+"""How far an implementation's result may lie from the float64 oracle, and how far it did.
+
+For a sum of n products y = sum_i a_i b_i, any summation order in unit roundoff u gives
+|y_hat - y| <= gamma_n(u) * M with M = sum_i |a_i b_i| and gamma_n(u) = n u / (1 - n u)
+(Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5 and Lemma 3.1).
+Rounding the accumulator to the output dtype adds u_out * |y| (times 1 + u_out, since the
+rounded value is y_hat, not y). The oracle is itself a float64 sum, within gamma_n(2^-53) * M
+of y, so that term joins the bound: without it a float64 implementation would be judged
+against an oracle wrongly assumed exact. M costs one more call of the same bilinear op on
+|a| and |b|.
+
+The report's figure per element is the normalized error
+    |y_hat - y_oracle| / (u * M + u_out * |y_oracle|),
+which the proof caps at about n; real kernels land near sqrt(n) or below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conformance.catalogue.dtypes import largest, numpy_dtype, underflow_unit
+
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+ORACLE_ROUNDOFF = UNIT_ROUNDOFF["float64"]
+# TF32 (NVIDIA tensor cores, float32 storage): each operand is cut to a 10-bit fraction, by
+# truncation on some hardware, so its relative error is below 2^-10; the products of two such
+# operands are exact in float32 and summed in float32.
+TF32_OPERAND_ROUNDOFF = 2.0**-10
+UNIT_ROUNDOFF["tf32"] = TF32_OPERAND_ROUNDOFF
+
+
+def gamma(n: int, u: float) -> float:
+    """gamma_n = n u / (1 - n u); infinite once n u >= 1 (no bound is then possible)."""
+    if n * u >= 1:
+        return float("inf")
+    return n * u / (1 - n * u)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One output tensor of one example, measured against its bound."""
+
+    max_abs_error: float
+    normalized_error: float  # max over elements of |err| / (u M + u_out |y|)
+    bound_ratio: float  # max over elements of |err| / bound; <= 1 passes
+    n_terms: int
+    passed: bool
+    problem: str  # "" when passed, else what went wrong
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator with 0/0 = 0 and x/0 = inf for x > 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = numerator / denominator
+    ratio[(numerator == 0)] = 0.0
+    return ratio
+
+
+def _special_mismatch(got: np.ndarray, oracle: np.ndarray) -> str:
+    """NaN where the oracle has NaN, the same infinities; '' if all agree."""
+    nan_expected, nan_got = np.isnan(oracle), np.isnan(got)
+    if np.any(nan_expected != nan_got):
+        where = np.argwhere(nan_expected != nan_got)[0]
+        return (
+            f"NaN mismatch at {tuple(int(i) for i in where)}: expected "
+            f"{float(oracle[tuple(where)])!r}, got {float(got[tuple(where)])!r}"
+        )
+    inf_expected, inf_got = np.isinf(oracle), np.isinf(got)
+    mismatch = (inf_expected | inf_got) & ~nan_expected & (got != oracle)
+    if np.any(mismatch):
+        where = tuple(int(i) for i in np.argwhere(mismatch)[0])
+        return (
+            f"infinity mismatch at {where}: expected {float(oracle[where])!r}, "
+            f"got {float(got[where])!r}"
+        )
+    return ""
+
+
+def _rejected(problem: str, n_terms: int) -> Measurement:
+    return Measurement(float("inf"), float("inf"), float("inf"), n_terms, False, problem)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What one output may deviate by, element-wise, and the unit its error is reported in."""
+
+    bound: np.ndarray  # |got - oracle| <= bound passes
+    scale: np.ndarray  # normalized error = |got - oracle| / scale
+    n_terms: int
+
+
+def sum_of_products(
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> Tolerance:
+    """The bound of a sum of ``n_terms`` products (module docstring).
+
+    ``magnitude`` is the same op applied to the absolute values of its operands (M above);
+    its own float64 rounding is covered by the factor 1 + gamma_n(2^-53).
+    """
+    finite = np.isfinite(oracle)
+    u, u_out = UNIT_ROUNDOFF[accumulation_dtype], UNIT_ROUNDOFF[output_dtype]
+    covered = np.where(finite, magnitude, 0.0) * (1 + gamma(n_terms, ORACLE_ROUNDOFF))
+    size = np.where(finite, np.abs(oracle), 0.0)
+    spread = gamma(n_terms, u) + gamma(n_terms, ORACLE_ROUNDOFF)
+    if accumulation_dtype == "tf32":
+        # |fl(a)fl(b) - ab| <= (2 t + t^2)|ab| per product, then a float32 sum of the rounded
+        # products, each at most (1 + t)^2 |ab|: spread = 2t + t^2 + gamma_n(u32)(1 + t)^2.
+        t = TF32_OPERAND_ROUNDOFF
+        spread = 2 * t + t * t + gamma(n_terms, UNIT_ROUNDOFF["float32"]) * (1 + t) ** 2
+        spread += gamma(n_terms, ORACLE_ROUNDOFF)
+    bound = (1 + u_out) * spread * covered + u_out * size
+    return Tolerance(np.asarray(bound), np.asarray(u * covered + u_out * size), n_terms)
+
+
+def error_bound(
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> np.ndarray:
+    return sum_of_products(oracle, magnitude, n_terms, accumulation_dtype, output_dtype).bound
+
+
+def with_underflow(tolerance: Tolerance, accumulation_dtype: str, output_dtype: str) -> Tolerance:
+    """``tolerance`` plus what gradual underflow may add: eta per operation of the accumulation
+    (about one per term) and one for the final rounding (Higham 2nd ed., eq. 2.8). Nothing
+    in float64 or float32 at the magnitudes drawn; up to 3e-8 per term in float16."""
+    eta = (tolerance.n_terms + 1) * underflow_unit(accumulation_dtype) + underflow_unit(
+        output_dtype
+    )
+    if eta == 0:
+        return tolerance
+    return Tolerance(tolerance.bound + eta, tolerance.scale + eta, tolerance.n_terms)
+
+
+def _range_of(dtype: str) -> str:
+    """The dtype whose exponent range ``dtype`` has (TF32 is float32's)."""
+    return "float32" if dtype == "tf32" else dtype
+
+
+def accumulated(
+    magnitude: np.ndarray, n_terms: int, spread: float, accumulation_dtype: str
+) -> np.ndarray:
+    """The own error of a sum of ``n_terms`` products of total magnitude ``magnitude``
+    (sum |a_i b_i|) accumulated in ``accumulation_dtype``: ``spread`` (gamma_n, or the sum of
+    gammas a caller counts) times the magnitude, plus eta per product and one for the result
+    (Higham 2nd ed., eq. 2.8; additions underflow exactly). Infinite where a partial sum may
+    overflow (its magnitude with the error reaches the largest finite value): the sum may then
+    be inf, or NaN from inf - inf, and no bound holds."""
+    eta = (n_terms + 1) * underflow_unit(_range_of(accumulation_dtype))
+    error = spread * magnitude + eta
+    top = largest(_range_of(accumulation_dtype))
+    return np.where(magnitude + error >= top, np.inf, error)
+
+
+def stored(value: np.ndarray, error: np.ndarray, dtype: str) -> np.ndarray:
+    """The error of an intermediate known within ``error`` of ``value`` once stored in
+    ``dtype`` between two steps: fl(v) = v (1 + delta) + eta with |delta| <= u and the stored
+    operand within |value| + error, so error + u (|value| + error) + eta. Infinite where
+    |value| + error reaches the dtype's largest finite value: the stored value may be infinite,
+    and whatever is computed from it inf or NaN (inf * 0, inf - inf)."""
+    u = UNIT_ROUNDOFF[dtype]
+    reach = np.abs(value) + error
+    bound = error + u * reach + underflow_unit(_range_of(dtype))
+    return np.where(reach >= largest(_range_of(dtype)), np.inf, bound)
+
+
+def past_the_range(bound: np.ndarray, oracle: np.ndarray, dtype: str) -> np.ndarray:
+    """``bound``, infinite where it reaches past the dtype's largest finite value on the far
+    side of zero (bound >= largest + |oracle|): the computed value may then overflow to the
+    infinity of either sign, and every finite value lies within the bound anyway, so no claim
+    is left to make. (measure accepts an overflow only with the oracle's sign.)"""
+    with np.errstate(invalid="ignore"):
+        beyond = bound >= largest(_range_of(dtype)) + np.abs(oracle)
+    return np.where(beyond, np.inf, bound)
+
+
+def unknown_as_infinite(error: np.ndarray) -> np.ndarray:
+    """A propagated error bound with NaN (an infinite error times a zero weight, inf - inf)
+    read as infinite: an error that may be anything stays unbounded downstream."""
+    return np.where(np.isnan(error), np.inf, error)
+
+
+def _same_bits(got: np.ndarray, oracle: np.ndarray) -> np.ndarray:
+    """Element-wise: both NaN, or equal including the sign of zero."""
+    if not np.issubdtype(oracle.dtype, np.floating):
+        return np.asarray(got == oracle)
+    got64 = got.astype(np.float64)
+    both_nan = np.isnan(got64) & np.isnan(oracle)
+    return both_nan | ((got64 == oracle) & (np.signbit(got64) == np.signbit(oracle)))
+
+
+def measure(
+    got: np.ndarray,
+    oracle: np.ndarray,
+    tolerance: Tolerance | None,
+    expected_dtype: str,
+) -> Measurement:
+    """Measure ``got`` against the float64 (or integer) ``oracle``.
+
+    ``tolerance`` None means exact: values (NaN-aware, signed zeros told apart) and integers
+    must match bit for bit.
+    """
+    n_terms = 0 if tolerance is None else tolerance.n_terms
+    if got.shape != oracle.shape:
+        return _rejected(f"shape {got.shape}, expected {oracle.shape}", n_terms)
+    if got.dtype != numpy_dtype(expected_dtype):
+        return _rejected(f"dtype {got.dtype}, expected {expected_dtype}", n_terms)
+    if oracle.size == 0:
+        return Measurement(0.0, 0.0, 0.0, n_terms, True, "")
+    if tolerance is None:
+        same = _same_bits(got, oracle)
+        if same.all():
+            return Measurement(0.0, 0.0, 0.0, 0, True, "")
+        where = tuple(int(i) for i in np.argwhere(~same)[0])
+        problem = f"not bitwise equal at {where}: expected {oracle[where]!r}, got {got[where]!r}"
+        return _rejected(problem, 0)
+    got64 = got.astype(np.float64)
+    # Where the bound reaches past the dtype's largest finite value, the correctly signed
+    # infinity is a right answer: rounding may overflow (IEEE 754 round to nearest).
+    reach = np.abs(oracle) + tolerance.bound
+    overflowed = np.isfinite(oracle) & (reach >= largest(expected_dtype)) & np.isinf(got64)
+    overflowed &= np.signbit(got64) == np.signbit(oracle)
+    got64 = np.where(overflowed, oracle, got64)
+    # An infinite bound is no claim (a custom error model's way to say the arithmetic may
+    # have decided the result's sign, or whether it is a number): any value passes there.
+    got64 = np.where(np.isposinf(tolerance.bound), oracle, got64)
+    problem = _special_mismatch(got64, oracle)
+    if problem:
+        return _rejected(problem, n_terms)
+    finite = np.isfinite(oracle)
+    with np.errstate(invalid="ignore"):  # inf - inf where the oracle is not finite
+        error = np.where(finite, np.abs(got64 - oracle), 0.0)
+    normalized = _safe_ratio(error, tolerance.scale)
+    ratio = _safe_ratio(error, tolerance.bound)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    passed = bool(ratio[worst] <= 1.0)
+    problem = ""
+    if not passed:
+        problem = (
+            f"error {error[worst]:.3g} at {tuple(int(i) for i in worst)} exceeds the bound "
+            f"{tolerance.bound[worst]:.3g} (expected {float(oracle[worst])!r}, got "
+            f"{float(got64[worst])!r}, n={n_terms})"
+        )
+    return Measurement(
+        float(error.max()), float(normalized.max()), float(ratio[worst]), n_terms, passed, problem
+    )
+
+
+def measure_sum_of_products(
+    got: np.ndarray,
+    oracle: np.ndarray,
+    magnitude: np.ndarray,
+    n_terms: int,
+    accumulation_dtype: str,
+    output_dtype: str,
+) -> Measurement:
+    """Measure ``got`` against the float64 ``oracle`` of a sum of ``n_terms`` products."""
+    tolerance = sum_of_products(oracle, magnitude, n_terms, accumulation_dtype, output_dtype)
+    return measure(got, oracle, tolerance, output_dtype)

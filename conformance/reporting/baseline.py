@@ -1,0 +1,294 @@
+"""The committed baseline of known discrepancies: reports/baseline.csv.
+
+Each entry names an op (or *), an implementation (a glob: torch* is torch, its code paths and
+torch-channels_last), a dtype (or *), a direction (or *), a coverage region of that op, an
+action, the outputs it explains, a platform condition, the reason, found by a brute-force
+case, that the implementation and not the reference is wrong there, the version it was
+confirmed with and its upstream status.
+
+- action ``record``: a failing example of that op, implementation, dtype and direction that
+  hits the region is *known*: recorded with the reason, and not failing the gate. A record
+  entry whose region was hit in a run without any failure is *stale*.
+- action ``isolate``: the same, and every call in the region is made in a process of its own
+  that ends with it (the call damages the memory of its process: later, correct calls would
+  crash or read garbage). ``skip``, which once meant "never make the call", reads as isolate:
+  the suite makes every call and judges its crash.
+- ``outputs``: what the entry explains, ``*`` for any disagreement, else ';'-separated output
+  names (``output``, ``indices``, ``grad_input``, ...) and verdicts (``crash``, ``hang``,
+  ``error``; for an invalid call ``accepted`` or ``rejected``). An example is known only when
+  every one of its failing outputs is explained, so that one known defect cannot hide another.
+- ``platform``: a condition on the implementation's code path (conformance.implementations.
+  code_paths.condition_holds, e.g. ``onednn>=avx512_core_fp16``); an entry whose condition
+  does not hold where the run judged is not applied, and the report lists it.
+- ``confirmed_with`` names the framework and version the entry was confirmed with ("torch
+  2.13.0"); a run on another version reports the entries it could not confirm.
+- ``upstream``: the upstream issue that reports the defect, or "not found upstream as of
+  DATE".
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from conformance.implementations.code_paths import check_condition, condition_holds
+from conformance.reporting.results import FAILING
+
+COLUMNS = (
+    "op",
+    "implementation",
+    "dtype",
+    "direction",
+    "region",
+    "action",
+    "outputs",
+    "platform",
+    "reason",
+    "confirmed_with",
+    "upstream",
+)
+# baselines written before outputs, platform and upstream (or confirmed_with) existed still load
+OLDER_COLUMNS = (
+    ("op", "implementation", "dtype", "direction", "region", "action", "reason", "confirmed_with"),
+    ("op", "implementation", "dtype", "direction", "region", "action", "reason"),
+)
+ACTIONS = ("record", "isolate")
+OLD_ACTIONS = {"skip": "isolate"}
+
+
+@dataclass(frozen=True)
+class KnownDiscrepancy:
+    op: str
+    implementation: str
+    dtype: str
+    direction: str
+    region: str
+    action: str
+    reason: str
+    confirmed_with: str = ""
+    outputs: str = "*"
+    platform: str = ""
+    upstream: str = ""
+
+    def framework(self) -> tuple[str, str]:
+        """(package, version) of confirmed_with; ('', '') when it names none."""
+        package, _, version = self.confirmed_with.strip().partition(" ")
+        return package, version.strip()
+
+    def explains(self) -> set[str]:
+        """The outputs and verdicts it explains ('*': any)."""
+        return {part.strip() for part in self.outputs.split(";") if part.strip()} or {"*"}
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        return (
+            self.op in ("*", row["op"])
+            and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
+            and self.dtype in ("*", row["dtype"])
+            and self.direction in ("*", row["direction"])
+            and (self.region == "*" or self.region in str(row.get("regions") or "").split(";"))
+        )
+
+
+def load_baseline(path: Path) -> list[KnownDiscrepancy]:
+    """The entries of a baseline CSV; a missing file is an empty baseline."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        columns = tuple(reader.fieldnames or ())
+        if columns != COLUMNS and columns not in OLDER_COLUMNS:
+            raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
+        entries = []
+        for row in reader:
+            values = {k: (row[k] or "").strip() for k in columns}
+            values["action"] = OLD_ACTIONS.get(values["action"], values["action"])
+            if "outputs" in values and not values["outputs"]:
+                values["outputs"] = "*"
+            entries.append(KnownDiscrepancy(**values))
+    for entry in entries:
+        if entry.action not in ACTIONS:
+            raise ValueError(f"{path}: action must be one of {ACTIONS}, got {entry.action!r}")
+        try:
+            check_condition(entry.platform)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+    return entries
+
+
+def on_platform(
+    baseline: list[KnownDiscrepancy], facts: Mapping[str, Any]
+) -> list[KnownDiscrepancy]:
+    """The entries whose platform condition holds where an implementation runs (``facts``:
+    conformance.implementations.code_paths.platform_facts)."""
+    return [e for e in baseline if not e.platform or condition_holds(e.platform, facts)]
+
+
+def causes(row: Mapping[str, Any]) -> set[str]:
+    """What is wrong in a failing row: its failing outputs, or its verdict (crash, hang,
+    error), or for an invalid call who alone rejected it."""
+    failed = row.get("failed_outputs")
+    if isinstance(failed, str) and failed:
+        return set(failed.split(";"))
+    if row.get("direction") == "invalid call":
+        verdict = str(row.get("error_verdict", ""))
+        if verdict == "only the reference rejected":
+            return {"accepted"}
+        if verdict == "only the implementation rejected":
+            return {"rejected"}
+    return {str(row.get("verdict", "fail"))}
+
+
+def explain(baseline: list[KnownDiscrepancy], row: Mapping[str, Any]) -> KnownDiscrepancy | None:
+    """The entry (or entries, joined) that explain every failing output of ``row``; None when
+    some of it is unexplained. Oracle and harness errors are the suite's own: never known."""
+    if row.get("verdict") in ("oracle error", "harness error"):
+        return None
+    matching = [e for e in baseline if e.matches(row)]
+    if not matching:
+        return None
+    wanted = causes(row)
+    used: list[KnownDiscrepancy] = []
+    left = set(wanted)
+    for entry in matching:
+        explained = entry.explains()
+        if "*" in explained:
+            return entry
+        if explained & left:
+            used.append(entry)
+            left -= explained
+        if not left:
+            break
+    if left:
+        return None
+    if len(used) == 1:
+        return used[0]
+    return replace(
+        used[0], outputs=";".join(sorted(wanted)), reason=" | ".join(e.reason for e in used)
+    )
+
+
+def isolating(baseline: list[KnownDiscrepancy], row: Mapping[str, Any]) -> KnownDiscrepancy | None:
+    """The first isolate entry whose region the example is in: its call gets a process of
+    its own."""
+    return next((e for e in baseline if e.action == "isolate" and e.matches(row)), None)
+
+
+def _hits(frame: pd.DataFrame, entry: KnownDiscrepancy, regions: pd.Series) -> pd.Series:
+    """entry.matches for every row at once (``regions``: each row's regions as a set). The
+    cheap column comparisons narrow the rows first; the implementation pattern is matched
+    once per distinct name, the region only on the rows left (a whole campaign's report
+    matched every pattern on every row of every entry: 18 million fnmatch calls, 70 s)."""
+    hits = np.ones(len(frame), dtype=bool)
+    for column, wanted in (
+        ("op", entry.op),
+        ("dtype", entry.dtype),
+        ("direction", entry.direction),
+    ):
+        if wanted != "*":
+            hits &= (frame[column] == wanted).to_numpy()
+    names = frame["implementation"].astype(str)
+    matching = [n for n in names.unique() if fnmatch.fnmatchcase(n, entry.implementation)]
+    hits &= names.isin(matching).to_numpy()
+    if entry.region != "*" and hits.any():
+        hits[hits] = [entry.region in names_of for names_of in regions.to_numpy()[hits]]
+    return pd.Series(hits, index=frame.index)
+
+
+def _release(version: str) -> str:
+    """A version without its local label: torch's '2.13.0+cpu' is release 2.13.0."""
+    return version.split("+", 1)[0].strip()
+
+
+def unconfirmed(
+    frame: pd.DataFrame,
+    baseline: list[KnownDiscrepancy],
+    versions: dict[str, str],
+    known: pd.DataFrame | None = None,
+) -> list[str]:
+    """Entries confirmed with another version of their framework than this run's
+    (``versions``: package -> version of the run) that this run did not confirm: no
+    disagreement in their region, whether or not the region was hit. ``known``: the run's
+    known_table, when the caller has it already."""
+    implementations = set(frame["implementation"].astype(str)) if not frame.empty else set()
+    table = known_table(frame, baseline) if known is None else known
+    disagreed = {
+        (r["op"], r["implementation"], r["dtype"], r["direction"], r["region"])
+        for r in table.to_dict("records")
+        if r["disagreed"] > 0
+    }
+    found = []
+    ops = set(frame["op"].astype(str)) if not frame.empty else set()
+    for entry in baseline:
+        package, version = entry.framework()
+        if not package or package not in versions or entry.op not in ops | {"*"}:
+            continue
+        if _release(versions[package]) == _release(version):
+            continue
+        if not any(fnmatch.fnmatchcase(name, entry.implementation) for name in implementations):
+            continue
+        key = (entry.op, entry.implementation, entry.dtype, entry.direction, entry.region)
+        if key not in disagreed:
+            found.append(
+                f"{entry.op} {entry.implementation} {entry.dtype} {entry.direction}, "
+                f"{entry.region}: confirmed with {entry.confirmed_with}, this run has "
+                f"{package} {versions[package]}"
+            )
+    return found
+
+
+def known_table(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.DataFrame:
+    """Per baseline entry that applies to this run: examples in its region, how many of them
+    disagreed (known), and whether it is stale (its region was hit, nothing disagreed)."""
+    rows = []
+    regions = frame["regions"].fillna("").astype(str).str.split(";").map(set)
+    for entry in baseline:
+        if frame.empty:
+            break
+        in_region = _hits(frame, entry, regions)
+        if not in_region.any():
+            continue
+        known = int((frame.loc[in_region, "verdict"] == "known").sum())
+        rows.append(
+            {
+                "op": entry.op,
+                "implementation": entry.implementation,
+                "dtype": entry.dtype,
+                "direction": entry.direction,
+                "region": entry.region,
+                "outputs": entry.outputs,
+                "examples in region": int(in_region.sum()),
+                "disagreed": known,
+                "stale": known == 0,
+                "confirmed with": entry.confirmed_with,
+                "reason": entry.reason,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def explain_frame(frame: pd.DataFrame, baseline: list[KnownDiscrepancy]) -> pd.DataFrame:
+    """Failures that an entry of the (newer) baseline explains become known, with its reason:
+    a report re-rendered after a finding was recorded needs no new run."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    if "known_reason" not in frame:
+        frame["known_reason"] = None
+    frame["known_reason"] = frame["known_reason"].astype(object)
+    if "explained_verdict" not in frame:
+        frame["explained_verdict"] = None
+    frame["explained_verdict"] = frame["explained_verdict"].astype(object)
+    for index in frame.index[frame["verdict"].isin(FAILING)]:
+        entry = explain(baseline, frame.loc[index].to_dict())
+        if entry is not None:
+            frame.loc[index, "explained_verdict"] = frame.loc[index, "verdict"]
+            frame.loc[index, "verdict"] = "known"
+            frame.loc[index, "known_reason"] = entry.reason
+    return frame
