@@ -560,9 +560,22 @@ def _judged(
             f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
         )
         return _failure(row, "harness error", problem, lambda: repro.harness_snippet(prepared, row))
+    row.update(columns)
+    return _measured(prepared, implementation, row, verdict, measurements, tolerances)
+
+
+def _measured(
+    prepared: Prepared,
+    implementation: Any,
+    row: dict[str, Any],
+    verdict: str,
+    measurements: Mapping[str, Measurement],
+    tolerances: Mapping[str, Tolerance],
+) -> Outcome:
+    """The row of a measured example: its worst output's figures, its verdict, and for a
+    failure the outputs that failed and its repros."""
     worst_name = max(measurements, key=lambda n: measurements[n].bound_ratio)
     worst = measurements[worst_name]
-    row.update(columns)
     row.update(
         verdict=verdict,
         normalized_error=max(m.normalized_error for m in measurements.values()),
