@@ -11,23 +11,60 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from conformance.campaign.arithmetic_ops import ARITHMETIC_OPS
-from conformance.catalogue.dtypes import DTYPES
+from conformance.campaign.launch import did_you_mean
+from conformance.catalogue.names import DTYPES
 from conformance.model.command import add_arguments as add_model_arguments
 
 DEFAULT_OUT = Path("reports") / "latest"
-DEFAULT_BASELINE = Path("reports") / "baseline.csv"
 PROFILE_MINIMUM = {"quick": 0, "ci": 100, "thorough": 100}
 
 
+def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        metavar="CSV",
+        help="known discrepancies of your own (the shipped baseline's columns), added to the "
+        "suite's shipped baseline of torch's and the built-in implementations' known defects; "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--no-shipped-baseline",
+        action="store_true",
+        help="leave the shipped baseline out: only --baseline files apply",
+    )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every usage error in one line of the CLI's own words (and a "did you
+    mean" for a near miss of a choice or a flag), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            hint = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        flags = re.search(r"unrecognized arguments: (\S+)", message)
+        if flags:
+            known = [o for action in self._actions for o in action.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else ():
+                for parser in getattr(sub, "choices", {}).values():
+                    known += [o for action in parser._actions for o in action.option_strings]
+            hint = did_you_mean(flags.group(1), known)
+        print(f"{self.prog}: error: {message}{hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m conformance",
         description="A NumPy reference for convolution math, fuzzed against implementations "
         "(torch by default) with Hypothesis; every example is measured against a proven "
@@ -60,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated implementations under test: torch, torch-channels_last, "
         "torch-compile, torch-decompositions, onnxruntime, onnx-reference, jax (see list), "
         "a CPU code path of torch (torch[cpu:avx2], torch[aten:avx2], torch[threads:2]), "
-        "reference, or package.module:attribute (default: torch)",
+        "reference, or package.module:attribute: your own module, imported from the current "
+        "directory first, as the installed conformance command and python -m conformance "
+        "both do (default: torch)",
     )
     run.add_argument(
         "--device",
@@ -98,12 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "read nor write it. Hypothesis ignores it under --seed. (default: "
         ".hypothesis/examples)",
     )
-    run.add_argument(
-        "--baseline",
-        type=Path,
-        default=DEFAULT_BASELINE,
-        help=f"known discrepancies (default: {DEFAULT_BASELINE})",
-    )
+    add_baseline_arguments(run)
     run.add_argument(
         "--min-examples",
         type=int,
@@ -165,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("results", nargs="+", type=Path, help="results files or directories")
     report.add_argument("--out", type=Path, required=True, help="report directory to write")
-    report.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    add_baseline_arguments(report)
 
     diff = commands.add_parser(
         "diff",
@@ -182,7 +216,15 @@ def _parser() -> argparse.ArgumentParser:
         help="flag a group whose p99 normalized error moved by more than this factor (default: 2)",
     )
 
-    commands.add_parser("list", help="the catalogue: ops, families, dtypes, directions")
+    listing = commands.add_parser(
+        "list", help="the catalogue: ops, families, dtypes, directions; the implementations"
+    )
+    listing.add_argument(
+        "--signatures",
+        action="store_true",
+        help="every op's forward, backward, jvp and double-backward signature and what each "
+        "returns, as an implementation of your own must offer them",
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -218,156 +260,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _campaign_path() -> Path:
-    return Path(__file__).with_name("campaign") / "tests.py"
-
-
-def _campaign_modules(options: argparse.Namespace) -> list[str]:
-    """The campaign's test modules: the catalogue's, and the network arithmetic (exact checks
-    of torch.nn modules) when torch is under test, the ops filter keeps some of it and the
-    shard is the first (it is one slice of its own)."""
-    from conformance.implementations.code_paths import split_specs
-
-    modules = [str(_campaign_path())]
-    specs = set(split_specs(options.impl))
-    wanted = options.ops is None or bool(
-        {op.strip() for op in options.ops.split(",")} & set(ARITHMETIC_OPS)
-    )
-    first_shard = options.shard is None or options.shard.split("/")[0].strip() == "1"
-    if "torch" in specs and wanted and first_shard:
-        modules.append(str(_campaign_path().with_name("arithmetic.py")))
-    return modules
-
-
-def pytest_arguments(options: argparse.Namespace) -> list[str]:
-    minimum = options.min_examples
-    if minimum is None:
-        minimum = PROFILE_MINIMUM[options.profile]
-    quiet = (
-        []
-        if options.pytest_output
-        else ["-q", "--tb=no", "-rN", "-p", "no:warnings", "-o", "console_output_style=classic"]
-    )
-    arguments = [
-        *_campaign_modules(options),
-        "-p",
-        "conformance.campaign.plugin",
-        "-q",
-        *quiet,
-        "--conformance-progress",
-        "-p",
-        "no:cacheprovider",
-        f"--hypothesis-profile={'capped' if options.max_examples else options.profile}",
-        f"--conformance-report={options.out}",
-        f"--conformance-min-examples={minimum}",
-        f"--conformance-impl={options.impl}",
-        f"--conformance-baseline={options.baseline}",
-    ]
-    for flag, value in (
-        ("--conformance-ops", options.ops),
-        ("--conformance-device", options.device),
-        ("--conformance-dtypes", options.dtypes),
-        ("--conformance-shard", options.shard),
-        ("--hypothesis-seed", options.seed),
-        ("-n", options.workers),
-    ):
-        if value is not None:
-            arguments.append(f"{flag}={value}" if flag.startswith("--") else f"{flag}{value}")
-    if options.target:
-        arguments.append("--conformance-target")
-    arguments.append(f"--conformance-isolation={options.isolation}")
-    if options.time_limit is not None:
-        arguments.append(f"--conformance-time-limit={options.time_limit}")
-    if options.seed is None:  # a seed of its own, which the header names: a run replays
-        arguments.append(f"--conformance-seed={secrets.randbelow(2**32)}")
-    return arguments + list(options.pytest_args)
-
-
-def _listed(option: str, given: str | None, valid: Sequence[str], what: str) -> None:
-    """Refuse names that are not in ``valid``, in the CLI's own words."""
-    if given is None:
-        return
-    names = [name.strip() for name in given.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"{option}: nothing given; see python -m conformance list")
-    for name in names:
-        if name not in valid:
-            raise ValueError(f"{option}: unknown {what} {name!r}; see python -m conformance list")
-
-
-def validate_run(options: argparse.Namespace) -> None:
-    """Every run option checked before pytest starts: a usage error is one line, exit 2."""
-    from conformance.catalogue import CATALOGUE
-    from conformance.implementations import load_implementation
-
-    _listed("--ops", options.ops, [spec.name for spec in CATALOGUE] + [*ARITHMETIC_OPS], "op")
-    _listed("--dtypes", options.dtypes, DTYPES, "dtype")
-    if options.shard is not None:
-        index, _, count = options.shard.partition("/")
-        if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-            raise ValueError(f"--shard: expected I/N with 1 <= I <= N, got {options.shard!r}")
-    if options.max_examples is not None and options.max_examples < 1:
-        raise ValueError(f"--max-examples: a positive number, got {options.max_examples}")
-    if options.workers is not None and not (
-        options.workers == "auto" or str(options.workers).isdigit()
-    ):
-        raise ValueError(f"-n/--workers: a number or 'auto', got {options.workers!r}")
-    if options.shrink_budget is not None:
-        examples, _, seconds = options.shrink_budget.partition(",")
-        try:
-            if int(examples) < 1 or (seconds.strip() and not float(seconds) > 0):
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"--shrink-budget: EXAMPLES[,SECONDS], both positive, got {options.shrink_budget!r}"
-            ) from None
-    if options.time_limit is not None and not options.time_limit > 0:
-        raise ValueError(f"--time-limit: a positive number of seconds, got {options.time_limit}")
-    from conformance.implementations.code_paths import environment, split_specs
-
-    specs = split_specs(options.impl)
-    if not specs:
-        raise ValueError("--impl: nothing given; see python -m conformance list")
-    for spec in specs:
-        try:
-            if environment(spec) and options.isolation == "none":
-                raise ValueError(
-                    f"implementation {spec!r}: a code path runs only in a helper process of "
-                    "its own (--isolation process)"
-                )
-        except ValueError as error:
-            raise ValueError(f"--impl: {error}") from None
-    for spec in specs:  # imports each one: a missing module or framework is named now
-        try:
-            load_implementation(spec, device=options.device)
-        except ValueError as error:
-            raise ValueError(f"--impl: {error}") from None
-
-
-INTERRUPTED = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
-
-
 def command_run(options: argparse.Namespace) -> int:
-    import os
+    from conformance.campaign.launch import run
 
-    import pytest
-
-    # read by conformance.campaign.profiles when it is imported, in every worker too
-    os.environ["CONFORMANCE_PROFILE"] = options.profile
-    if options.max_examples is not None:
-        os.environ["CONFORMANCE_MAX_EXAMPLES"] = str(options.max_examples)
-    validate_run(options)
-    if options.shrink_budget is not None:  # read by the campaign, in every worker too
-        examples, _, seconds = options.shrink_budget.partition(",")
-        os.environ["CONFORMANCE_SHRINK_EXAMPLES"] = examples.strip()
-        if seconds.strip():
-            os.environ["CONFORMANCE_SHRINK_SECONDS"] = seconds.strip()
-    if options.database is not None:  # read by conformance.campaign.profiles, in every worker too
-        os.environ["CONFORMANCE_DATABASE"] = options.database
-    code = int(pytest.main(pytest_arguments(options)))
-    if code == pytest.ExitCode.INTERRUPTED:
-        return INTERRUPTED
-    return {0: 0, 1: 1}.get(code, 2 if code in (3, 4) else 1)
+    return run(options)
 
 
 def _header_of(path: Path) -> dict[str, Any]:
@@ -394,12 +290,12 @@ def merged_header(paths: Sequence[Path], examples: int) -> dict[str, Any]:
 
 def command_report(options: argparse.Namespace) -> int:
     from conformance.catalogue import CATALOGUE
-    from conformance.reporting.baseline import explain_frame, load_baseline
+    from conformance.reporting.baseline import explain_frame, load_baselines
     from conformance.reporting.report import discrepancies, write_report
     from conformance.reporting.results import load_many
 
     frame = load_many(options.results)
-    baseline = load_baseline(options.baseline)
+    baseline = load_baselines(options.baseline or (), not options.no_shipped_baseline)
     frame = explain_frame(frame, baseline)
     header = merged_header(options.results, len(frame))
     write_report(frame, options.out, header, CATALOGUE, baseline)
@@ -429,6 +325,12 @@ def command_list(options: argparse.Namespace) -> int:
     from conformance.catalogue import CATALOGUE
     from conformance.implementations import BUILT_IN, installed
 
+    if options.signatures:
+        from conformance.catalogue.signatures import signature_lines
+
+        for spec in CATALOGUE:
+            print("\n".join(signature_lines(spec)) + "\n")
+        return 0
     print(f"{'op':26} {'family':14} {'dtypes':36} directions")
     for spec in CATALOGUE:
         print(
@@ -482,12 +384,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from conformance.reporting.results import ResultsError
-
+    # an --impl module (or a model factory) in the current directory imports, whether this
+    # runs as python -m conformance or as the installed conformance command
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     options = _parser().parse_args(argv)
     try:
         return COMMANDS[options.command](options)
-    except (ResultsError, ValueError) as error:
+    except ValueError as error:  # a ResultsError too: an unreadable results file
         print(f"conformance {options.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -39,7 +39,7 @@ from conformance.catalogue import CATALOGUE
 from conformance.catalogue.dtypes import DTYPES
 from conformance.implementations import code_paths, load_implementation
 from conformance.implementations.isolation import DEFAULT_TIME_LIMIT_S, InProcess, Isolated
-from conformance.reporting.baseline import KnownDiscrepancy, load_baseline
+from conformance.reporting.baseline import KnownDiscrepancy, load_baselines
 from conformance.reporting.report import write_report
 from conformance.reporting.reproduce import verify
 from conformance.reporting.results import (
@@ -99,8 +99,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conformance-baseline",
         metavar="CSV",
-        default=None,
-        help="known discrepancies (default: reports/baseline.csv under the rootdir)",
+        action="append",
+        default=[],
+        help="known discrepancies of your own, added to the suite's shipped baseline (repeatable)",
+    )
+    group.addoption(
+        "--conformance-no-shipped-baseline",
+        action="store_true",
+        help="leave the suite's shipped baseline out: only --conformance-baseline files apply",
     )
     group.addoption(
         "--conformance-shard",
@@ -285,15 +291,16 @@ def conformance_recorder(request: pytest.FixtureRequest) -> Recorder:
     return request.config.stash[RECORDER]
 
 
-def baseline_path(config: pytest.Config) -> Path:
-    given = config.getoption("conformance_baseline")
-    return Path(given) if given else config.rootpath / "reports" / "baseline.csv"
+def baseline(config: pytest.Config) -> list[KnownDiscrepancy]:
+    """The shipped baseline (unless left out) and the user's files."""
+    paths = [Path(p) for p in config.getoption("conformance_baseline")]
+    return load_baselines(paths, not config.getoption("conformance_no_shipped_baseline"))
 
 
 @pytest.fixture(scope="session")
 def conformance_baseline(request: pytest.FixtureRequest) -> list[KnownDiscrepancy]:
     try:
-        return load_baseline(baseline_path(request.config))
+        return baseline(request.config)
     except ValueError as error:
         pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
 
@@ -420,7 +427,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     frame = verify(frame)
     config.stash[FRAME] = frame
-    baseline = load_baseline(baseline_path(config))
+    entries = baseline(config)
     header = run_header(config, config.stash[STARTED], len(frame), partial)
     for name, facts in sorted(platforms.items()):
         header[f"code path ({name})"] = code_paths.describe(facts)
@@ -428,14 +435,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     header[SHORTFALLS_KEY] = config.stash[SHORTFALLS]
     header[ENDED_KEY] = config.stash[ENDED]
     header[NOT_RUN_KEY] = not_run_lines(config.stash.get(SKIPPED, {}))
-    header[NOT_APPLIED_KEY] = not_applied(baseline, platforms, frame)
+    header[NOT_APPLIED_KEY] = not_applied(entries, platforms, frame)
     _agree(session, frame, header)
     write_report(
         frame,
         directory,
         header,
         CATALOGUE,
-        baseline,
+        entries,
         late=lambda: timing.split_text(splits, time.perf_counter() - report_began),
     )
     timing.remove_splits(parts)
@@ -494,13 +501,23 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[PROGRESS] = {
-        "total": len(session.items),
-        "done": 0,
-        "examples": 0,
-        "began": time.time(),
-        "shown": 0.0,
-    }
+    """A serial run's count of groups (under xdist, the controller collects nothing: the
+    workers tell it theirs, pytest_xdist_node_collection_finished)."""
+    _start_progress(session.config, len(session.items))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist controller: every worker collects every group; the first to say how many sets
+    the progress line's total."""
+    if PROGRESS not in node.config.stash:
+        _start_progress(node.config, len(ids))
+
+
+def _start_progress(config: pytest.Config, total: int) -> None:
+    began = config.stash[STARTED][0] if STARTED in config.stash else time.time()
+    config.stash[PROGRESS] = {"total": total, "done": 0, "examples": 0, "began": began}
+    config.stash[PROGRESS]["shown"] = time.time()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -27,13 +27,11 @@ def show_progress(config: pytest.Config, progress: dict[str, Any], final: bool =
     if not config.getoption("conformance_progress"):
         return
     now = time.time()
-    # every tenth of the groups, and at most every 5 s: about ten lines a run, however slow
-    step = max(1, progress["total"] // 10)
-    crossed = progress["done"] // step != progress.setdefault("shown_step", 0)
+    # every 5 s at most (a group ending is the occasion), and when the last one ends
     finished = progress["done"] >= progress["total"]
-    if not final and not finished and (not crossed or now - progress["shown"] < 5):
+    if not final and not finished and now - progress["shown"] < 5:
         return
-    progress["shown"], progress["shown_step"] = now, progress["done"] // step
+    progress["shown"] = now
     elapsed = now - progress["began"]
     done, total = progress["done"], progress["total"]
     remaining = elapsed / done * (total - done) if done else float("nan")

@@ -1,62 +1,26 @@
-"""The catalogue: one declarative entry per op, from which tests, reports and the CLI derive.
+"""The catalogue: one declarative entry per op, from which tests, reports and the CLI derive
+(conformance.catalogue.entries builds it; conformance.catalogue.spec says what an entry is).
 
-An entry (conformance.catalogue.spec.OpSpec) names the op as torch.nn.functional and
-``reference`` do, its reference and backward, its array arguments, which are differentiable,
-a strategy of valid examples, how each output is judged, and the regions of its parameter
-space the coverage table must show hit. Each family's entries live in
-conformance/catalogue/families/; every differentiable one gains here its forward-mode and
-second-derivative directions, with their oracles (reference.jvp, reference.double_backward)
-and their bounds (conformance.judge.derivatives, conformance.judge.derivative_bounds).
+``CATALOGUE`` and ``BY_NAME`` are built on first use, not on import: the CLI reads the op
+names (conformance.catalogue.names) and refuses a bad argument in a line before Hypothesis,
+the families and their strategies are loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import reference.double_backward as second_order
-import reference.jvp as forward_mode
-from conformance.catalogue.families import blocks, conv, normalization, pool
-from conformance.catalogue.spec import CustomTolerances, OpSpec
-from conformance.judge.block_derivative_bounds import (
-    residual_derivative_tolerances,
-    separable_derivative_tolerances,
-)
-from conformance.judge.derivative_bounds import (
-    batch_norm_derivative_tolerances,
-    lp_derivative_tolerances,
-)
-from conformance.judge.derivatives import DERIVATIVE_DIRECTIONS, DERIVATIVE_REGIONS
+if TYPE_CHECKING:
+    from conformance.catalogue.entries import BY_NAME, CATALOGUE
+    from conformance.catalogue.spec import OpSpec
 
-# the ops whose derivative directions are not sums of products: their bounds, by running
-# error analysis of the reference's formulas
-CUSTOM_DERIVATIVE_BOUNDS: dict[str, Callable[[OpSpec], CustomTolerances]] = {
-    "batch_norm": batch_norm_derivative_tolerances,
-    "depthwise_separable_conv": separable_derivative_tolerances,
-    "residual_block": residual_derivative_tolerances,
-    **{f"lp_pool{d}d": lp_derivative_tolerances for d in (1, 2, 3)},
-}
+__all__ = ["BY_NAME", "CATALOGUE", "OpSpec"]
 
 
-def with_derivatives(spec: OpSpec) -> OpSpec:
-    """The entry with its jvp and double-backward directions (differentiable ops only)."""
-    if not spec.differentiable:
-        return spec
-    custom = CUSTOM_DERIVATIVE_BOUNDS.get(spec.name)
-    return dataclasses.replace(
-        spec,
-        directions=(*spec.directions, *DERIVATIVE_DIRECTIONS),
-        coverage={**spec.coverage, **DERIVATIVE_REGIONS.get(spec.name, {})},
-        reference_jvp=getattr(forward_mode, f"{spec.name}_jvp"),
-        reference_double_backward=getattr(second_order, f"{spec.name}_double_backward"),
-        derivative_tolerances=None if custom is None else custom(spec),
-    )
-
-
-# every differentiable op in four directions: forward, backward, jvp and double backward
-CATALOGUE: tuple[OpSpec, ...] = tuple(
-    with_derivatives(spec)
-    for spec in (*conv.SPECS, *pool.SPECS, *normalization.SPECS, *blocks.SPECS)
-)
-
-BY_NAME: dict[str, OpSpec] = {spec.name: spec for spec in CATALOGUE}
+def __getattr__(name: str) -> Any:
+    if name in ("CATALOGUE", "BY_NAME"):
+        return getattr(importlib.import_module("conformance.catalogue.entries"), name)
+    if name == "OpSpec":
+        return importlib.import_module("conformance.catalogue.spec").OpSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
+from conformance.catalogue.names import DTYPES
 
 # float16 tops out at 65504: the "wide" kind's magnitudes (up to 1e3) would overflow inside
 # every product and square, which tests float16's range, not the op. Scaled by 2^-8 (exact)

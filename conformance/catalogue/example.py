@@ -7,7 +7,8 @@ arrays are never the near-constant fills that element-wise array strategies tend
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,69 @@ class Example:
         """The upstream gradient for a backward check, reproducible from the seed."""
         return fill(shape, self.values, np.random.default_rng(self.seed + 1))
 
+    @property
+    def omitted(self) -> tuple[str, ...]:
+        """The arguments left out of the call at their default (omit_defaults)."""
+        return tuple(self.tags.get("omitted", ()))
+
+    @property
+    def call_config(self) -> dict[str, Any]:
+        """The keywords the implementation's call passes: the config but those left out."""
+        omitted = self.omitted
+        return {k: v for k, v in self.config.items() if k not in omitted}
+
     def key(self) -> str:
         """Identity of the example, for de-duplicating Hypothesis's replays."""
         shapes = {name: None if a is None else a.shape for name, a in self.arrays.items()}
-        return repr((sorted(self.config.items()), shapes, self.values, self.seed))
+        identity = (sorted(self.config.items()), shapes, self.values, self.seed)
+        return repr((*identity, self.omitted) if self.omitted else identity)
+
+
+def _as_tuple(value: Any, length: int) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * length
+
+
+def _at_default(name: str, value: Any, default: Any, config: Mapping[str, Any]) -> bool:
+    """Whether ``value`` means what the default means: equal to it (per axis for a tuple), or,
+    for a pooling stride whose default None means the kernel, equal to the kernel."""
+    if default is inspect.Parameter.empty:
+        return False
+    if name == "stride" and default is None and "kernel_size" in config:
+        kernel = config["kernel_size"]
+        length = len(kernel) if isinstance(kernel, (tuple, list)) else 1
+        if isinstance(value, (tuple, list)):
+            length = len(value)
+        return value is None or _as_tuple(value, length) == _as_tuple(kernel, length)
+    if isinstance(value, (tuple, list)) and not isinstance(default, (tuple, list)):
+        return len(value) > 0 and all(v == default and type(v) is type(default) for v in value)
+    return bool(value == default and type(value) is type(default))
+
+
+def omit_defaults(example: Example, mask: int, reference: Callable[..., Any]) -> Example:
+    """The example with the arguments the bits of ``mask`` pick among those at their default
+    left out of the implementation's call (named in tags['omitted']: keywords not passed,
+    trailing None arrays not passed). The config keeps their values, which are the defaults:
+    what the oracle, the bounds and the regions read. ``mask`` 0: the example unchanged."""
+    if not mask:
+        return example
+    parameters = inspect.signature(reference).parameters
+    arrays = list(example.arrays)
+    trailing: list[str] = []
+    for name in reversed(arrays):
+        if example.arrays[name] is not None or parameters[name].default is not None:
+            break
+        trailing.insert(0, name)
+    candidates = trailing + [
+        name
+        for name, value in example.config.items()
+        if name in parameters and _at_default(name, value, parameters[name].default, example.config)
+    ]
+    chosen = [name for index, name in enumerate(candidates) if mask >> (index % 8) & 1]
+    # positional arrays are left out from the first chosen one to the end
+    first = next((i for i, name in enumerate(trailing) if name in chosen), len(trailing))
+    omitted_arrays = trailing[first:]
+    omitted = (*omitted_arrays, *(k for k in example.config if k in chosen))
+    if not omitted:
+        return example
+    tags = {**example.tags, "omitted": omitted}
+    return Example(example.arrays, example.config, example.values, example.seed, tags)

@@ -38,12 +38,14 @@ class CallCrashed(ProcessDied):
 class CallHung(ProcessDied):
     verdict = "hang"
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, where: str = "") -> None:
         self.seconds = seconds
-        super().__init__(
+        self.where = where
+        text = (
             f"the call did not return within its time limit of {seconds:g} s (the process "
             "was killed)"
         )
+        super().__init__(f"{text}; it was in {where}" if where else text)
 
 
 class RemoteError(Exception):

@@ -25,7 +25,9 @@ from __future__ import annotations
 import collections
 import collections.abc
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -63,6 +65,45 @@ __all__ = [
 ]
 
 DEFAULT_TIME_LIMIT_S = 5.0  # the slowest call of a ci campaign: 0.17 s (2.3 s once, loaded)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+            text = stream.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # the fields after the command's name
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The process's user and system CPU time (Linux's /proc), None where there is none."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _state(pid: int) -> str:
+    """R running or runnable, S sleeping, D in the kernel, Z dead; '' when unknown."""
+    fields = _stat(pid)
+    return fields[0] if fields else ""
+
+
+def _stack(pid: int) -> str:
+    """The hung process's Python stack, innermost call last (py-spy, where installed: ''
+    elsewhere)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return ""
+    try:
+        done = subprocess.run(
+            [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    frames = [line.strip() for line in done.stdout.splitlines() if line.startswith("    ")]
+    return " <- ".join(frames[:6])
 
 
 def _answer(reply: tuple[Any, ...], args: Sequence[Any]) -> Any:
@@ -130,18 +171,39 @@ class Isolated(_Remembering):
         try:
             if message:
                 connection.send(message)
-            answered = connection.poll(self.time_limit)
+            answered = self._wait(pid, connection)
         except (BrokenPipeError, ConnectionResetError, EOFError):
             answered = True  # died before or while reading: recv says so
         if not answered:
+            where = _stack(pid)  # where it hung, before it is killed
             self._end(pid, connection, kill=True)
-            raise CallHung(self.time_limit)
+            raise CallHung(self.time_limit, where)
         try:
             reply = connection.recv()
         except (EOFError, OSError):
             status, stderr = self._end(pid, connection)
             raise CallCrashed(status, stderr) from None
         return reply
+
+    def _wait(self, pid: int, connection: Connection) -> bool:
+        """Whether the child answers before it hangs. Hung means: the time limit passed while
+        it slept (a deadlock, a sleep), or it has spent the time limit's worth of CPU (a loop).
+        A child that is runnable but starved of CPU (a loaded machine: four processes on two
+        cores) is waited for, up to ten times the limit: it is slow, not hung."""
+        if connection.poll(self.time_limit):
+            return True
+        started = _cpu_seconds(pid)
+        if started is None:  # no /proc: wall-clock time alone decides
+            return False
+        waited = self.time_limit
+        while waited < 10 * self.time_limit:
+            used = (_cpu_seconds(pid) or 0.0) - started
+            if _state(pid) not in ("R", "D") or used >= self.time_limit:
+                return False
+            if connection.poll(1.0):
+                return True
+            waited += 1.0
+        return False
 
     def call(
         self,

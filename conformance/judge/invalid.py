@@ -26,7 +26,7 @@ from conformance.implementations.calls import Call, ProcessDied, error_name
 
 Arrays = dict[str, np.ndarray | None]
 Config = dict[str, Any]
-Breaker = Callable[[Arrays, Config], None]
+Breaker = Callable[[Arrays, Config, OpSpec], None]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Rule:
 def _set_first(key: str, value: Any) -> Breaker:
     """config[key] with its first entry (or the scalar) replaced by value."""
 
-    def breaks(arrays: Arrays, config: Config) -> None:
+    def breaks(arrays: Arrays, config: Config, spec: OpSpec) -> None:
         current = config.get(key)
         if isinstance(current, (tuple, list)):
             config[key] = (value, *current[1:])
@@ -70,20 +70,32 @@ def _transposed(spec: OpSpec) -> bool:
     return spec.name.startswith("conv_transpose")
 
 
-def _extra_axis(arrays: Arrays, config: Config) -> None:
+def _extra_axes_invalid(spec: OpSpec, example: Example) -> bool:
+    if spec.name == "batch_norm":
+        x = example.arrays["input"]
+        per_channel = ("running_mean", "running_var", "weight", "bias")
+        return (
+            x is not None
+            and x.shape[1] != 1
+            and any(example.arrays.get(name) is not None for name in per_channel)
+        )
+    return True
+
+
+def _extra_axis(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     x = arrays["input"]
     assert x is not None
     arrays["input"] = x.reshape(1, 1, *x.shape)
 
 
-def _weight_channels(arrays: Arrays, config: Config) -> None:
+def _weight_channels(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     weight = arrays["weight"]
     assert weight is not None
     grown = np.zeros((weight.shape[0], weight.shape[1] + 1, *weight.shape[2:]))
     arrays["weight"] = grown
 
 
-def _bias_length(arrays: Arrays, config: Config) -> None:
+def _bias_length(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     """One more entry than the output channels (a transposed weight holds them per group)."""
     weight = arrays["weight"]
     assert weight is not None
@@ -92,38 +104,110 @@ def _bias_length(arrays: Arrays, config: Config) -> None:
     arrays["bias"] = np.zeros(channels + 1)
 
 
-def _groups_not_dividing(arrays: Arrays, config: Config) -> None:
+def _groups_not_dividing(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     x = arrays["input"]
     assert x is not None
     channels = x.shape[1] if x.ndim == arrays["weight"].ndim else x.shape[0]  # type: ignore[union-attr]
     config["groups"] = channels + 1
 
 
-def _same_strided(arrays: Arrays, config: Config) -> None:
+def _same_strided(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     config["padding"] = "same"
     config["stride"] = 2
 
 
-def _output_padding_too_large(arrays: Arrays, config: Config) -> None:
+def _output_padding_too_large(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     stride, dilation = config["stride"], config["dilation"]
     first = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
-    _set_first("output_padding", max(first(stride), first(dilation)))(arrays, config)
+    _set_first("output_padding", max(first(stride), first(dilation)))(arrays, config, spec)
 
 
-def _kernel_over_input(arrays: Arrays, config: Config) -> None:
-    """A kernel larger than the padded input: no output position at all."""
-    _set_first("kernel_size", 64)(arrays, config)
-    if "padding" in config:
-        _set_first("padding", 0)(arrays, config)
+def _spatial_sizes(arrays: Arrays, spec: OpSpec) -> tuple[int, ...]:
+    x = arrays["input"]
+    assert x is not None
+    dims = int(spec.name[-2]) if spec.name[-2].isdigit() else 2  # unfold: 2-d images
+    return tuple(x.shape[-dims:])
 
 
-def _pool_padding_over_half(arrays: Arrays, config: Config) -> None:
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _invalid_kernel(arrays: Arrays, config: Config, spec: OpSpec) -> int | None:
+    """The smallest kernel (on the first axis) with no output position at all, next to the
+    largest with one: torch's output-size formula, ceil_mode's extra window and its rule that
+    the last window start inside the input or the left padding included. None where every
+    kernel has a window: with ceil_mode, dilation 1 and the default stride (= kernel) the
+    first window always starts inside the input, so no kernel is too large."""
+    if spec.name == "fold":  # its kernel must also match its input's channels: no boundary
+        return 64
+    size = _spatial_sizes(arrays, spec)[0]
+    pad = _first(config.get("padding", 0)) if not spec.name.startswith("lp_pool") else 0
+    dilation = _first(config.get("dilation", 1))
+    ceil = bool(config.get("ceil_mode", False))
+    stride = config.get("stride")
+    for kernel in range(1, 4096):
+        step = kernel if stride is None or stride == () else _first(stride)
+        span = size + 2 * pad - dilation * (kernel - 1) - 1
+        out = (span + (step - 1 if ceil else 0)) // step + 1
+        if ceil and (out - 1) * step >= size + pad:
+            out -= 1
+        if out < 1 and 2 * pad <= kernel:
+            return kernel
+    return None
+
+
+def _has_invalid_kernel(spec: OpSpec, example: Example) -> bool:
+    return "kernel_size" in example.config and (
+        _invalid_kernel(dict(example.arrays), dict(example.config), spec) is not None
+    )
+
+
+def _kernel_over_input(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+    kernel = _invalid_kernel(arrays, config, spec)
+    assert kernel is not None, "the rule applies only where a kernel is too large"
+    _set_first("kernel_size", kernel)(arrays, config, spec)
+
+
+def _padding_mode_boundary(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+    """The first padding the mode cannot give on the first axis: reflect needs padding
+    smaller than the input (pad == size is the first invalid), circular at most the input
+    (pad == size + 1)."""
+    size = _spatial_sizes(arrays, spec)[0]
+    extra = 1 if config["padding_mode"] == "circular" else 0
+    _set_first("padding", size + extra)(arrays, config, spec)
+
+
+def _empty_axis(axis: int) -> Breaker:
+    """The input with spatial axis ``axis`` empty (size 0)."""
+
+    def breaks(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+        x = arrays["input"]
+        assert x is not None
+        dims = len(_spatial_sizes(arrays, spec))
+        shape = list(x.shape)
+        shape[x.ndim - dims + axis] = 0
+        arrays["input"] = np.zeros(shape)
+
+    return breaks
+
+
+def _spatial_axis(axis: int) -> Callable[[OpSpec, Example], bool]:
+    def applies(spec: OpSpec, example: Example) -> bool:
+        digits = [c for c in spec.name if c.isdigit()]
+        dims = int(digits[-1]) if digits else (2 if spec.name == "unfold" else 0)
+        return axis < dims and "input" in example.arrays
+
+    return applies
+
+
+def _pool_padding_over_half(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     kernel = config["kernel_size"]
     first = kernel[0] if isinstance(kernel, (tuple, list)) else kernel
-    _set_first("padding", first // 2 + 1)(arrays, config)
+    _set_first("padding", first // 2 + 1)(arrays, config, spec)
 
 
-def _running_mean_length(arrays: Arrays, config: Config) -> None:
+def _running_mean_length(arrays: Arrays, config: Config, spec: OpSpec) -> None:
     mean = arrays["running_mean"]
     assert mean is not None
     arrays["running_mean"] = np.zeros(mean.shape[0] + 1)
@@ -149,13 +233,19 @@ RULES = (
     Rule("groups not dividing the channels", "groups",
          lambda s, e: "groups" in e.config and (_is_conv(s) or _transposed(s)),
          _groups_not_dividing),
-    Rule("kernel larger than the padded input", "kernel_size", _has("kernel_size"),
+    Rule("kernel larger than the padded input", "kernel_size", _has_invalid_kernel,
          _kernel_over_input),
     Rule("output_padding >= stride and dilation", "output_padding",
          lambda s, e: _transposed(s), _output_padding_too_large),
     Rule("'same' with stride > 1", "padding", lambda s, e: _is_conv(s), _same_strided),
-    # batch_norm takes (N, C, *) of any rank: two leading axes move its channels instead
-    Rule("input with two extra axes", "input", lambda s, e: True, _extra_axis,
+    Rule("padding past what the padding mode can give", "padding",
+         lambda s, e: _is_conv(s) and e.config.get("padding_mode") in ("reflect", "circular")
+         and not isinstance(e.config.get("padding"), str), _padding_mode_boundary),
+    *(Rule(f"empty spatial axis {axis}", "input", _spatial_axis(axis), _empty_axis(axis))
+      for axis in range(3)),
+    # batch_norm takes (N, C, *) of any rank: two leading axes move its channels to an axis
+    # of size 1, invalid only where a per-channel array has more entries
+    Rule("input with two extra axes", "input", _extra_axes_invalid, _extra_axis,
          also=("running_mean", "running_var", "weight", "bias")),
     Rule("weight channels mismatch", "weight",
          lambda s, e: _is_conv(s) or s.name == "patch_embedding", _weight_channels),
@@ -173,14 +263,21 @@ RULES = (
 )  # fmt: skip
 
 
+# ops with no invalid call: what the reference rejects, torch's composition accepts
+NO_INVALID_CALLS = {
+    "channel_statistics": "torch.var_mean takes any rank and any correction: no argument "
+    "value that torch rejects",
+}
+
+
 def rules_for(spec: OpSpec, example: Example) -> list[Rule]:
     return [rule for rule in RULES if rule.applies(spec, example)]
 
 
-def broken(rule: Rule, example: Example) -> tuple[Arrays, Config]:
+def broken(rule: Rule, example: Example, spec: OpSpec) -> tuple[Arrays, Config]:
     arrays: Arrays = {k: None if a is None else a.copy() for k, a in example.arrays.items()}
     config: Config = dict(example.config)
-    rule.breaks(arrays, config)
+    rule.breaks(arrays, config, spec)
     return arrays, config
 
 
@@ -239,7 +336,7 @@ def check_invalid(
 ) -> dict[str, Any]:
     """Call both with the broken example; the row that says who rejected it and how. The
     implementation gets the arrays in ``dtype`` (one it runs), the reference in float64."""
-    arrays, config = broken(rule, example)
+    arrays, config = broken(rule, example, spec)
     stored = numpy_dtype(dtype)
     theirs_arrays = [None if a is None else a.astype(stored) for a in arrays.values()]
     theirs = _outcome(lambda: getattr(implementation, spec.name)(*theirs_arrays, **config))
@@ -299,7 +396,7 @@ def died_on_invalid_call(
     from conformance.judge import repro
     from conformance.judge.history import history_code
 
-    arrays, config = broken(rule, example)
+    arrays, config = broken(rule, example, spec)
     stored = numpy_dtype(dtype)
     args = tuple(None if a is None else a.astype(stored) for a in arrays.values())
     script = history_code([Call(spec.name, args, config)], implementation)

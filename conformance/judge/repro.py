@@ -196,7 +196,7 @@ def compare(name, actual, expected, bound=None):
         if same.all():
             return ""
         at = tuple(int(i) for i in np.argwhere(~same)[0])
-        return (f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r} "
+        return (f"{name}[{at}]: expected {expected[at].item()!r}, got {actual[at].item()!r} "
                 f"(compared bit for bit; {int((~same).sum())} of {same.size} elements differ)")
     a = actual.astype(np.float64)
     reach = np.abs(expected) + bound
@@ -207,7 +207,7 @@ def compare(name, actual, expected, bound=None):
         (np.isinf(a) | np.isinf(expected)) & ~np.isnan(expected) & (a != expected))
     if special.any():
         at = tuple(int(i) for i in np.argwhere(special)[0])
-        return f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r}"
+        return f"{name}[{at}]: expected {expected[at].item()!r}, got {actual[at].item()!r}"
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.where(np.isfinite(expected), np.abs(a - expected), 0.0)
         ratio = np.where(error == 0, 0.0, error / bound)
@@ -215,7 +215,7 @@ def compare(name, actual, expected, bound=None):
     at = tuple(int(i) for i in at)
     if ratio[at] <= 1:
         return ""
-    return (f"{name}[{at}]: expected {expected[at]!r}, got {actual[at]!r}: error "
+    return (f"{name}[{at}]: expected {expected[at].item()!r}, got {actual[at].item()!r}: error "
             f"{error[at]:.3g} exceeds the bound {bound[at]:.3g} ({ratio[at]:.3g} times it)")
 """
 
@@ -260,6 +260,7 @@ def snippet(
     bounds: Mapping[str, np.ndarray],
     extra: tuple[str, Sequence[np.ndarray | None]] | None = None,
     raises: bool = False,
+    note: str = "",
 ) -> str:
     """A script that recomputes the outputs and compares each with the oracle: it prints
     ``REPRODUCED: ...`` (the worst element: index, expected, actual, error, bound) and exits 1
@@ -296,6 +297,7 @@ def snippet(
         "problems = [p for p in problems if p]",
         "if problems:",
         "    print('REPRODUCED: ' + '; '.join(problems))",
+        *([f"    print({note!r})"] if note else []),
         "    sys.exit(1)",
         "print('NOT REPRODUCED: every output matches the oracle within its bound')",
         "sys.exit(0)",
@@ -303,12 +305,18 @@ def snippet(
     return "\n".join(lines) + "\n"
 
 
+MARK = "conformance: calling"
+
+
 def in_subprocess(inner: str, died: Any, time_limit: float | None = None) -> str:
     """A repro of a call that killed its process or never returned: ``inner`` (the call's
-    own snippet) runs in a child interpreter, which this script watches. ``died``: the
-    ProcessDied the campaign saw (its verdict 'crash' or 'hang', a crash's wait status)."""
+    own snippet) runs in a child interpreter, which this script watches. The child says when
+    it starts calling (its imports, however slow the machine, are not the call), and the
+    time limit counts from there. ``died``: the ProcessDied the campaign saw (its verdict
+    'crash' or 'hang', a crash's wait status)."""
     limit = float(getattr(died, "seconds", None) or time_limit or 60.0)
     status = getattr(died, "status", None)
+    announced = inner.replace("try:\n", f"try:\n    print({MARK!r}, flush=True)\n", 1)
     lines = [
         '"""The call below killed its process, or never returned, when the campaign made it:',
         "it runs here in a child interpreter, watched (exit 1: it did so again; 0: it did",
@@ -318,18 +326,22 @@ def in_subprocess(inner: str, died: Any, time_limit: float | None = None) -> str
         "import subprocess",
         "import sys",
         "",
-        f"CALL = {inner!r}",
-        f"LIMIT_S = {limit!r}",
+        f"CALL = {announced!r}",
+        f"LIMIT_S = {limit!r}  # from the moment the child starts calling",
+        "child = subprocess.Popen([sys.executable, '-c', CALL], stdout=subprocess.PIPE,",
+        "                         stderr=subprocess.PIPE, text=True)",
+        f"while child.stdout.readline().strip() not in ({MARK!r}, ''):",
+        "    pass",
         "try:",
-        "    child = subprocess.run([sys.executable, '-c', CALL], timeout=LIMIT_S,",
-        "                           capture_output=True, text=True)",
+        "    out, err = child.communicate(timeout=LIMIT_S)",
         "except subprocess.TimeoutExpired:",
+        "    child.kill()",
         "    print(f'REPRODUCED: the call did not return within {LIMIT_S:g} s')",
         "    sys.exit(1)",
         "if child.returncode < 0:",
         "    name = signal.Signals(-child.returncode).name",
         "    print(f'REPRODUCED: the call killed its process: {name} '",
-        "          f'(signal {-child.returncode}); its last words: {child.stderr[-300:]!r}')",
+        "          f'(signal {-child.returncode}); its last words: {err[-300:]!r}')",
         "    sys.exit(1)",
     ]
     if status is not None and not (status & 0x7F) and (status >> 8) not in (0, 1, 2):
@@ -339,7 +351,7 @@ def in_subprocess(inner: str, died: Any, time_limit: float | None = None) -> str
             "    sys.exit(1)",
         ]
     lines += [
-        "print('NOT REPRODUCED: the call ran to its end; it said:', child.stdout.strip()[-300:])",
+        "print('NOT REPRODUCED: the call ran to its end; it said:', out.strip()[-300:])",
         "sys.exit(0)",
     ]
     return "\n".join(lines) + "\n"
@@ -406,3 +418,43 @@ def harness_snippet(prepared: Any, row: Mapping[str, Any]) -> str:
         "sys.exit(0)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def window_note(op: str, config: Mapping[str, Any], input: np.ndarray, at: tuple[int, ...]) -> str:
+    """For a pooling op's output element ``at``: the input elements of its window and their
+    values (for max pooling the value -inf, NaN or a tie in the window is the whole story);
+    '' for other ops."""
+    import re
+
+    from reference.pool import plan_pool
+
+    found = re.fullmatch(r"(max|avg|lp)_pool([123])d", op)
+    if found is None:
+        return ""
+    kind, dims = found.group(1), int(found.group(2))
+    plan = plan_pool(
+        dims,
+        op,
+        input,
+        config["kernel_size"],
+        config.get("stride"),
+        0 if kind == "lp" else config.get("padding", 0),
+        config.get("dilation", 1) if kind == "max" else 1,
+        bool(config.get("ceil_mode", False)),
+        broadcast=kind != "lp",
+    )
+    position = (0, *at) if plan.unbatched else tuple(at)
+    if len(position) != dims + 2:
+        return ""
+    valid, flat = plan.grids()
+    inside = flat[position[2:]][valid[position[2:]]]
+    spatial = plan.spatial
+    values = plan.input[position[0], position[1]].reshape(-1)[inside]
+    where = [tuple(int(i) for i in np.unravel_index(f, spatial)) for f in inside]
+    outside = int((~valid[position[2:]]).sum())
+    listed = ", ".join(f"{w}: {float(v)!r}" for w, v in zip(where, values, strict=True))
+    return (
+        f"the window of output{tuple(at)} (n={position[0]}, c={position[1]}): "
+        f"{len(where)} input elements {{{listed or 'none'}}}"
+        + (f", {outside} taps in the padding" if outside else "")
+    )

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 DEFAULT_OUT = Path("reports") / "model"
-DEFAULT_BASELINE = Path("reports") / "baseline.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        default=DEFAULT_BASELINE,
-        help=f"known discrepancies (default: {DEFAULT_BASELINE})",
+        action="append",
+        metavar="CSV",
+        help="known discrepancies of your own, added to the suite's shipped baseline",
+    )
+    parser.add_argument(
+        "--no-shipped-baseline",
+        action="store_true",
+        help="leave the shipped baseline out: only --baseline files apply",
     )
     parser.add_argument(
         "--seed",
@@ -120,7 +125,7 @@ def main(options: argparse.Namespace) -> int:
     import reference
     from conformance.implementations import code_paths, load_implementation, versions
     from conformance.implementations.isolation import InProcess, Isolated
-    from conformance.reporting.baseline import load_baseline
+    from conformance.reporting.baseline import load_baselines
     from reference import _windows
 
     shape = parse_input_shape(options.input_shape)
@@ -141,7 +146,7 @@ def main(options: argparse.Namespace) -> int:
     # process's memory (and a code path, whose caps need a process of its own) runs isolated
     isolated = Isolated(options.impl, local, environment=environment)
     implementation = isolated if environment else InProcess(local, isolated)
-    baseline = load_baseline(options.baseline)
+    baseline = load_baselines(options.baseline or (), not options.no_shipped_baseline)
     began = time.perf_counter()
     torch.manual_seed(options.seed)  # the factory's initialization: the same seed, the same run
     model = load_model(options.spec)

@@ -1,4 +1,6 @@
-"""The committed baseline of known discrepancies: reports/baseline.csv.
+"""The baseline of known discrepancies: the suite ships its own (conformance/reporting/
+baseline.csv, package data: torch's and every built-in implementation's known defects), and
+a user's ``--baseline FILE`` adds to it.
 
 Each entry names an op (or *), an implementation (a glob: torch* is torch, its code paths and
 torch-channels_last), a dtype (or *), a direction (or *), a coverage region of that op, an
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,8 +94,25 @@ class KnownDiscrepancy:
             and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
             and self.dtype in ("*", row["dtype"])
             and self.direction in ("*", row["direction"])
-            and (self.region == "*" or self.region in str(row.get("regions") or "").split(";"))
+            and any(
+                fnmatch.fnmatchcase(region, self.region)
+                for region in str(row.get("regions") or "").split(";")
+            )
         )
+
+
+SHIPPED = Path(__file__).with_name("baseline.csv")
+
+
+def load_baselines(paths: Sequence[Path] = (), shipped: bool = True) -> list[KnownDiscrepancy]:
+    """The shipped baseline (unless ``shipped`` is False), then each of ``paths``: the first
+    entry that explains an example is the one its row names."""
+    entries = load_baseline(SHIPPED) if shipped else []
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"--baseline: no such file: {path}")
+        entries += load_baseline(path)
+    return entries
 
 
 def load_baseline(path: Path) -> list[KnownDiscrepancy]:

@@ -155,7 +155,16 @@ def render_summary(
         "the implementation), - (not run). Worst ratio: the largest error / bound over the "
         "judged examples (<= 1 passes)."
     )
-    lines += ["", _markdown(compact_results(frame), index=False), ""]
+    compact = compact_results(frame)
+    for dtypes in (("float64", "float32"), ("float16", "bfloat16")):
+        columns = [c for c in ("op", "implementation", *dtypes) if c in compact]
+        if len(columns) > 2 and not (compact[list(dtypes)] == "-").all().all():
+            lines += ["", _markdown(compact[columns], index=False)]
+    lines += [
+        "",
+        _markdown(compact[["op", "implementation", "examples", "worst ratio"]], index=False),
+        "",
+    ]
     not_run = header.get(NOT_RUN_KEY) or []
     lines += ["## Not run", ""]
     if not_run:
@@ -195,7 +204,7 @@ def render_summary(
         )
         lines += ["", _markdown(errors, index=False), ""]
     known = known_table(frame, baseline or [])
-    lines += ["## Known discrepancies (reports/baseline.csv)", ""]
+    lines += ["## Known discrepancies (the baseline)", ""]
     versions = {k: str(v) for k, v in header.items() if isinstance(v, str)}
     not_confirmed = unconfirmed(frame, baseline or [], versions, known)
     if not_confirmed:
@@ -211,10 +220,15 @@ def render_summary(
             "Disagreements the baseline explains (examples hitting the region that disagreed); "
             "a stale entry's region was hit without any disagreement."
         )
-        lines += ["", _markdown(known.drop(columns="reason"), index=False), ""]
+        shown = known.drop(columns=["reason", "confirmed with"]).rename(
+            columns={"implementation": "impl", "examples in region": "in region"}
+        )
+        lines += ["", _markdown(shown, index=False), ""]
         for row in known.to_dict("records"):
             lines += wrapped(
-                f"- **{row['op']} {row['direction']}, {row['region']}**: {row['reason']}", "  "
+                f"- **{row['op']} {row['direction']}, {row['region']}** (confirmed with "
+                f"{row['confirmed with'] or 'an unstated version'}): {row['reason']}",
+                "  ",
             )
         lines += [""]
     found = discrepancies(frame)

@@ -32,7 +32,7 @@ REQUIRED = {*IDENTITY, "verdict", "normalized_error", "bound_ratio"}
 FAILING = ("fail", "error", "crash", "hang", "oracle error", "harness error")
 
 
-class ResultsError(Exception):
+class ResultsError(ValueError):
     """A results file that cannot be read as a campaign's results; the message is one line."""
 
 

@@ -37,9 +37,12 @@ def repro_name(entry: Mapping[str, Any]) -> str:
 
 
 def example_text(row: Mapping[str, Any]) -> str:
-    """One line describing an example: its shapes and config."""
+    """One line describing an example: its shapes and config, and what is special in its
+    values (NaN, infinities, -0.0, ties; the values themselves when few)."""
     text = row.get("example")
-    return str(text) if isinstance(text, str) and text else str(row.get("example_key", ""))
+    line = str(text) if isinstance(text, str) and text else str(row.get("example_key", ""))
+    special = row.get("special_values")
+    return f"{line}; {special}" if isinstance(special, str) and special else line
 
 
 def verdict(frame: pd.DataFrame, header: Mapping[str, Any]) -> str:

@@ -5,7 +5,6 @@ contiguous answer; none may end in a NumPy traceback or a wrong shape."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.catalogue.example import Example
 from conformance.implementations.torch_eager import TorchImplementation
 from conformance.judge.check import regions_hit
-from conformance.reporting.baseline import load_baseline
+from conformance.reporting.baseline import SHIPPED, load_baseline
 
 TORCH = TorchImplementation()
 
@@ -45,7 +44,7 @@ def _batched(spec: OpSpec, example: Example) -> bool:
     return x.ndim == dims + 2
 
 
-BASELINE = load_baseline(Path(__file__).parents[2] / "reports" / "baseline.csv")
+BASELINE = load_baseline(SHIPPED)
 
 
 def _known(spec: OpSpec, example: Example) -> bool:
@@ -216,3 +215,39 @@ def test_the_dtypes_torch_is_excused_from_are_really_unsupported() -> None:
         arguments = (2.0, 1) if op.startswith("lp_") else (1,)
         with pytest.raises(RuntimeError, match="not implemented"):
             call(x, *arguments)
+
+
+class _IndexShifted:
+    """The reference's max_pool2d with every index one higher when ``shift``."""
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+
+    def max_pool2d(self, input: np.ndarray, **config: Any) -> Any:
+        output, indices = reference.max_pool2d(input, **config)
+        return output, indices + self.shift
+
+
+def test_the_index_of_a_window_with_no_element_is_recorded_not_judged() -> None:
+    from conformance.implementations.user_module import ModuleImplementation
+    from conformance.judge.check import run_example
+
+    def shifted(shift: int) -> Any:
+        return ModuleImplementation("index-shifted", _IndexShifted(shift))
+
+    spec = next(s for s in CATALOGUE if s.name == "max_pool2d")
+    # a (2, 1) image, kernel (1, 2) with dilation 2 and padding 1: each window's taps fall at
+    # -1 and 1 across the width of 1, both outside
+    config: dict[str, Any] = {"kernel_size": (1, 2), "stride": (1, 1), "padding": (0, 1)}
+    config.update(dilation=(1, 2), ceil_mode=False, return_indices=True)
+    empty = Example({"input": np.array([[[[1.0], [2.0]]]])}, config, "normal", 0, {})
+    torch_outcome = run_example(spec, TORCH, "float64", "forward", empty)
+    assert torch_outcome.passed, torch_outcome.row["problem"]  # torch's index is out of range
+    assert "indices: 2 of 2 elements not judged" in torch_outcome.row["not_judged"]
+    assert run_example(spec, shifted(1), "float64", "forward", empty).passed
+    # where windows have elements, every index is still compared bit for bit
+    config.update(kernel_size=(1, 1), padding=(0, 0), dilation=(1, 1))
+    full = Example({"input": np.array([[[[1.0], [2.0]]]])}, config, "normal", 0, {})
+    wrong = run_example(spec, shifted(1), "float64", "forward", full)
+    assert not wrong.passed and "indices" in wrong.row["failed_outputs"]
+    assert "not_judged" not in wrong.row

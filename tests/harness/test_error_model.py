@@ -101,7 +101,7 @@ def test_backward_bounds_count_terms_over_the_forward_output() -> None:
     from conformance.catalogue import BY_NAME
     from conformance.catalogue.example import Example
     from conformance.catalogue.spec import ToleranceContext
-    from conformance.judge.check import sum_of_products_tolerances
+    from conformance.judge.default_bounds import sum_of_products_tolerances
 
     spec = BY_NAME["conv_transpose3d"]
     rng = np.random.default_rng(0)

@@ -90,7 +90,10 @@ def test_a_dtype_filter_keeps_the_invalid_calls(failing_run: tuple[Path, str]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--ops", "conv4d"], "--ops: unknown op 'conv4d'; see python -m conformance list"),
+        (
+            ["--ops", "conv4d"],
+            "--ops: unknown op 'conv4d'; did you mean 'conv3d'? (see python -m conformance list)",
+        ),
         (["--dtypes", "float8"], "--dtypes: unknown dtype 'float8'"),
         (["--shard", "5/4"], "--shard: expected I/N with 1 <= I <= N, got '5/4'"),
         (["--impl", "nosuchmod"], "--impl: implementation 'nosuchmod': cannot import"),

@@ -18,6 +18,7 @@ from conformance.catalogue.strategies.blocks import (
     residual_examples,
     separable_examples,
 )
+from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.judge.block_bounds import residual_tolerances, separable_tolerances
 
 
@@ -100,7 +101,7 @@ SPECS: tuple[OpSpec, ...] = (
         reference_backward=reference.patch_embedding_backward,
         array_args=("input", "weight", "bias"),
         differentiable=("input", "weight", "bias"),
-        examples=patch_examples,
+        examples=omitting_defaults(patch_examples, reference.patch_embedding),
         terms=_patch_terms,
         coverage=_patch_regions(),
     ),
@@ -123,7 +124,7 @@ SPECS: tuple[OpSpec, ...] = (
             "depthwise_bias",
             "pointwise_bias",
         ),
-        examples=separable_examples,
+        examples=omitting_defaults(separable_examples, reference.depthwise_separable_conv),
         terms=lambda example, shape: {},
         coverage=_separable_regions(),
         tolerances=separable_tolerances,
@@ -135,7 +136,7 @@ SPECS: tuple[OpSpec, ...] = (
         reference_backward=reference.residual_block_backward,
         array_args=RESIDUAL_ARRAYS,
         differentiable=RESIDUAL_ARRAYS,
-        examples=residual_examples,
+        examples=omitting_defaults(residual_examples, reference.residual_block),
         terms=lambda example, shape: {},
         coverage=_residual_regions(),
         tolerances=residual_tolerances,

@@ -10,6 +10,7 @@ import reference
 from conformance.catalogue.example import Example
 from conformance.catalogue.spec import OpSpec, Region, per_dim
 from conformance.catalogue.strategies.conv import conv_examples, conv_transpose_examples
+from conformance.catalogue.strategies.knobs import omitting_defaults
 from reference.padding import PADDING_MODES
 from reference.shapes import same_padding
 
@@ -154,7 +155,7 @@ def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, d
         reference_backward=getattr(reference, f"{name}_backward"),
         array_args=("input", "weight", "bias"),
         differentiable=("input", "weight", "bias"),
-        examples=lambda: examples(dims),
+        examples=lambda: omitting_defaults(examples, getattr(reference, name))(dims),
         terms=terms,
         coverage=regions(),
     )

@@ -15,6 +15,7 @@ import reference
 from conformance.catalogue.example import Example
 from conformance.catalogue.spec import OpSpec, Region, ToleranceContext, input_array
 from conformance.catalogue.strategies.blocks import statistics_examples
+from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.catalogue.strategies.normalization import batch_norm_examples
 from conformance.judge.batch_norm_bounds import (
     Precision,
@@ -201,7 +202,7 @@ SPECS: tuple[OpSpec, ...] = (
         reference_backward=reference.batch_norm_backward,
         array_args=("input", "running_mean", "running_var", "weight", "bias"),
         differentiable=("input", "weight", "bias"),
-        examples=batch_norm_examples,
+        examples=omitting_defaults(batch_norm_examples, reference.batch_norm),
         terms=_terms,
         coverage=_regions(),
         outputs=_outputs,
@@ -215,7 +216,7 @@ SPECS: tuple[OpSpec, ...] = (
         reference_backward=_no_backward,
         array_args=("input",),
         differentiable=(),
-        examples=statistics_examples,
+        examples=omitting_defaults(statistics_examples, reference.channel_statistics),
         terms=_terms,
         coverage=_statistics_regions(),
         outputs=_statistics_outputs,

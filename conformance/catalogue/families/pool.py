@@ -8,6 +8,7 @@ pooling has a bound of its own (lp_tolerances).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,12 +27,14 @@ from conformance.catalogue.spec import (
     per_dim,
     single_output,
 )
+from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.catalogue.strategies.pool import (
     adaptive_examples,
     fold_examples,
     pool_examples,
     unfold_examples,
 )
+from conformance.judge.default_bounds import sum_of_products_tolerances
 from conformance.judge.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
 
 
@@ -104,22 +107,54 @@ def _overhang(example: Example, dims: int) -> bool:
     )
 
 
-def _empty_window(example: Example, dims: int) -> bool:
-    """Some window has no element inside the input (dilation can step over a short input)."""
+def _empty_windows(example: Example, dims: int) -> np.ndarray:
+    """Per output position (spatial axes), whether its window has no element inside the
+    input (dilation can step over a short input): empty on any axis is empty."""
     knobs, out = _pool_grid(example, dims)
-    for o, s, p, d, k, size in zip(
-        out,
-        knobs["stride"],
-        knobs["padding"],
-        knobs["dilation"],
-        knobs["kernel"],
-        _spatial(example, dims),
-        strict=True,
+    empty = np.zeros(out, dtype=bool)
+    for axis, (o, s, p, d, k, size) in enumerate(
+        zip(
+            out,
+            knobs["stride"],
+            knobs["padding"],
+            knobs["dilation"],
+            knobs["kernel"],
+            _spatial(example, dims),
+            strict=True,
+        )
     ):
-        for index in range(o):
-            if not any(0 <= index * s - p + t * d < size for t in range(k)):
-                return True
-    return False
+        starts = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * d
+        on_axis = ~((starts >= 0) & (starts < size)).any(axis=1)
+        shape = [1] * dims
+        shape[axis] = o
+        empty |= on_axis.reshape(shape)
+    return empty
+
+
+def _empty_window(example: Example, dims: int) -> bool:
+    """Some window has no element inside the input."""
+    return bool(_empty_windows(example, dims).any())
+
+
+def max_tolerances(dims: int, spec: OpSpec) -> Callable[[ToleranceContext], dict[str, Tolerance]]:
+    """The default model (a gradient sums over the windows an element is the maximum of), and
+    the index of a window with no element is not judged: no element is its maximum, so no
+    index is right (torch gives one out of range, another framework -1 or 0); it is recorded
+    in the row instead. Every other index, and every value (-inf, the maximum of nothing,
+    included), is compared bit for bit."""
+
+    def tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
+        found = sum_of_products_tolerances(spec, context)
+        indices = context.expected.get("indices")
+        if context.direction != "forward" or indices is None:
+            return found
+        empty = np.broadcast_to(_empty_windows(context.example, dims), indices.shape)
+        if empty.any():
+            bound = np.where(empty, np.inf, 0.0)
+            found["indices"] = Tolerance(bound, np.ones_like(bound), 0)
+        return found
+
+    return tolerances
 
 
 def _minus_inf_window(example: Example, dims: int) -> bool:
@@ -370,14 +405,14 @@ def _pool_terms(dims: int, kind: str) -> Callable[[Example, tuple[int, ...]], di
 
 def _pool_spec(dims: int, kind: str) -> OpSpec:
     name = f"{kind}_pool{dims}d"
-    return OpSpec(
+    spec = OpSpec(
         name=name,
         family="pooling",
         reference=getattr(reference, name),
         reference_backward=getattr(reference, f"{name}_backward"),
         array_args=("input",),
         differentiable=("input",),
-        examples=lambda: pool_examples(dims, kind),
+        examples=lambda: omitting_defaults(pool_examples, getattr(reference, name))(dims, kind),
         terms=_pool_terms(dims, kind),
         coverage=_pool_regions(dims, kind),
         exact=frozenset({"output", "indices"}) if kind == "max" else frozenset(),
@@ -385,6 +420,9 @@ def _pool_spec(dims: int, kind: str) -> OpSpec:
         outputs=_max_outputs if kind == "max" else single_output,
         tolerances=lp_tolerances(dims) if kind == "lp" else None,
     )
+    if kind == "max":
+        return dataclasses.replace(spec, tolerances=max_tolerances(dims, spec))
+    return spec
 
 
 def _adaptive_sizes(example: Example, dims: int) -> list[tuple[int, int]]:
@@ -433,7 +471,7 @@ def _adaptive_spec(dims: int, kind: str) -> OpSpec:
         reference_backward=getattr(reference, f"{name}_backward"),
         array_args=("input",),
         differentiable=("input",),
-        examples=lambda: adaptive_examples(dims, kind),
+        examples=lambda: omitting_defaults(adaptive_examples, getattr(reference, name))(dims, kind),
         terms=_adaptive_terms(dims, kind),
         coverage=_adaptive_regions(dims, kind),
         exact=frozenset({"output", "indices"}) if kind == "max" else frozenset(),
@@ -475,7 +513,9 @@ def _block_spec(name: str) -> OpSpec:
         reference_backward=getattr(reference, f"{name}_backward"),
         array_args=("input",),
         differentiable=("input",),
-        examples=unfold_examples if is_unfold else fold_examples,
+        examples=omitting_defaults(
+            unfold_examples if is_unfold else fold_examples, getattr(reference, name)
+        ),
         terms=terms,
         coverage=_block_regions(name),
         exact=frozenset({"output"} if is_unfold else {"grad_input"}),

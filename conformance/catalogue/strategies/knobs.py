@@ -139,3 +139,24 @@ def knob_strategy(
         return strategy(*args, **kwargs)
 
     return build
+
+
+def omitting_defaults(
+    build: Callable[..., st.SearchStrategy[Any]], reference: Callable[..., Any]
+) -> Callable[..., st.SearchStrategy[Any]]:
+    """``build`` (a knob strategy of Examples) whose examples leave out, some of the time, the
+    arguments they give their default value (in ``reference``'s signature: torch's), as
+    callers write calls: keywords omitted, trailing None arrays not passed. One more byte,
+    drawn last so the other knobs keep theirs, says which: 0 omits nothing. An
+    implementation whose defaults differ from torch's (pooling's stride None meaning the
+    kernel, dilation 1, no bias) then meets its own default."""
+    from conformance.catalogue.example import omit_defaults
+
+    inner = build.__wrapped__  # type: ignore[attr-defined]
+
+    @knob_strategy
+    def drawn(knobs: Knobs, *args: Any, **kwargs: Any) -> Any:
+        example = inner(knobs, *args, **kwargs)
+        return omit_defaults(example, knobs.integer(0, 255), reference)
+
+    return drawn
