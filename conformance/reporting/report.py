@@ -157,14 +157,14 @@ def render_summary(
     )
     compact = compact_results(frame)
     for dtypes in (("float64", "float32"), ("float16", "bfloat16")):
-        columns = [c for c in ("op", "implementation", *dtypes) if c in compact]
-        if len(columns) > 2 and not (compact[list(dtypes)] == "-").all().all():
-            lines += ["", _markdown(compact[columns], index=False)]
-    lines += [
-        "",
-        _markdown(compact[["op", "implementation", "examples", "worst ratio"]], index=False),
-        "",
-    ]
+        ran = [d for d in dtypes if d in compact]
+        if ran and not (compact[ran] == "-").all().all():
+            lines += ["", _markdown(compact[["op", "implementation", *ran]], index=False)]
+    if "examples" in compact:
+        examples = compact[["op", "implementation", "examples", "worst ratio"]]
+        lines += ["", _markdown(examples, index=False), ""]
+    else:
+        lines += ["", "No example was measured (invalid calls only).", ""]
     not_run = header.get(NOT_RUN_KEY) or []
     lines += ["## Not run", ""]
     if not_run:

@@ -308,3 +308,25 @@ def test_channels_last_is_a_second_built_in_implementation(tmp_path: Path) -> No
     assert set(frame["implementation"]) == {"torch", "torch-channels_last"}
     per_impl = frame.groupby("implementation")["example_key"].apply(set)
     assert per_impl["torch"] == per_impl["torch-channels_last"]  # the same examples for both
+
+
+@pytest.mark.parametrize(
+    ("fixture", "op", "selection", "caught_by"),
+    [
+        # only a call that leaves the stride out can tell: the defaults-omitted examples
+        ("pool_stride_one", "max_pool2d", "forward", "defaults omitted"),
+        # the call is invalid (nothing left to mirror): only an invalid-call rule can tell
+        ("reflect_pad_size", "conv2d", "invalid", "padding past what the padding mode can give"),
+    ],
+)
+def test_a_planted_default_or_validation_bug_is_caught_at_ci_depth(
+    tmp_path: Path, fixture: str, op: str, selection: str, caught_by: str
+) -> None:
+    out = tmp_path / "report"
+    done = conformance(
+        "run", f"--impl=tests.harness.{fixture}", f"--ops={op}", "--dtypes=float64",
+        "--profile=ci", "--seed=1", f"--out={out}", "-n", "1", "--", "-k", selection,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    failing = pd.read_parquet(out / "results.parquet").query("verdict == 'fail'")
+    assert len(failing) and failing["regions"].str.contains(caught_by, regex=False).all()
