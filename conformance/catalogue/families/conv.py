@@ -111,6 +111,22 @@ def _is_unbatched(example: Example) -> bool:
     return x.ndim == _dims(example) + 1
 
 
+def _one_strided_output_column(example: Example) -> bool:
+    """A batch of two or more where some strided axis has one output position: a kernel
+    that walks rows or batch planes by the stride finds one column per axis, where an
+    implementation that steps by the wrong extent reads the wrong row or image."""
+    batch, spatial = _batch_and_spatial(example)
+    weight = example.arrays["weight"]
+    assert weight is not None
+    stride, dilation = _knob("stride")(example), _knob("dilation")(example)
+    for size, (before, after), k, s, d in zip(
+        spatial, _conv_pads(example), weight.shape[2:], stride, dilation, strict=True
+    ):
+        if s > 1 and (size + before + after - d * (k - 1) - 1) // s + 1 == 1:
+            return batch >= 2
+    return False
+
+
 def _common_regions() -> dict[str, Region]:
     return {
         "stride > 1": lambda e: max(_knob("stride")(e)) > 1,
@@ -137,6 +153,7 @@ def conv_regions() -> dict[str, Region]:
         not isinstance(e.config["padding"], str) and max(_knob("padding")(e)) > 0
     )
     regions["kernel spans padded input"] = _kernel_spans_padded_input
+    regions["batch >= 2, a strided axis with one output column"] = _one_strided_output_column
     return regions
 
 
@@ -144,7 +161,24 @@ def conv_transpose_regions() -> dict[str, Region]:
     regions = _common_regions()
     regions["padding > 0"] = lambda e: max(_knob("padding")(e)) > 0
     regions["output_padding > 0"] = lambda e: max(_knob("output_padding")(e)) > 0
+    regions["kernel 1 with output_padding > padding"] = _kernel_one_output_padding
     return regions
+
+
+def _kernel_one_output_padding(example: Example) -> bool:
+    """On some axis a kernel of 1 and output_padding above padding: the output's last
+    positions are reached by no product at all (only the bias, or 0)."""
+    weight = example.arrays["weight"]
+    assert weight is not None
+    return any(
+        k == 1 and op > p
+        for k, op, p in zip(
+            weight.shape[2:],
+            _knob("output_padding")(example),
+            _knob("padding")(example),
+            strict=True,
+        )
+    )
 
 
 def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, dims: int) -> OpSpec:

@@ -208,9 +208,16 @@ def _divisor_case(ceil_mode: bool, count_include_pad: bool) -> Region:
     )
 
 
+def _only_window_strided(example: Example, dims: int) -> bool:
+    """Some axis with stride > 1 has one window, which is also its last."""
+    knobs, out = _pool_grid(example, dims)
+    return any(o == 1 and s > 1 for o, s in zip(out, knobs["stride"], strict=True))
+
+
 def _pool_regions(dims: int, kind: str) -> dict[str, Region]:
     regions: dict[str, Region] = {
         "unbatched": _unbatched(dims),
+        "a strided axis whose last window is the only one": lambda e: _only_window_strided(e, dims),
         "stride = kernel (default)": _config_is("stride", None),
         "overlapping windows": lambda e: _overlapping(e, dims),
         "ceil_mode adds a window": lambda e: _ceil_adds_window(e, dims),
