@@ -204,6 +204,7 @@ def _row(prepared: Prepared, implementation: Any, regions: list[str] | None) -> 
         "regions": ";".join(regions_hit(spec, example, dtype) if regions is None else regions),
         "example_key": example.key(),
         "example": describe(prepared.tested, prepared.config, prepared.example.omitted),
+        "omitted": ";".join(prepared.example.omitted),
     }
 
 

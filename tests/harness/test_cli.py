@@ -330,3 +330,5 @@ def test_a_planted_default_or_validation_bug_is_caught_at_ci_depth(
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     failing = pd.read_parquet(out / "results.parquet").query("verdict == 'fail'")
     assert len(failing) and failing["regions"].str.contains(caught_by, regex=False).all()
+    if fixture == "pool_stride_one":  # the row says which argument the call left out
+        assert failing["omitted"].str.split(";").map(lambda names: "stride" in names).all()

@@ -48,8 +48,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
     )
     install = subprocess.run(
+        # --ignore-installed: where the suite is installed in the parent environment too (tox
+        # installs it there), the wheel still goes into this one
         [str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index",
-         "--disable-pip-version-check", "--quiet", str(wheel)],
+         "--ignore-installed", "--disable-pip-version-check", "--quiet", str(wheel)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
