@@ -53,17 +53,19 @@ def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
 
 @contextlib.contextmanager
 def product_layout(layout: str) -> Iterator[None]:
-    """Force correlate's NCHW-native product ("native") or its channel-major one ("channel-major")
-    whatever the size, so that brute force checks both on every example."""
-    saved = _windows.native_layout
+    """Force correlate's NCHW-native product ("native"), its channel-major one
+    ("channel-major") or, for a grouped conv, its tap-by-tap one ("per-tap") whatever the
+    size, so that brute force checks each on every example."""
+    saved = _windows.native_layout, _windows.per_tap
     _windows.native_layout = lambda *arguments: layout == "native"
+    _windows.per_tap = lambda groups, channels: layout == "per-tap" and groups > 1
     try:
         yield
     finally:
-        _windows.native_layout = saved
+        _windows.native_layout, _windows.per_tap = saved
 
 
-@pytest.mark.parametrize("layout", ["native", "channel-major"])
+@pytest.mark.parametrize("layout", ["native", "channel-major", "per-tap"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
@@ -134,18 +136,24 @@ def _linear_identities(op: str, example: Example) -> None:
         assert float(np.vdot(bias, grad_bias)) == with_bias - loss
 
 
+@pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_conv_backward_linear_identities(dims: int, data: st.DataObject) -> None:
-    _linear_identities(f"conv{dims}d", data.draw(conv_examples(dims)))
+def test_conv_backward_linear_identities(dims: int, layout: str, data: st.DataObject) -> None:
+    with product_layout(layout):
+        _linear_identities(f"conv{dims}d", data.draw(conv_examples(dims)))
 
 
+@pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_conv_transpose_backward_linear_identities(dims: int, data: st.DataObject) -> None:
-    _linear_identities(f"conv_transpose{dims}d", data.draw(conv_transpose_examples(dims)))
+def test_conv_transpose_backward_linear_identities(
+    dims: int, layout: str, data: st.DataObject
+) -> None:
+    with product_layout(layout):
+        _linear_identities(f"conv_transpose{dims}d", data.draw(conv_transpose_examples(dims)))
 
 
 @pytest.mark.parametrize("dims", DIMS)
