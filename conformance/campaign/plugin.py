@@ -402,9 +402,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     frame = frame_from_spools(directory)
     partial = _partial(session)
     # an interrupted run is thin by construction: its status says interrupted, not thin
-    config.stash[SHORTFALLS] = (
-        [] if partial else shortfalls(config.getoption("conformance_min_examples"), frame)
-    )
+    selected = bool(config.getoption("keyword") or config.getoption("markexpr"))
+    minimum = config.getoption("conformance_min_examples")
+    config.stash[SHORTFALLS] = [] if partial else shortfalls(minimum, frame, not selected)
     config.stash[ENDED] = ended_early(config.stash.get(FAILED_TESTS, {}), frame)
     platforms: dict[str, dict[str, Any]] = {}
     if PLATFORMS in config.stash:

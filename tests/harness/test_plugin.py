@@ -120,3 +120,20 @@ def test_wrong_batch_norm_is_caught(pytester: pytest.Pytester, tmp_path: Path) -
     # only training normalizes with the batch variance, where the bug lives
     assert failing["training"].all() and (frame[~frame["training"]]["verdict"] == "pass").all()
     assert "output: error" in failing.iloc[-1]["problem"]
+
+
+def test_a_selection_is_not_judged_on_coverage(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """-k ran one of conv1d's groups: the regions the others would hit are not missing (the
+    same rows judged as a whole run miss some: the gate is really off, not unreachable)."""
+    from conformance.campaign.accounting import shortfalls
+
+    out = tmp_path / "report"
+    result = run_campaign(
+        pytester, out, "-k", "conv1d-float64-forward", "--hypothesis-profile=quick",
+        "--conformance-min-examples=1",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    assert "never hit" not in result.stdout.str()
+    frame = pd.read_parquet(out / "results.parquet")
+    assert any("never hit" in line for line in shortfalls(1, frame))
+    assert not shortfalls(1, frame, coverage=False)
