@@ -345,8 +345,8 @@ def _backward_weight_per_tap(
     batch, out_size = x_padded.shape[0], grad_output.shape[2:]
     positions = math.prod(out_size)
     per_group, in_per_group = grad_output.shape[1] // groups, x_padded.shape[1] // groups
-    grad = _grouped(grad_output, groups).reshape(batch, groups, per_group, positions)
-    grad = grad.transpose(1, 2, 0, 3).reshape(groups, per_group, batch * positions)
+    planes = _grouped(grad_output, groups).reshape(batch, groups, per_group, positions)
+    grad = planes.transpose(1, 2, 0, 3).reshape(groups, per_group, batch * positions)
     x = _grouped(x_padded, groups)
     dtype = np.result_type(x_padded, grad_output)
     grad_weight = np.empty((groups, per_group, in_per_group, *kernel_size), dtype=dtype)

@@ -69,6 +69,7 @@ class JaxImplementation(OpsByName):
     """jax.lax / jnp compositions on the CPU, float64 enabled, one compilation per config."""
 
     name = "jax"
+    derivatives = True  # jax.jvp, and jax.vjp of the vjp
     # lax gives negative padding, strided SAME, ... meanings of its own; the adapter declares
     # the ones it maps (jax_lax_rules), and any other call torch forbids that jax accepts is
     # counted unsupported, not failed
@@ -196,17 +197,103 @@ class JaxImplementation(OpsByName):
         found = dict(zip(present, self._run(key, gradients, (grad_output, *arrays)), strict=True))
         return tuple(None if i not in found else np.array(found[i]) for i in wanted)
 
+    def _present(self, op: str, arrays: Sequence[Any]) -> tuple[list[int], list[int]]:
+        """The indices of the op's differentiable arrays, and of those given (not None)."""
+        names = self._array_names[op]
+        wanted = [i for i, n in enumerate(names) if n in self._differentiable[op]]
+        return wanted, [i for i in wanted if i < len(arrays) and arrays[i] is not None]
+
+    def _jvp(
+        self,
+        op: str,
+        tangents: Sequence[np.ndarray | None],
+        arrays: Sequence[np.ndarray | None],
+        config: dict,
+    ) -> np.ndarray:
+        """jax.jvp of the op's function in the given differentiable arrays, along their
+        tangents (a tangent left out is zero): the tangent of the first output."""
+        function = self._function(op, arrays, config, "backward")  # the gradient's rules
+        wanted, present = self._present(op, arrays)
+        by_index = dict(zip(wanted, tangents, strict=False))
+        given = [
+            by_index.get(i) if by_index.get(i) is not None else np.zeros_like(arrays[i])
+            for i in present
+        ]
+        jax, count = self._jax, len(arrays)
+
+        def tangent(*values: Any) -> Any:
+            primal = values[:count]
+
+            def of_present(*chosen: Any) -> Any:
+                full = list(primal)
+                for i, value in zip(present, chosen, strict=True):
+                    full[i] = value
+                out = function(*full)
+                return out[0] if isinstance(out, (tuple, list)) else out
+
+            chosen = tuple(primal[i] for i in present)
+            return jax.jvp(of_present, chosen, tuple(values[count:]))[1]
+
+        key = self._key(op, "jvp", (*arrays, *given), config)
+        return np.array(self._run(key, tangent, (*arrays, *given)))
+
+    def _double_backward(
+        self,
+        op: str,
+        grad_output: np.ndarray,
+        grad_grads: Sequence[np.ndarray | None],
+        arrays: Sequence[np.ndarray | None],
+        config: dict,
+    ) -> tuple[np.ndarray | None, ...]:
+        """The vjp of the vjp: the first gradients (jax.vjp of the op in its given
+        differentiable arrays, at grad_output) pulled back along grad_grads, with respect to
+        those arrays and grad_output (a grad_grad left out is zero)."""
+        function = self._function(op, arrays, config, "backward")
+        wanted, present = self._present(op, arrays)
+        by_index = dict(zip(wanted, grad_grads, strict=False))
+        cotangents = [
+            by_index.get(i) if by_index.get(i) is not None else np.zeros_like(arrays[i])
+            for i in present
+        ]
+        jax, count = self._jax, len(arrays)
+
+        def second(grad: Any, *values: Any) -> tuple[Any, ...]:
+            primal = values[:count]
+
+            def first(grad_: Any, *chosen: Any) -> tuple[Any, ...]:
+                def of_present(*inner: Any) -> Any:
+                    full = list(primal)
+                    for i, value in zip(present, inner, strict=True):
+                        full[i] = value
+                    out = function(*full)
+                    return out[0] if isinstance(out, (tuple, list)) else out
+
+                return tuple(jax.vjp(of_present, *chosen)[1](grad_))
+
+            chosen = tuple(primal[i] for i in present)
+            _, pullback = jax.vjp(first, grad, *chosen)
+            return tuple(pullback(tuple(values[count:])))
+
+        key = self._key(op, "double_backward", (grad_output, *arrays, *cotangents), config)
+        found = self._run(key, second, (grad_output, *arrays, *cotangents))
+        by_present = dict(zip(present, found[1:], strict=True))
+        return (
+            *(None if i not in by_present else np.array(by_present[i]) for i in wanted),
+            np.array(found[0]),
+        )
+
     def repro_lines(
         self,
         op: str,
         config: Mapping[str, Any],
         array_names: Sequence[str],
         output_names: Sequence[str],
-        backward: bool,
+        backward: bool | str,
         dtype: str = "float64",
     ) -> list[str]:
         """Lines computing ``got`` with jax alone: the op's jax function (its source and its
-        helpers', verbatim), jitted; backward by jax.vjp."""
+        helpers', verbatim), jitted; backward by jax.vjp, jvp by jax.jvp, the double backward
+        by jax.vjp of the vjp (``backward``: False, True, 'jvp' or 'double_backward')."""
         function = self._ops[op]
         bound = dict(function.keywords) if isinstance(function, functools.partial) else {}
         base = function.func if isinstance(function, functools.partial) else function
@@ -247,12 +334,41 @@ class JaxImplementation(OpsByName):
             "def of_wrt(*values):",
             "    out = function(**{**arrays, **dict(zip(wrt, values))})",
             "    return out[0] if isinstance(out, tuple) else out",
-            "_, pullback = jax.vjp(jax.jit(of_wrt), *(arrays[n] for n in wrt))",
-            "found = dict(zip(wrt, pullback(grad_output)))",
-            f"got = dict(zip({tuple(output_names)!r}, "
-            f"(as_numpy(found.get(n)) for n in {differentiable!r})))",
         ]
-        return lines
+        return lines + _derivative_lines(backward, differentiable, output_names, cast)
+
+
+def _derivative_lines(
+    direction: bool | str, differentiable: Sequence[str], output_names: Sequence[str], cast: str
+) -> list[str]:
+    """The repro's lines after of_wrt (the op in its given differentiable arrays)."""
+    primals = "*(arrays[n] for n in wrt)"
+    given = (
+        f"[jnp.zeros_like(arrays[n]) if {{name}}[{differentiable!r}.index(n)] is None else "
+        f"jnp.asarray({{name}}[{differentiable!r}.index(n)]){cast} for n in wrt]"
+    )
+    if direction == "jvp":
+        return [
+            f"along = tuple({given.format(name='tangents')})",
+            f"_, tangent = jax.jvp(jax.jit(of_wrt), ({primals},), along)",
+            f"got = {{{output_names[0]!r}: as_numpy(tangent)}}",
+        ]
+    if direction == "double_backward":
+        return [
+            "def first(grad, *values):",
+            "    return tuple(jax.vjp(of_wrt, *values)[1](grad))",
+            f"_, pullback = jax.vjp(jax.jit(first), grad_output, {primals})",
+            f"second = pullback(tuple({given.format(name='grad_grads')}))",
+            "found = dict(zip(wrt, second[1:]))",
+            f"values = [as_numpy(found.get(n)) for n in {differentiable!r}]",
+            f"got = dict(zip({tuple(output_names)!r}, (*values, as_numpy(second[0]))))",
+        ]
+    return [
+        f"_, pullback = jax.vjp(jax.jit(of_wrt), {primals})",
+        "found = dict(zip(wrt, pullback(grad_output)))",
+        f"got = dict(zip({tuple(output_names)!r}, "
+        f"(as_numpy(found.get(n)) for n in {differentiable!r})))",
+    ]
 
 
 def _sources(function: Callable[..., Any]) -> list[str]:

@@ -73,7 +73,7 @@ CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("direction", ["forward", "backward", "jvp", "double_backward"])
 @pytest.mark.parametrize("op", sorted(CASES))
 def test_adapter_agrees_with_the_reference(op: str, direction: str) -> None:
     arrays, config = CASES[op]
@@ -155,3 +155,23 @@ def test_repro_snippet_reproduces_the_unfold_finding() -> None:
     )
     assert printed.returncode == 1, printed.stderr
     assert "REPRODUCED: output[" in printed.stdout
+
+
+@pytest.mark.parametrize("direction", ["jvp", "double_backward"])
+def test_a_derivative_repro_reproduces_the_minus_inf_window(direction: str) -> None:
+    """jax.jvp of max reduce_window at a -inf element picks the init value's zero tangent
+    (reports/findings/jax/max-reduce-window-vjp-selects-wrong-element.md); the repro, in
+    jax alone, says so and exits 1."""
+    x = np.array([[[-np.inf], [2.0]]])
+    config = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1}
+    config.update(ceil_mode=False, return_indices=False)
+    example = Example({"input": x}, config, "specials", 0)
+    outcome = run_example(BY_NAME["max_pool2d"], IMPL, "float64", direction, example)
+    wrong = {"jvp": "tangent", "double_backward": "grad_grad_output"}[direction]
+    assert outcome.row["verdict"] == "fail" and outcome.row["failed_outputs"] == wrong
+    assert "got 0.0" in outcome.row["problem"]  # the init value's zero tangent
+    printed = subprocess.run(
+        [sys.executable, "-c", outcome.row["repro"]], capture_output=True, text=True, timeout=120
+    )
+    assert printed.returncode == 1, printed.stdout + printed.stderr
+    assert "REPRODUCED:" in printed.stdout
