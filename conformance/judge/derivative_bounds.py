@@ -332,6 +332,13 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             curvature = A.scale(A.where(nonzero, A.power(S, 1.0 / p - 2.0)), 1.0 / p - 1.0)
             second = A.linear(scatter, A.mul(A.mul(g, curvature), d_sums), k)
             left = A.mul(A.scale(A.mul(A.power(xb, p - 2.0), vb), p - 1.0), first)
+            if p < 2.0:
+                # at x = 0, x ** (p - 2) is inf: the term is inf times ``first``, whose sign,
+                # or whether it is 0 (then NaN), is rounding's choice where ``first`` is within
+                # its error of 0 (bfloat16 torch: NaN, float32: +inf, the exact value -inf)
+                with np.errstate(invalid="ignore"):
+                    undecided = (xb.value == 0) & (first.error >= np.abs(first.value))
+                unclaimed["grad_input"] = unclaimed["grad_input"] | finish(undecided)
             grad_input = A.add(left, A.mul(A.power(xb, p - 1.0), second))
             grad_input = Tracked(
                 grad_input.value,
