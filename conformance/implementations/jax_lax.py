@@ -183,13 +183,7 @@ class JaxImplementation(OpsByName):
         jax = self._jax
 
         def gradients(grad: Any, *values: Any) -> tuple[Any, ...]:
-            def of_present(*chosen: Any) -> Any:
-                full = list(values)
-                for i, value in zip(present, chosen, strict=True):
-                    full[i] = value
-                out = function(*full)
-                return out[0] if isinstance(out, (tuple, list)) else out
-
+            of_present = _first_output_of(function, values, present)
             _, pullback = jax.vjp(of_present, *(values[i] for i in present))
             return tuple(pullback(grad))
 
@@ -223,14 +217,7 @@ class JaxImplementation(OpsByName):
 
         def tangent(*values: Any) -> Any:
             primal = values[:count]
-
-            def of_present(*chosen: Any) -> Any:
-                full = list(primal)
-                for i, value in zip(present, chosen, strict=True):
-                    full[i] = value
-                out = function(*full)
-                return out[0] if isinstance(out, (tuple, list)) else out
-
+            of_present = _first_output_of(function, primal, present)
             chosen = tuple(primal[i] for i in present)
             return jax.jvp(of_present, chosen, tuple(values[count:]))[1]
 
@@ -261,13 +248,7 @@ class JaxImplementation(OpsByName):
             primal = values[:count]
 
             def first(grad_: Any, *chosen: Any) -> tuple[Any, ...]:
-                def of_present(*inner: Any) -> Any:
-                    full = list(primal)
-                    for i, value in zip(present, inner, strict=True):
-                        full[i] = value
-                    out = function(*full)
-                    return out[0] if isinstance(out, (tuple, list)) else out
-
+                of_present = _first_output_of(function, primal, present)
                 return tuple(jax.vjp(of_present, *chosen)[1](grad_))
 
             chosen = tuple(primal[i] for i in present)
@@ -336,6 +317,22 @@ class JaxImplementation(OpsByName):
             "    return out[0] if isinstance(out, tuple) else out",
         ]
         return lines + _derivative_lines(backward, differentiable, output_names, cast)
+
+
+def _first_output_of(
+    function: Callable[..., Any], values: Sequence[Any], present: Sequence[int]
+) -> Callable[..., Any]:
+    """The op's first output as a function of its arrays at ``present`` alone (the others
+    fixed at ``values``): what jax differentiates."""
+
+    def of_present(*chosen: Any) -> Any:
+        full = list(values)
+        for i, value in zip(present, chosen, strict=True):
+            full[i] = value
+        out = function(*full)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return of_present
 
 
 def _derivative_lines(
