@@ -178,6 +178,71 @@ def _padding_mode_boundary(arrays: Arrays, config: Config, spec: OpSpec) -> None
     _set_first("padding", size + extra)(arrays, config, spec)
 
 
+def _same_pad_ends(arrays: Arrays, config: Config) -> tuple[int, int]:
+    """'same' padding's two ends on the first spatial axis: the odd element goes at the end."""
+    weight = arrays["weight"]
+    assert weight is not None
+    total = _first(config.get("dilation", 1)) * (weight.shape[2] - 1)
+    return total // 2, total - total // 2
+
+
+def _same_past_mode_limit(spec: OpSpec, example: Example) -> bool:
+    """A convolution whose effective kernel pads at least one element at 'same''s end."""
+    return _is_conv(spec) and _same_pad_ends(dict(example.arrays), dict(example.config))[1] >= 1
+
+
+def _resized_axis(arrays: Arrays, spec: OpSpec, axis: int, size: int) -> None:
+    """The input with spatial axis ``axis`` cut or zero-extended to ``size`` elements."""
+    x = arrays["input"]
+    assert x is not None
+    dims = len(_spatial_sizes(arrays, spec))
+    where = x.ndim - dims + axis
+    shape = list(x.shape)
+    shape[where] = size
+    grown = np.zeros(shape, dtype=x.dtype)
+    keep = min(size, x.shape[where])
+    index = (slice(None),) * where + (slice(0, keep),)
+    grown[index] = x[index]
+    arrays["input"] = grown
+
+
+def _same_pad_boundary(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+    """'same' (stride 1) with reflect or circular padding and the first input size the mode
+    cannot pad at the end, the larger pad: reflect size == pad, circular size == pad - 1.
+    With an even effective kernel the start pad is one smaller and still fits, so only a
+    check of the larger end rejects it. Circular needs an end pad of 2 (a size of 1)."""
+    end = _same_pad_ends(arrays, config)[1]
+    circular = config.get("padding_mode") == "circular" and end >= 2
+    config.update(padding="same", stride=1, padding_mode="circular" if circular else "reflect")
+    _resized_axis(arrays, spec, 0, end - 1 if circular else end)
+
+
+def _single_value_per_channel(spec: OpSpec, example: Example) -> bool:
+    return spec.name == "batch_norm" and bool(example.config.get("training"))
+
+
+def _one_value_per_channel(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+    """Batch 1 and every spatial axis 1: training has one value per channel, no variance."""
+    x = arrays["input"]
+    assert x is not None
+    arrays["input"] = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (x.ndim - 2)].copy()
+
+
+def _patch_fits(spec: OpSpec, example: Example) -> bool:
+    weight = example.arrays.get("weight")
+    return spec.name == "patch_embedding" and weight is not None and weight.shape[-1] >= 2
+
+
+def _under_one_patch(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+    """Rows one short of a patch, columns untouched: no patch on one axis only."""
+    x, weight = arrays["input"], arrays["weight"]
+    assert x is not None and weight is not None
+    rows = x.ndim - 2
+    shape = list(x.shape)
+    shape[rows] = weight.shape[-1] - 1
+    arrays["input"] = x[tuple(slice(0, n) for n in shape)].copy()
+
+
 def _empty_axis(axis: int) -> Breaker:
     """The input with spatial axis ``axis`` empty (size 0)."""
 
@@ -241,6 +306,8 @@ RULES = (
     Rule("padding past what the padding mode can give", "padding",
          lambda s, e: _is_conv(s) and e.config.get("padding_mode") in ("reflect", "circular")
          and not isinstance(e.config.get("padding"), str), _padding_mode_boundary),
+    Rule("'same' padding past what the padding mode can give at its end", "padding",
+         _same_past_mode_limit, _same_pad_boundary, also=("input",)),
     *(Rule(f"empty spatial axis {axis}", "input", _spatial_axis(axis), _empty_axis(axis))
       for axis in range(3)),
     # batch_norm takes (N, C, *) of any rank: two leading axes move its channels to an axis
@@ -258,6 +325,9 @@ RULES = (
          _set_first("output_size", -1)),
     Rule("running_mean of the wrong length", "running_mean", _batch_norm_stats,
          _running_mean_length),
+    Rule("training with one value per channel", "input", _single_value_per_channel,
+         _one_value_per_channel),
+    Rule("input smaller than the patch on one axis", "input", _patch_fits, _under_one_patch),
     Rule("negative eps", "eps", lambda s, e: "eps" in e.config, _set_first("eps", -1.0)),
     Rule("norm_type 0", "norm_type", _has("norm_type"), _set_first("norm_type", 0.0)),
 )  # fmt: skip
