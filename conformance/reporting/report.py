@@ -20,7 +20,11 @@ import pandas as pd
 from conformance.catalogue.spec import OpSpec
 from conformance.reporting.baseline import KnownDiscrepancy, known_table, unconfirmed
 from conformance.reporting.results import parquet_ready
-from conformance.reporting.scoreboard import scoreboard_matrix, scoreboard_table
+from conformance.reporting.scoreboard import (
+    direction_matrix,
+    scoreboard_matrix,
+    scoreboard_table,
+)
 from conformance.reporting.tables import (
     coverage_table,
     discrepancies,
@@ -143,7 +147,9 @@ def render_summary(
             "over the judged examples and each cell's status, follows."
         )
         long_form = board.rename(columns={"examples": "n", **SHORT_COLUMNS})
-        lines += ["", _markdown(scoreboard_matrix(board)), "", _markdown(long_form, index=False)]
+        lines += ["", _markdown(scoreboard_matrix(board)), ""]
+        lines += wrapped("The same examples by direction (every op together):")
+        lines += ["", _markdown(direction_matrix(frame)), "", _markdown(long_form, index=False)]
         lines += [""]
     lines += ["## Results", ""]
     lines += wrapped(

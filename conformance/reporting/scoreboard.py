@@ -82,6 +82,24 @@ def scoreboard_matrix(table: pd.DataFrame) -> pd.DataFrame:
     return matrix
 
 
+def direction_matrix(frame: pd.DataFrame) -> pd.DataFrame:
+    """Implementations as rows, directions (forward, backward, jvp, double backward, invalid
+    call) as columns, each cell passed/examples with its kN uN FN marks: which directions each
+    implementation was judged in, and how it did in each."""
+    if frame.empty:
+        return pd.DataFrame()
+    renamed = frame.assign(op=frame["direction"].astype(str))
+    table = scoreboard_table(renamed)
+    matrix = scoreboard_matrix(table).T
+    order = [d for d in DIRECTIONS if d in matrix.columns]
+    matrix = matrix[order + [d for d in matrix.columns if d not in order]]
+    matrix.index.name = None
+    return matrix
+
+
+DIRECTIONS = ("forward", "backward", "jvp", "double_backward", "invalid call")
+
+
 def status_matrix(table: pd.DataFrame) -> pd.DataFrame:
     """The same grid holding each cell's status (for colouring)."""
     if table.empty:
