@@ -76,6 +76,8 @@ from reference.double_backward import (
     unfold_double_backward,
 )
 from reference.fold import fold, fold_backward, unfold, unfold_backward
+from reference.fused import conv_bn_relu, conv_bn_relu_backward
+from reference.fused_derivatives import conv_bn_relu_double_backward, conv_bn_relu_jvp
 from reference.gradcheck import (
     check_double_backward,
     check_gradients,
@@ -219,6 +221,10 @@ __all__ = [
     "conv3d_backward",
     "conv3d_double_backward",
     "conv3d_jvp",
+    "conv_bn_relu",
+    "conv_bn_relu_backward",
+    "conv_bn_relu_double_backward",
+    "conv_bn_relu_jvp",
     "conv_output_size",
     "conv_transpose1d",
     "conv_transpose1d_backward",

@@ -289,6 +289,24 @@ _RESIDUAL: dict[str, Kind] = dict(
 )  # fmt: skip
 add("residual_block", Row(_make_residual, _RESIDUAL), reference.residual_block)
 
+
+def _make_conv_bn_relu() -> Kwargs:
+    return dict(
+        input=normal(2, 4, 5, 5), weight=normal(6, 2, 3, 3), bias=normal(6),
+        running_mean=normal(6, seed=1), running_var=np.abs(normal(6, seed=2)) + 0.5,
+        bn_weight=normal(6, seed=3), bn_bias=normal(6, seed=4), stride=2, padding=1, dilation=1,
+        groups=2, eps=1e-3,
+    )  # fmt: skip
+
+
+_CONV_BN_RELU: dict[str, Kind] = dict(
+    input=Array(ndims=(3, 4)), weight=Array(ndims=(4,)), bias=_OPTIONAL, running_mean=_EXACT,
+    running_var=_EXACT, bn_weight=_OPTIONAL, bn_bias=_OPTIONAL, stride=Knob(2, 1, "same"),
+    padding=Knob(2, 0, "same", strings=("same", "valid")), dilation=Knob(2, 1, "same"),
+    groups=Count(), eps=Real("ge0", inf_ok=True),
+)  # fmt: skip
+add("conv_bn_relu", Row(_make_conv_bn_relu, _CONV_BN_RELU), reference.conv_bn_relu)
+
 # ---------------------------------------------------------------------------------------------
 # gradient checking, the im2col budget, shape formulas
 
