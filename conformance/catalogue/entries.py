@@ -5,8 +5,9 @@ An entry (conformance.catalogue.spec.OpSpec) names the op as torch.nn.functional
 a strategy of valid examples, how each output is judged, and the regions of its parameter
 space the coverage table must show hit. Each family's entries live in
 conformance/catalogue/families/; every differentiable one gains here its forward-mode and
-second-derivative directions, with their oracles (reference.jvp, reference.double_backward)
-and their bounds (conformance.judge.derivatives, conformance.judge.derivative_bounds).
+second-derivative directions, with their oracles (reference.jvp, reference.double_backward,
+reference.fused_derivatives) and their bounds (conformance.judge.derivatives,
+conformance.judge.derivative_bounds).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 
-import reference.double_backward as second_order
-import reference.jvp as forward_mode
+import reference
 from conformance.catalogue.families import blocks, conv, normalization, pool
 from conformance.catalogue.spec import CustomTolerances, OpSpec
 from conformance.judge.block_derivative_bounds import (
@@ -28,6 +28,7 @@ from conformance.judge.derivative_bounds import (
     lp_derivative_tolerances,
 )
 from conformance.judge.derivatives import DERIVATIVE_DIRECTIONS, DERIVATIVE_REGIONS
+from conformance.judge.fused_bounds import conv_bn_relu_derivative_tolerances
 
 # the ops whose derivative directions are not sums of products: their bounds, by running
 # error analysis of the reference's formulas
@@ -35,6 +36,7 @@ CUSTOM_DERIVATIVE_BOUNDS: dict[str, Callable[[OpSpec], CustomTolerances]] = {
     "batch_norm": batch_norm_derivative_tolerances,
     "depthwise_separable_conv": separable_derivative_tolerances,
     "residual_block": residual_derivative_tolerances,
+    "conv_bn_relu": conv_bn_relu_derivative_tolerances,
     **{f"lp_pool{d}d": lp_derivative_tolerances for d in (1, 2, 3)},
 }
 
@@ -48,8 +50,10 @@ def with_derivatives(spec: OpSpec) -> OpSpec:
         spec,
         directions=(*spec.directions, *DERIVATIVE_DIRECTIONS),
         coverage={**spec.coverage, **DERIVATIVE_REGIONS.get(spec.name, {})},
-        reference_jvp=getattr(forward_mode, f"{spec.name}_jvp"),
-        reference_double_backward=getattr(second_order, f"{spec.name}_double_backward"),
+        # the package exports every op's (reference.jvp, reference.double_backward, and the
+        # fusion chains' reference.fused_derivatives)
+        reference_jvp=getattr(reference, f"{spec.name}_jvp"),
+        reference_double_backward=getattr(reference, f"{spec.name}_double_backward"),
         derivative_tolerances=None if custom is None else custom(spec),
     )
 

@@ -14,6 +14,6 @@ OPS = (
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "unfold", "fold",
     "batch_norm", "channel_statistics",
-    "patch_embedding", "depthwise_separable_conv", "residual_block",
+    "patch_embedding", "depthwise_separable_conv", "residual_block", "conv_bn_relu",
 )  # fmt: skip
 DTYPES = ("float64", "float32", "float16", "bfloat16")

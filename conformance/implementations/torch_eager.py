@@ -43,6 +43,12 @@ REPRO_CALLS = {
         "s), None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, e))))"
         "(torch.nn.functional, config['stride'], config['eps'])"
     ),
+    "conv_bn_relu": (
+        "(lambda F, c: F.relu(F.batch_norm(c.reshape(-1, *c.shape[-3:]), running_mean, "
+        "running_var, bn_weight, bn_bias, False, 0.0, config.get('eps', 1e-5))).reshape(c.shape))"
+        "(torch.nn.functional, torch.nn.functional.conv2d(input, weight, bias, "
+        "**{k: v for k, v in config.items() if k != 'eps'}))"
+    ),
 }
 
 
@@ -100,7 +106,31 @@ def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
             )
         return functional.relu(body + skip)
 
+    def conv_bn_relu(
+        input: Any,
+        weight: Any,
+        bias: Any,
+        running_mean: Any,
+        running_var: Any,
+        bn_weight: Any = None,
+        bn_bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        eps: float = 1e-5,
+    ) -> Any:
+        """The composition, batch norm in eval mode: F.batch_norm takes (N, C, *), so an
+        unbatched (C, H, W) convolution output gets its batch axis for it."""
+        conv = functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        batched = conv.reshape(-1, *conv.shape[-3:])
+        normalized = functional.batch_norm(
+            batched, running_mean, running_var, bn_weight, bn_bias, False, 0.0, eps
+        )
+        return functional.relu(normalized).reshape(conv.shape)
+
     return {
+        "conv_bn_relu": conv_bn_relu,
         "residual_block": residual_block,
         "patch_embedding": patch_embedding,
         "depthwise_separable_conv": depthwise_separable_conv,

@@ -29,6 +29,7 @@ BATCHED_RANK = {
     "patch_embedding": 4,
     "depthwise_separable_conv": 4,
     "residual_block": 4,
+    "conv_bn_relu": 4,
 }
 
 

@@ -1,25 +1,33 @@
-"""Catalogue entries of the blocks: patch embedding, depthwise-separable convolution and
-ResNet's residual block.
+"""Catalogue entries of the blocks: patch embedding, depthwise-separable convolution,
+ResNet's residual block, and the fusion chain conv_bn_relu.
 
 patch_embedding is one matrix product, so the sum-of-products bound applies as it is. The two
 blocks that chain ops have composed bounds (conformance.judge.block_bounds), which carry
-each intermediate's storage in the tested dtype: they are judged in every dtype.
+each intermediate's storage in the tested dtype: they are judged in every dtype. conv_bn_relu's
+bound (conformance.judge.fused_bounds) covers both torch's three stored ops and an inference
+engine's fold of batch norm into the convolution.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 import reference
 from conformance.catalogue.example import Example
-from conformance.catalogue.spec import OpSpec, Region, input_array
+from conformance.catalogue.families.conv import _common_regions
+from conformance.catalogue.spec import OpSpec, Region, input_array, per_dim
 from conformance.catalogue.strategies.blocks import (
     patch_examples,
     residual_examples,
     separable_examples,
 )
+from conformance.catalogue.strategies.fused import conv_bn_relu_examples
 from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.judge.block_bounds import residual_tolerances, separable_tolerances
+from conformance.judge.fused_bounds import conv_bn_relu_tolerances, knobs_of
 
 
 def _patch_terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
@@ -93,6 +101,51 @@ def _residual_regions() -> dict[str, Region]:
     }
 
 
+CONV_BN_RELU_ARRAYS = (
+    "input",
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "bn_weight",
+    "bn_bias",
+)
+
+
+def _calibrated(example: Example) -> bool:
+    """running_mean is the batch's own channel mean (strategies.fused): c - mean cancels."""
+    x, mean, weight = input_array(example), example.arrays["running_mean"], example.arrays["weight"]
+    assert mean is not None and weight is not None
+    batched = x if x.ndim == 4 else x[np.newaxis]
+    conv = reference.conv2d(batched, weight, example.arrays["bias"], *knobs_of(example.config))
+    return bool(np.allclose(conv.mean(axis=(0, 2, 3)), mean, rtol=1e-12, atol=0.0))
+
+
+def _conv_bn_relu_regions() -> dict[str, Region]:
+    def padding(e: Example) -> Any:
+        return e.config["padding"]
+
+    return {
+        **_common_regions(),
+        "padding='same'": lambda e: padding(e) == "same",
+        "padding='valid'": lambda e: padding(e) == "valid",
+        "padding > 0 (ints)": lambda e: (
+            not isinstance(padding(e), str) and max(per_dim(padding(e), 2)) > 0
+        ),
+        "no bn_weight (gamma 1)": lambda e: e.arrays["bn_weight"] is None,
+        "bn_weight and bn_bias": lambda e: (
+            e.arrays["bn_weight"] is not None and e.arrays["bn_bias"] is not None
+        ),
+        # torch's batch_norm double backward fails there (reports/findings/torch/
+        # batch-norm-double-backward-bias-without-weight.md)
+        "bn_bias without bn_weight": lambda e: (
+            e.arrays["bn_weight"] is None and e.arrays["bn_bias"] is not None
+        ),
+        "statistics of the batch (c - mean cancels)": _calibrated,
+        "large values (wide)": lambda e: e.values == "wide",
+    }
+
+
 SPECS: tuple[OpSpec, ...] = (
     OpSpec(
         name="patch_embedding",
@@ -140,5 +193,17 @@ SPECS: tuple[OpSpec, ...] = (
         terms=lambda example, shape: {},
         coverage=_residual_regions(),
         tolerances=residual_tolerances,
+    ),
+    OpSpec(
+        name="conv_bn_relu",
+        family="blocks",
+        reference=reference.conv_bn_relu,
+        reference_backward=reference.conv_bn_relu_backward,
+        array_args=CONV_BN_RELU_ARRAYS,
+        differentiable=("input", "weight", "bias", "bn_weight", "bn_bias"),
+        examples=omitting_defaults(conv_bn_relu_examples, reference.conv_bn_relu),
+        terms=lambda example, shape: {},
+        coverage=_conv_bn_relu_regions(),
+        tolerances=conv_bn_relu_tolerances,
     ),
 )
