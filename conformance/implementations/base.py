@@ -4,6 +4,7 @@ implementation's optional declarations."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,9 +89,28 @@ def supports(implementation: Any, op: str, dtype: str) -> bool:
     return bool(declared(op, dtype)) if callable(declared) else True
 
 
-def accumulation_dtype(implementation: Any, dtype: str) -> str:
+def accumulation_dtype(
+    implementation: Any, dtype: str, op: str | None = None, direction: str | None = None
+) -> str:
+    """The precision the implementation accumulates ``dtype`` in (default: ``dtype``). A
+    declaration that takes ``op`` and ``direction`` keywords gets them (an adapter whose
+    backward accumulates wider than its forward, or one op differently from the rest);
+    ``accumulation_dtype(dtype)`` alone answers for every op and direction."""
     declared = getattr(implementation, "accumulation_dtype", None)
-    return str(declared(dtype)) if callable(declared) else dtype
+    if not callable(declared):
+        return dtype
+    if op is not None and _takes_op_and_direction(declared):
+        return str(declared(dtype, op=op, direction=direction))
+    return str(declared(dtype))
+
+
+def _takes_op_and_direction(function: Any) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: the one-argument form
+        return False
+    names = {p.name for p in parameters}
+    return {"op", "direction"} <= names or any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def versions(implementation: Any) -> dict[str, str]:

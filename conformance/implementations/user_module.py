@@ -20,8 +20,10 @@ class ModuleImplementation:
     def has(self, op: str) -> bool:
         return implements(self._target, op)
 
-    def accumulation_dtype(self, dtype: str) -> str:
-        return accumulation_dtype(self._target, dtype)
+    def accumulation_dtype(
+        self, dtype: str, op: str | None = None, direction: str | None = None
+    ) -> str:
+        return accumulation_dtype(self._target, dtype, op, direction)
 
     def supports(self, op: str, dtype: str) -> bool:
         return supports(self._target, op, dtype)

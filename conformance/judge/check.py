@@ -158,7 +158,9 @@ def judge(
     """(verdict, measurements, the bounds they were judged by, columns for the row): pass or
     fail against the accumulation the implementation declares; a failure that holds in the
     tested dtype's own arithmetic is 'widened', a finding rather than a failure."""
-    declared = implementations.accumulation_dtype(implementation, prepared.dtype)
+    declared = implementations.accumulation_dtype(
+        implementation, prepared.dtype, prepared.spec.name, prepared.direction
+    )
     tolerances = bounds(prepared, declared)
     measurements = _measure_outputs(prepared, got, tolerances)
     verdict = "pass" if all(m.passed for m in measurements.values()) else "fail"

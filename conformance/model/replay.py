@@ -31,7 +31,7 @@ def oracle_and_bounds(
     """(the arrays as tested, the oracle's outputs by name, each inexact output's bound)."""
     prepared = prepare(spec, dtype, direction, example)
     oracle(prepared)
-    accumulation = implementations.accumulation_dtype(implementation, dtype)
+    accumulation = implementations.accumulation_dtype(implementation, dtype, spec.name, direction)
     found = bounds(prepared, accumulation)
     return prepared.tested, prepared.wanted, {name: t.bound for name, t in found.items()}
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import reference
+from conformance import implementations
 from conformance.catalogue import BY_NAME
 from conformance.catalogue.example import Example
 from conformance.implementations import BUILT_IN, installed, load_implementation
@@ -210,6 +211,47 @@ def test_tf32_results_are_judged_against_tf32s_bound() -> None:
     implementation.tf32 = True
     assert implementation.accumulation_dtype("float32") == "tf32"
     assert implementation.accumulation_dtype("float64") == "float64"
+
+
+class PerDirectionTf32(Tf32Conv):
+    """TF32 declared for conv2d's forward only, through the per-op-and-direction form."""
+
+    def __init__(self) -> None:
+        super().__init__("tf32")
+        self.asked: list[tuple[str, str | None, str | None]] = []
+
+    def accumulation_dtype(  # type: ignore[override]
+        self, dtype: str, op: str | None = None, direction: str | None = None
+    ) -> str:
+        self.asked.append((dtype, op, direction))
+        return "tf32" if (op, direction) == ("conv2d", "forward") else dtype
+
+
+def test_accumulation_is_asked_per_op_and_direction() -> None:
+    """An adapter whose declaration takes op and direction is asked with them: its TF32
+    forward is judged against TF32's bound; one asked for another op gets float32's."""
+    rng = np.random.default_rng(3)
+    example = Example(
+        arrays={
+            "input": rng.standard_normal((2, 8, 6, 6)),
+            "weight": rng.standard_normal((4, 8, 3, 3)),
+            "bias": None,
+        },
+        config={"stride": 1, "padding": 1, "dilation": 1, "groups": 1, "padding_mode": "zeros"},
+        values="normal",
+        seed=3,
+    )
+    implementation = PerDirectionTf32()
+    result = run_example(BY_NAME["conv2d"], implementation, "float32", "forward", example)
+    assert result.passed, result.report
+    assert ("float32", "conv2d", "forward") in implementation.asked
+    assert implementations.accumulation_dtype(implementation, "float32", "conv1d", "forward") == (
+        "float32"
+    )
+    # the one-argument form still answers for every op and direction
+    assert implementations.accumulation_dtype(Tf32Conv("tf32"), "float32", "conv1d", "jvp") == (
+        "tf32"
+    )
 
 
 def test_entries_of_another_version_are_named_unless_confirmed() -> None:
