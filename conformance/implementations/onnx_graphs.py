@@ -67,6 +67,9 @@ class GraphPlan:
     results: list[Result]
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # int64 initializers
     write_back: tuple[str, ...] = ()  # results copied into the caller's arrays (in place)
+    # feeds baked into the model as initializers, not graph inputs: constant weights, which
+    # a runtime's graph optimizer may fold (conv_bn_relu: batch norm into the Conv)
+    initializers: tuple[str, ...] = ()
 
 
 def per_axis(value: Any, dims: int) -> list[int]:
@@ -257,6 +260,44 @@ def batch_norm(arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str)
     return GraphPlan(nodes, feeds, results, write_back=write_back)
 
 
+def conv_bn_relu(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphPlan:
+    """Conv -> BatchNormalization (eval, training_mode 0) -> Relu, every parameter a constant
+    initializer, as an exported inference model has them: onnxruntime's default graph
+    optimizations may then fold the batch norm into the Conv (ConvBNFusion) and fuse the
+    Relu (ConvActivationFusion); the graph says what to compute, the runtime decides how.
+    An absent bn_weight is a scale of ones, an absent bn_bias a B of zeros (torch's
+    meaning); a float32 epsilon attribute, as batch_norm's."""
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    plan = conv({"input": x, "weight": weight, "bias": bias}, config, 2)
+    channels = weight.shape[0]
+
+    def given(name: str, source: str, fill: float) -> Feed:
+        if arrays.get(source) is None:  # None, or a trailing None left out of the call
+            return Feed(name, None, fill=fill, length=channels)
+        return Feed(name, source)
+
+    (conv_node,) = plan.nodes
+    nodes = [
+        Node("Conv", conv_node.inputs, ("C",), conv_node.attributes),
+        Node(
+            "BatchNormalization",
+            ("C", "scale", "shift", "mean", "var"),
+            ("Z",),
+            {"epsilon": float(config.get("eps", 1e-5)), "training_mode": 0},
+        ),
+        Node("Relu", ("Z",), ("Y",), {}),
+    ]
+    feeds = [
+        *plan.feeds,
+        given("scale", "bn_weight", 1.0),
+        given("shift", "bn_bias", 0.0),
+        Feed("mean", "running_mean"),
+        Feed("var", "running_var"),
+    ]
+    baked = tuple(f.name for f in feeds if f.name != "X")
+    return GraphPlan(nodes, feeds, plan.results, initializers=baked)
+
+
 OPS = (
     *(f"conv{d}d" for d in (1, 2, 3)),
     *(f"conv_transpose{d}d" for d in (1, 2, 3)),
@@ -266,6 +307,7 @@ OPS = (
     "batch_norm",
     "patch_embedding",
     "depthwise_separable_conv",
+    "conv_bn_relu",
 )
 
 

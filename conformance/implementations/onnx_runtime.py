@@ -53,6 +53,7 @@ def make_model(plan: GraphPlan, feeds: Mapping[str, np.ndarray], dtype: np.dtype
     inputs = [
         helper.make_tensor_value_info(name, _elem_type(value.dtype), value.shape)
         for name, value in feeds.items()
+        if name not in plan.initializers
     ]
     outputs = [
         helper.make_tensor_value_info(
@@ -61,6 +62,7 @@ def make_model(plan: GraphPlan, feeds: Mapping[str, np.ndarray], dtype: np.dtype
         for r in plan.results
     ]
     constants = [numpy_helper.from_array(v, k) for k, v in plan.constants.items()]
+    constants += [numpy_helper.from_array(feeds[k], k) for k in plan.initializers]
     graph = helper.make_graph(nodes, "call", inputs, outputs, initializer=constants)
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
@@ -75,7 +77,7 @@ def build(
     dims = int(op[-2]) if op[-2:-1].isdigit() and op.endswith("d") else 0
     if op.startswith("conv_transpose"):
         return graphs.conv_transpose(arrays, config, dims)
-    if op.startswith("conv"):
+    if op.startswith("conv") and dims:
         return graphs.conv(arrays, config, dims)
     if op.startswith("max_pool"):
         return pool.max_pool(arrays, config, dims)
@@ -85,6 +87,8 @@ def build(
         return pool.lp_pool(arrays, config, dims)
     if op.startswith("adaptive_"):
         return pool.adaptive_pool(arrays, config, dims, op.split("_")[1])
+    if op == "conv_bn_relu":
+        return graphs.conv_bn_relu(arrays, config)
     builders = {
         "fold": graphs.fold,
         "patch_embedding": graphs.patch_embedding,
@@ -149,11 +153,13 @@ class _OnnxImplementation:
         shapes = tuple((k, v.shape) for k, v in feeds.items())
         # the graph is fixed by its nodes, outputs, constants and input shapes and types
         graph = (plan.nodes, plan.results, {k: v.tolist() for k, v in plan.constants.items()})
-        key = (op, str(dtype), shapes, repr(graph))
+        baked = tuple(feeds.pop(k).tobytes() for k in plan.initializers)  # part of the model
+        key = (op, str(dtype), shapes, repr(graph), baked)
         run = self._sessions.get(key)
         if run is None:
             started = time.perf_counter()
-            run = self._session(make_model(plan, feeds, dtype))
+            model_feeds = {f.name: onnx_graphs.feed_value(f, named, dtype) for f in plan.feeds}
+            run = self._session(make_model(plan, model_feeds, dtype))
             self.session_seconds.append(time.perf_counter() - started)
             self._sessions[key] = run
         outputs = dict(zip([r.output for r in plan.results], run(feeds), strict=True))
@@ -208,6 +214,9 @@ class _OnnxImplementation:
                 value = f"np.ascontiguousarray({f.source})" + ("[np.newaxis]" if f.batch else "")
             lines.append(f"    {f.name!r}: {value},")
         lines.append("}")
+        if plan.initializers:  # constant weights, baked into the model (onnx_graphs.GraphPlan)
+            lines.append(f"baked = {{k: feeds.pop(k) for k in {list(plan.initializers)!r}}}")
+            lines.append("constants += [numpy_helper.from_array(v, k) for k, v in baked.items()]")
         outputs = [r.output for r in plan.results]
         elem = "lambda a: int(helper.np_dtype_to_tensor_dtype(np.dtype(a)))"
         lines += [
