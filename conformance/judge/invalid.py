@@ -170,9 +170,16 @@ def _kernel_over_input(arrays: Arrays, config: Config, spec: OpSpec) -> None:
 
 
 def _padding_mode_boundary(arrays: Arrays, config: Config, spec: OpSpec) -> None:
-    """The first padding the mode cannot give on the first axis: reflect needs padding
-    smaller than the input (pad == size is the first invalid), circular at most the input
-    (pad == size + 1)."""
+    """The first padding the mode cannot give, on the first axis. Numeric padding (under
+    reflect, or circular where the example has it): reflect needs padding smaller than the
+    input (pad == size is the first invalid), circular at most the input (pad == size + 1).
+    'same' or 'valid' padding with a kernel that pads: 'same' and the input cut to the end
+    pad's limit (see _same_pad_boundary), where only the larger of the two pads is past it."""
+    if isinstance(config.get("padding"), str) and _same_pad_ends(arrays, config)[1] >= 1:
+        _same_pad_boundary(arrays, config, spec)
+        return
+    if config.get("padding_mode") != "circular":
+        config["padding_mode"] = "reflect"
     size = _spatial_sizes(arrays, spec)[0]
     extra = 1 if config["padding_mode"] == "circular" else 0
     _set_first("padding", size + extra)(arrays, config, spec)
@@ -184,11 +191,6 @@ def _same_pad_ends(arrays: Arrays, config: Config) -> tuple[int, int]:
     assert weight is not None
     total = _first(config.get("dilation", 1)) * (weight.shape[2] - 1)
     return total // 2, total - total // 2
-
-
-def _same_past_mode_limit(spec: OpSpec, example: Example) -> bool:
-    """A convolution whose effective kernel pads at least one element at 'same''s end."""
-    return _is_conv(spec) and _same_pad_ends(dict(example.arrays), dict(example.config))[1] >= 1
 
 
 def _resized_axis(arrays: Arrays, spec: OpSpec, axis: int, size: int) -> None:
@@ -303,11 +305,8 @@ RULES = (
     Rule("output_padding >= stride and dilation", "output_padding",
          lambda s, e: _transposed(s), _output_padding_too_large),
     Rule("'same' with stride > 1", "padding", lambda s, e: _is_conv(s), _same_strided),
-    Rule("padding past what the padding mode can give", "padding",
-         lambda s, e: _is_conv(s) and e.config.get("padding_mode") in ("reflect", "circular")
-         and not isinstance(e.config.get("padding"), str), _padding_mode_boundary),
-    Rule("'same' padding past what the padding mode can give at its end", "padding",
-         _same_past_mode_limit, _same_pad_boundary, also=("input",)),
+    Rule("padding past what the padding mode can give", "padding", lambda s, e: _is_conv(s),
+         _padding_mode_boundary, also=("input",)),
     *(Rule(f"empty spatial axis {axis}", "input", _spatial_axis(axis), _empty_axis(axis))
       for axis in range(3)),
     # batch_norm takes (N, C, *) of any rank: two leading axes move its channels to an axis
