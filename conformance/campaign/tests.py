@@ -26,6 +26,7 @@ from conformance.campaign.recorder import Recorder
 from conformance.catalogue import CATALOGUE, OpSpec
 from conformance.catalogue.strategies.knobs import batches
 from conformance.implementations import implements, supports
+from conformance.implementations.base import values_per_configuration
 from conformance.implementations.calls import HISTORY, ProcessDied
 from conformance.implementations.code_paths import platform_facts
 from conformance.judge.check import call_of, died_outcome, regions_hit
@@ -47,17 +48,19 @@ CASES = [
 ]
 
 
-_STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {}
+_STRATEGIES: dict[tuple[str, str, int], st.SearchStrategy[Any]] = {}
 
 
-def _batch(spec: OpSpec, kind: str = "examples") -> st.SearchStrategy[tuple[Any, ...]]:
+def _batch(
+    spec: OpSpec, kind: str = "examples", variants: int = 1
+) -> st.SearchStrategy[tuple[Any, ...]]:
     """A test case's examples of the op (or invalid calls), built once per process: a new
     strategy object per draw is validated by Hypothesis anew, which costs more than drawing
-    from it."""
-    if (spec.name, kind) not in _STRATEGIES:
+    from it. ``variants``: examples per configuration (values_per_configuration)."""
+    if (spec.name, kind, variants) not in _STRATEGIES:
         one = spec.examples() if kind == "examples" else invalid_calls(spec)
-        _STRATEGIES[spec.name, kind] = batches(one, _PER_CASE)
-    return _STRATEGIES[spec.name, kind]
+        _STRATEGIES[spec.name, kind, variants] = batches(one, _PER_CASE, variants)
+    return _STRATEGIES[spec.name, kind, variants]
 
 
 # the loaded profile's examples per group, in test cases of _PER_CASE examples (read when the
@@ -86,7 +89,8 @@ def test_op(
     if not supports(implementation, op, dtype):
         pytest.skip(f"the implementation under test does not run {op} in {dtype}")
     with timing.phase("generate"):
-        examples = data.draw(_batch(spec), label="examples")
+        variants = values_per_configuration(implementation)
+        examples = data.draw(_batch(spec, "examples", variants), label="examples")
     baseline = applicable(conformance_baseline, implementation)
     shrinking = Shrinking.of(conformance_recorder, spec.name, implementation.name, dtype, direction)
     pending: list[Any] = []

@@ -5,6 +5,7 @@ implementation's optional declarations."""
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,6 +112,22 @@ def _takes_op_and_direction(function: Any) -> bool:
         return False
     names = {p.name for p in parameters}
     return {"op", "direction"} <= names or any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def values_per_configuration(implementation: Any) -> int:
+    """How many examples share one configuration (its config and shapes, each with other
+    values): what an implementation that compiles per configuration declares as
+    ``values_per_configuration`` (default 1: every example its own configuration).
+    $CONFORMANCE_VALUES_PER_CONFIGURATION overrides every implementation's."""
+    override = os.environ.get("CONFORMANCE_VALUES_PER_CONFIGURATION")
+    if override:
+        count = int(override) if override.isdigit() else 0
+        if count < 1:
+            raise ValueError(
+                f"CONFORMANCE_VALUES_PER_CONFIGURATION must be a positive integer, got {override!r}"
+            )
+        return count
+    return max(1, int(getattr(implementation, "values_per_configuration", 1)))
 
 
 def versions(implementation: Any) -> dict[str, str]:

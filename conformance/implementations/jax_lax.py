@@ -69,6 +69,7 @@ class JaxImplementation(OpsByName):
     """jax.lax / jnp compositions on the CPU, float64 enabled, one compilation per config."""
 
     name = "jax"
+    values_per_configuration = 2  # XLA compiles each configuration (0.1-0.75 s)
     derivatives = True  # jax.jvp, and jax.vjp of the vjp
     # lax gives negative padding, strided SAME, ... meanings of its own; the adapter declares
     # the ones it maps (jax_lax_rules), and any other call torch forbids that jax accepts is

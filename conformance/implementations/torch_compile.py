@@ -73,6 +73,8 @@ class CompiledImplementation(TorchImplementation):
 
     name = "torch-compile"
     backend = "inductor"
+    # inductor compiles each new configuration (2-16 s): five value draws judged per compile
+    values_per_configuration = 5
 
     def __init__(self, dynamic: bool | None = None) -> None:
         super().__init__(device="cpu")
@@ -274,6 +276,7 @@ class DecompositionsImplementation(CompiledImplementation):
 
     name = "torch-decompositions"
     backend = "aot_eager_decomp_partition"
+    values_per_configuration = 2  # 0.3-0.5 s per configuration: more configurations instead
 
     def accumulation_dtype(self, dtype: str) -> str:
         """The decomposed graph runs aten's eager kernels, which accumulate float16/bfloat16

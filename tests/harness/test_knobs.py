@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
 
+from conformance.catalogue import CATALOGUE
 from conformance.catalogue.strategies.conv import conv_examples
 from conformance.catalogue.strategies.knobs import BLOCK, Knobs
 from conformance.catalogue.strategies.pool import pool_examples
@@ -140,3 +142,48 @@ def test_a_group_runs_exactly_its_examples_in_batches() -> None:
         size = per_case(examples)
         assert 1 <= size <= EXAMPLES_PER_CASE and examples % size == 0
     assert (per_case(150), per_case(8), per_case(7)) == (5, 4, 1)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "batch_norm", "residual_block"])
+def test_value_variants_share_a_configuration_and_change_the_values(name: str) -> None:
+    """values_per_configuration: a batch's examples come in runs of the same config and
+    shapes (one compilation), each with values of another kind and seed; with one variant
+    the batch is the one drawn before variants existed (the same bytes, the same examples)."""
+    from conformance.catalogue.strategies.knobs import batches
+
+    spec = next(spec for spec in CATALOGUE if spec.name == name)
+    one = spec.examples()
+    pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+
+    @settings(database=None, max_examples=20, deadline=None)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        block = data.draw(st.binary(min_size=2 * BLOCK, max_size=2 * BLOCK))
+        plain = _from_block(batches(one, 2), block)
+        varied = _from_block(batches(one, 6, 3), block)
+        pairs.append((plain, varied))
+
+    run()
+    for plain, varied in pairs:
+        assert len(varied) == 6
+        for start in (0, 3):
+            first = varied[start]
+            assert first.key() == plain[start // 3].key()  # variant 0: the plain example
+            for other in varied[start + 1 : start + 3]:
+                assert dict(other.config) == dict(first.config)
+                assert _shapes(other) == _shapes(first)
+                assert (other.values, other.seed) != (first.values, first.seed)
+        kinds = [example.values for example in varied[:3]]
+        assert len(set(kinds)) == 3, kinds  # each variant another kind of values
+
+
+def _shapes(example: Any) -> dict[str, Any]:
+    return {k: None if a is None else a.shape for k, a in example.arrays.items()}
+
+
+def _from_block(strategy: st.SearchStrategy[Any], block: bytes) -> Any:
+    """The batch the strategy draws when its one choice is ``block``."""
+    from hypothesis.internal.conjecture.data import ConjectureData
+
+    data = ConjectureData.for_choices([block])
+    return data.draw(strategy)

@@ -94,16 +94,27 @@ class Knobs:
         to uniform (Hypothesis's sampled_from had favoured the first entries: a ci run drew
         'specials', the last, for 8 examples of 150); seed 0 gives the first, plainest kind."""
         seed = self.seed()
+        if _VARIANT[0]:  # the same configuration again, with the next kind's values
+            seed += _VARIANT[0] * _STEP
         return kinds[seed % len(kinds)], seed
 
 
 _PENDING: list[bytes] = []  # the bytes the next Knobs starts from, set by a batch
+_VARIANT = [0]  # which value variant of its configuration the next example is (see batches)
+# a variant's seed step: 1 modulo 3, 4 and 5 (every list of kinds), so variant v of an
+# example whose kind is kinds[i] has kinds[i + v]: its values of another kind
+_STEP = 60 * 44_240_597 + 1
 
 
 @cache
-def batches(one: st.SearchStrategy[T], size: int) -> st.SearchStrategy[tuple[T, ...]]:
-    """``size`` examples of a knob strategy from one drawn block of ``size * BLOCK`` bytes,
-    each example starting from its own slice.
+def batches(
+    one: st.SearchStrategy[T], size: int, variants: int = 1
+) -> st.SearchStrategy[tuple[T, ...]]:
+    """``size`` examples of a knob strategy from one drawn block of bytes, each example
+    starting from its own slice. With ``variants`` > 1, each slice gives ``variants``
+    examples in a row: the same configuration and shapes (the same bytes), each with values
+    of the next kind and another seed, so that an implementation which compiles per
+    configuration compiles once for all of them (the batch is cut to ``size``).
 
     Drawn as ``st.tuples`` of ``one``, the examples would be spans with the same label, and
     Hypothesis's mutator, which copies a span onto another of its label to make duplicates,
@@ -112,14 +123,18 @@ def batches(one: st.SearchStrategy[T], size: int) -> st.SearchStrategy[tuple[T, 
 
     @st.composite
     def batch(draw: st.DrawFn) -> tuple[T, ...]:
-        block = draw(_block(size * BLOCK))
-        drawn = []
-        for i in range(size):
-            _PENDING[:] = [block[i * BLOCK : (i + 1) * BLOCK]]
-            try:
-                drawn.append(draw(one))
-            finally:
-                _PENDING.clear()
+        configurations = -(-size // variants)
+        block = draw(_block(configurations * BLOCK))
+        drawn: list[T] = []
+        for i in range(configurations):
+            for variant in range(min(variants, size - len(drawn))):
+                _PENDING[:] = [block[i * BLOCK : (i + 1) * BLOCK]]
+                _VARIANT[0] = variant
+                try:
+                    drawn.append(draw(one))
+                finally:
+                    _PENDING.clear()
+                    _VARIANT[0] = 0
         return tuple(drawn)
 
     return batch()
