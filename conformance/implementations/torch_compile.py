@@ -13,7 +13,9 @@ with ``fail_on_recompile_limit_hit`` on (dynamo would otherwise silently run the
 eagerly once a code object has ``recompile_limit`` = 8 entries). Forward runs under
 ``no_grad`` (an inference graph); backward calls the compiled function on tensors that
 require grad and backpropagates eagerly through it, which runs AOT autograd's compiled
-backward graph.
+backward graph. jvp compiles the whole forward-mode computation (dual tensors made, the op
+called, the tangent unpacked, in one graph); double backward is unsupported (AOT autograd
+refuses it), example by example, with that reason.
 
 Each (op, direction, dtype, config, which optional arrays are absent) gets its own compiled
 callable, with a code object of its own, so dynamo's per-code cache holds only that key's
@@ -67,14 +69,20 @@ def _frozen(value: Any) -> Any:
 class CompiledImplementation(TorchImplementation):
     """torch.compile(backend="inductor", fullgraph=True) on the CPU."""
 
-    # forward-mode AD and double backward are not compiled here: eager results under this
-    # adapter's name would say nothing about the compiler
-    derivatives = False
+    # jvp: the whole forward-mode computation compiled (dual tensors made and unpacked inside
+    # the graph). Double backward: torch.compile's AOT autograd refuses it ("torch.compile with
+    # aot_autograd does not currently support double backward", torch 2.13), and eager results
+    # under this adapter's name would say nothing about the compiler: unsupported, with that
+    # reason, example by example
+    derivatives = True
 
     name = "torch-compile"
     backend = "inductor"
     # inductor compiles each new configuration (2-16 s): five value draws judged per compile
     values_per_configuration = 5
+    # a call that compiles waits for gcc (2-16 s, a minute on a loaded machine): a hang is
+    # a call past five minutes, not past the 5 s of an eager call
+    call_time_limit = 300.0
 
     def __init__(self, dynamic: bool | None = None) -> None:
         super().__init__(device="cpu")
@@ -171,14 +179,15 @@ class CompiledImplementation(TorchImplementation):
         """nn.ConvNd's forward (F.pad in the mode, then F.convNd), the module built outside
         the compiled region (dynamo refuses nn.Parameter's constructor inside it)."""
         torch = self._torch
+        groups = config.get("groups", 1)  # a call may leave any of them at its default
         module = getattr(torch.nn, f"Conv{op[-2]}d")(
-            weight.shape[1] * config["groups"],
+            weight.shape[1] * groups,
             weight.shape[0],
             tuple(weight.shape[2:]),
-            stride=config["stride"],
-            padding=config["padding"],
-            dilation=config["dilation"],
-            groups=config["groups"],
+            stride=config.get("stride", 1),
+            padding=config.get("padding", 0),
+            dilation=config.get("dilation", 1),
+            groups=groups,
             bias=has_bias,
             padding_mode=config["padding_mode"],
             dtype=weight.dtype,
@@ -201,6 +210,95 @@ class CompiledImplementation(TorchImplementation):
         backward graph on its first use."""
         return self._timed(
             lambda: super(CompiledImplementation, self)._backward(op, grad_output, arrays, config)
+        )
+
+    def _jvp(
+        self,
+        op: str,
+        tangents: Sequence[Any],
+        arrays: Sequence[Any],
+        config: dict,
+    ) -> Any:
+        """One compiled function per key takes the arrays and the given tangents, makes the
+        dual tensors, calls the op and returns the tangent of its first output."""
+        return self._timed(lambda: self._compiled_jvp(op, tangents, arrays, config))
+
+    def _compiled_jvp(
+        self, op: str, tangents: Sequence[Any], arrays: Sequence[Any], config: dict
+    ) -> Any:
+        torch = self._torch
+        arguments = {k: v for k, v in config.items() if k != "return_indices"}
+        wanted = self._differentiable.get(op, (True,) * len(arrays))
+        tensors = [self._tensor(a, op=op) for a in arrays]
+        tangent_of = iter(tangents)
+        dual_at: list[int] = []
+        given: list[Any] = []
+        for index, (tensor, differentiable) in enumerate(zip(tensors, wanted, strict=False)):
+            tangent = next(tangent_of) if differentiable else None
+            if tensor is not None and tangent is not None:
+                dual_at.append(index)
+                given.append(self._tensor(tangent, op=op))
+        key = (
+            op,
+            "jvp",
+            str(next(t.dtype for t in tensors if t is not None)),
+            tuple(sorted((k, _frozen(v)) for k, v in arguments.items())),
+            tuple(t is None for t in tensors),
+            tuple(dual_at),
+            self._module_shape(op, tensors, arguments),
+        )
+        compiled = self._compiled.get(key)
+        new_key = compiled is None
+        if compiled is None:
+            compiled = self._compile_jvp(op, tensors, arguments, tuple(dual_at))
+            self._compiled[key] = compiled
+        self._call_key, self._call_new_key = key, new_key
+        try:
+            tangent_out = compiled(*tensors, *given)
+        except torch._dynamo.exc.Unsupported as error:  # dynamo cannot trace it: say so
+            from conformance.implementations import Unsupported
+
+            raise Unsupported(f"torch.compile cannot trace this jvp: {error}") from error
+        return self._array(tangent_out)
+
+    def _compile_jvp(
+        self, op: str, tensors: Sequence[Any], config: Mapping[str, Any], dual_at: tuple[int, ...]
+    ) -> Any:
+        torch = self._torch
+        function = self._eager_ops[op]
+        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
+            function = self._padded_conv(op, tensors[1], tensors[2] is not None, config)
+        count = len(tensors)
+        arguments = dict(config)
+
+        def call(*flat: Any) -> Any:
+            forward_ad = torch.autograd.forward_ad
+            with forward_ad.dual_level():
+                inputs = list(flat[:count])
+                for at, tangent in zip(dual_at, flat[count:], strict=True):
+                    inputs[at] = forward_ad.make_dual(inputs[at], tangent)
+                out = function(*inputs, **arguments)
+                first = out[0] if isinstance(out, tuple) else out
+                tangent_out = forward_ad.unpack_dual(first).tangent
+                return torch.zeros_like(first) if tangent_out is None else tangent_out
+
+        return torch.compile(
+            _own_code(call), backend=self.backend, fullgraph=True, dynamic=self.dynamic
+        )
+
+    def _double_backward(
+        self,
+        op: str,
+        grad_output: Any,
+        grad_grads: Sequence[Any],
+        arrays: Sequence[Any],
+        config: dict,
+    ) -> tuple[Any, ...]:
+        from conformance.implementations import Unsupported
+
+        raise Unsupported(
+            "torch.compile does not differentiate twice: AOT autograd raises 'torch.compile "
+            "with aot_autograd does not currently support double backward' (torch 2.13)"
         )
 
     def _timed(self, run: Callable[[], Any]) -> Any:
@@ -249,15 +347,10 @@ class CompiledImplementation(TorchImplementation):
         torch.compile(lambda <arrays>: <call>, backend=..., fullgraph=True, dynamic=...),
         forward under no_grad."""
         lines = super().repro_lines(op, config, array_names, output_names, backward, dtype)
+        if backward == "jvp":
+            return self._jvp_repro_lines(lines, array_names, output_names)
         at = next(i for i, line in enumerate(lines) if line.startswith("out = "))
-        call = lines[at].removeprefix("out = ")
-        prelude: list[str] = []
-        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            # the module is built outside the compiled region, as the adapter does
-            module_call = call.removeprefix("torch.func.functional_call(")
-            module, _, rest = module_call.partition(", {k: v")
-            prelude = [f"module = {module}.to('meta')"]
-            call = f"torch.func.functional_call(module, {{k: v{rest}"
+        prelude, call = _module_outside(lines[at].removeprefix("out = "))
         compiled = (
             f"compiled = torch.compile(lambda {', '.join(array_names)}: {call}, "
             f"backend={self.backend!r}, fullgraph=True, dynamic={self.dynamic})"
@@ -268,6 +361,54 @@ class CompiledImplementation(TorchImplementation):
         else:
             run = ["with torch.no_grad():", f"    out = compiled({arguments})"]
         return [*lines[:at], *prelude, compiled, *run, *lines[at + 1 :]]
+
+    def _jvp_repro_lines(
+        self, lines: list[str], array_names: Sequence[str], output_names: Sequence[str]
+    ) -> list[str]:
+        """The eager jvp lines (dual tensors made, the op called, the tangent unpacked) moved
+        into one function compiled as the adapter compiles it, tangents passed in a list."""
+        import re
+
+        start = lines.index("fwAD.enter_dual_level()")
+        at = next(i for i, line in enumerate(lines) if line.startswith("out = "))
+        duals = [
+            re.sub(r"tangents\[(\d+)\]", r"tangent_list[\1]",
+                   re.sub(r"as_tensor\(tangents\[(\d+)\]\)", r"tangent_list[\1]", line))
+            for line in lines[start + 1 : at]
+            if "fwAD.make_dual(" in line
+        ]  # fmt: skip
+        plain = [line for line in lines[start + 1 : at] if "fwAD.make_dual(" not in line]
+        prelude, call = _module_outside(lines[at].removeprefix("out = "))
+        names = ", ".join(array_names)
+        body = [
+            *duals,
+            f"out = {call}",
+            "first = out[0] if isinstance(out, tuple) else out",
+            "tangent = fwAD.unpack_dual(first).tangent",
+            "return torch.zeros_like(first) if tangent is None else tangent",
+        ]
+        return [
+            *lines[:start],
+            *plain,
+            *prelude,
+            f"def jvp_of({names}, tangent_list):",
+            "    with fwAD.dual_level():",
+            *(f"        {line}" for line in body),
+            f"compiled = torch.compile(jvp_of, backend={self.backend!r}, fullgraph=True, "
+            f"dynamic={self.dynamic})",
+            "given = [None if t is None else as_tensor(t) for t in tangents]",
+            f"got = {{{output_names[0]!r}: as_numpy(compiled({names}, given))}}",
+        ]
+
+
+def _module_outside(call: str) -> tuple[list[str], str]:
+    """A padded convolution's nn.ConvNd built before the compiled region, as the adapter
+    builds it (dynamo refuses nn.Parameter's constructor inside): (its line, the call)."""
+    if not call.startswith("torch.func.functional_call(torch.nn.Conv"):
+        return [], call
+    module_call = call.removeprefix("torch.func.functional_call(")
+    module, _, rest = module_call.partition(", {k: v")
+    return [f"module = {module}.to('meta')"], f"torch.func.functional_call(module, {{k: v{rest}"
 
 
 class DecompositionsImplementation(CompiledImplementation):

@@ -395,7 +395,7 @@ class TorchImplementation(OpsByName):
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
             call = (
                 f"torch.func.functional_call(torch.nn.Conv{op[-2]}d(weight.shape[1] * "
-                "config['groups'], weight.shape[0], tuple(weight.shape[2:]), "
+                "config.get('groups', 1), weight.shape[0], tuple(weight.shape[2:]), "
                 "bias=bias is not None, dtype=weight.dtype, **config), "
                 "{k: v for k, v in {'weight': weight, 'bias': bias}.items() if v is not None}, "
                 "(input,))"

@@ -180,3 +180,44 @@ def test_repro_snippet_compiles_as_the_adapter_does(
     # compared bitwise to the float64 oracle: small integers, exact sums in float32
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NOT REPRODUCED: every output matches the oracle" in result.stdout
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "avg_pool2d"])
+def test_jvp_is_compiled_whole_and_agrees_with_the_reference(
+    decompositions: DecompositionsImplementation, op: str
+) -> None:
+    """Forward-mode AD inside one compiled graph (dual tensors made and unpacked there)."""
+    graphs = decompositions.statistics["graphs"]
+    outcome = run_example(BY_NAME[op], decompositions, "float64", "jvp", EXAMPLES[op])
+    assert outcome.passed, outcome.report
+    assert decompositions.statistics["graphs"] > graphs  # compiled, not run eagerly
+
+
+def test_double_backward_is_declared_unsupported_with_its_reason(
+    decompositions: DecompositionsImplementation,
+) -> None:
+    outcome = run_example(BY_NAME["conv2d"], decompositions, "float64", "double_backward",
+                          EXAMPLES["conv2d"])  # fmt: skip
+    assert outcome.row["verdict"] == "unsupported"
+    assert "double backward" in str(outcome.row.get("problem", "")) + outcome.report
+
+
+def test_jvp_repro_compiles_the_forward_mode_computation(
+    decompositions: DecompositionsImplementation,
+) -> None:
+    example = EXAMPLES["avg_pool2d"]
+    spec = BY_NAME["avg_pool2d"]
+    rng = np.random.default_rng(7)
+    tangents = [rng.standard_normal(example.arrays["input"].shape)]
+    lines = decompositions.repro_lines("avg_pool2d", example.config, ("input",), ("tangent",),
+                                       "jvp")  # fmt: skip
+    assert any(line.startswith("compiled = torch.compile(jvp_of") for line in lines)
+    wanted = {"tangent": spec.reference(tangents[0], **example.config)}  # linear in its input
+    bounds = {"tangent": np.full(wanted["tangent"].shape, 1e-12)}
+    code = repro.snippet("float64", dict(example.arrays), example.config, None, lines, wanted,
+                         bounds, extra=("tangents", tangents))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NOT REPRODUCED" in result.stdout, result.stdout[-2000:]
