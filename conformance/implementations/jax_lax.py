@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import atexit
 import functools
-import inspect
 import json
 import os
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ import numpy as np
 from conformance.catalogue.dtypes import HALF_DTYPES
 from conformance.implementations import OpsByName, Unsupported, jax_lax_conv, jax_lax_pool
 from conformance.implementations.jax_lax_rules import unsupported_reason
+from conformance.implementations.snippets import function_sources
 
 SOURCE_MODULES = (jax_lax_conv, jax_lax_pool)
 COMPILE_SECONDS: list[float] = []  # one entry per new (op, direction, shapes, config)
@@ -293,7 +292,7 @@ class JaxImplementation(OpsByName):
             "",
             'jax.config.update("jax_enable_x64", True)',
             "",
-            *_sources(base),
+            *function_sources([base], SOURCE_MODULES),
         ]
         cast = ".astype(jnp.bfloat16)" if dtype == "bfloat16" else ""
         lines.append(
@@ -367,36 +366,6 @@ def _derivative_lines(
         f"got = dict(zip({tuple(output_names)!r}, "
         f"(as_numpy(found.get(n)) for n in {differentiable!r})))",
     ]
-
-
-def _sources(function: Callable[..., Any]) -> list[str]:
-    """The source of ``function`` and of every function and constant it uses from the
-    adapter's jax modules, dependencies first (so that a snippet defines them all)."""
-    found: dict[str, str] = {}
-
-    def names_used(code: types.CodeType) -> set[str]:
-        used = set(code.co_names)
-        for constant in code.co_consts:
-            if isinstance(constant, types.CodeType):
-                used |= names_used(constant)
-        return used
-
-    def visit(target: Any) -> None:
-        module = inspect.getmodule(target)
-        for name in sorted(names_used(target.__code__)):
-            value = getattr(module, name, None)
-            if name in found or value is None:
-                continue
-            if inspect.isfunction(value) and inspect.getmodule(value) in SOURCE_MODULES:
-                found[name] = ""  # mark before recursing: no cycles
-                visit(value)
-                found[name] = inspect.getsource(value)
-            elif isinstance(value, dict) and name.isupper():
-                found[name] = f"{name} = {value!r}\n"
-
-    visit(function)
-    found[function.__name__] = inspect.getsource(function)
-    return "\n".join(found.values()).splitlines()
 
 
 def _write_costs() -> None:
