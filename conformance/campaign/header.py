@@ -37,10 +37,18 @@ def read_platforms(parts: Path) -> dict[str, dict[str, Any]]:
 
 
 def _version(package: str) -> str:
+    """The installed version of the package imported as ``package``, whichever distribution
+    installed it (tensorflow is imported from tensorflow-cpu, say)."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
-        return "not installed"
+        pass
+    for distribution in metadata.packages_distributions().get(package, ()):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def run_header(

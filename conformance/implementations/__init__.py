@@ -7,7 +7,8 @@ NumPy arrays with torch.nn.functional's signatures; ``<op>_backward(grad_output,
 output and ``<op>_double_backward(grad_output, grad_grads, *arrays, **config)`` the second
 derivatives (conformance.judge.derivatives says what each means); an implementation without them
 is simply not judged in those directions. It may declare
-``accumulation_dtype(dtype) -> str`` (default: the dtype itself), ``supports(op, dtype)``
+``accumulation_dtype(dtype) -> str`` (default: the dtype itself; with ``op`` and ``direction``
+keyword parameters it is asked per op and direction), ``supports(op, dtype)``
 (whole groups it does not run) and ``repro_lines(...)`` (the lines of a repro snippet that
 compute ``got``). ``reference`` itself is one.
 
@@ -109,6 +110,27 @@ BUILT_IN: dict[str, BuiltIn] = {
     ),
     "jax": BuiltIn(
         "jax_lax", "JaxImplementation", ("jax",), "jax", "jax.lax on the CPU, float64 enabled"
+    ),
+    "tinygrad": BuiltIn(
+        "tinygrad_tensor",
+        "TinygradImplementation",
+        ("tinygrad",),
+        "tinygrad",
+        "tinygrad's Tensor ops on its CPU device (C built with clang), its autograd",
+    ),
+    "openvino": BuiltIn(
+        "openvino_ops",
+        "OpenVinoImplementation",
+        ("openvino",),
+        "openvino",
+        "one opset16 model per call, compiled by OpenVINO's CPU plugin (float32 in float32)",
+    ),
+    "tensorflow": BuiltIn(
+        "tensorflow_nn",
+        "TensorFlowImplementation",
+        ("tensorflow",),
+        "tensorflow",
+        "tf.nn eager on the CPU (oneDNN on), GradientTape and ForwardAccumulator",
     ),
 }
 
