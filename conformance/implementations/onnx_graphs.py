@@ -266,8 +266,15 @@ def conv_bn_relu(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphP
     optimizations may then fold the batch norm into the Conv (ConvBNFusion) and fuse the
     Relu (ConvActivationFusion); the graph says what to compute, the runtime decides how.
     An absent bn_weight is a scale of ones, an absent bn_bias a B of zeros (torch's
-    meaning); a float32 epsilon attribute, as batch_norm's."""
+    meaning); a float32 epsilon attribute, as batch_norm's (so, as there, a float64 call
+    whose eps float32 cannot hold is unsupported)."""
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    eps = float(config.get("eps", 1e-5))
+    if x.dtype == np.float64 and float(np.float32(eps)) != eps:
+        raise Unsupported(
+            f"eps={eps} in float64: ONNX's epsilon attribute is a float32 "
+            f"({float(np.float32(eps))!r}), a different eps"
+        )
     plan = conv({"input": x, "weight": weight, "bias": bias}, config, 2)
     channels = weight.shape[0]
 

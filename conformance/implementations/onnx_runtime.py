@@ -143,7 +143,9 @@ class _OnnxImplementation:
         raise NotImplementedError
 
     def _forward(self, op: str, arrays: Sequence[Any], config: dict) -> Any:
-        named = dict(zip(self._array_args[op], arrays, strict=False))
+        # a call may leave trailing optional arrays out (bias=None omitted): None for them
+        named = dict.fromkeys(self._array_args[op])
+        named.update(zip(self._array_args[op], arrays, strict=False))
         dtype = np.dtype(named["input"].dtype)
         if not self.supports(op, str(dtype)):
             raise Unsupported(f"{self.name} has no {dtype} kernel for {op}")

@@ -225,3 +225,18 @@ def test_the_session_cache_tells_graphs_with_other_outputs_apart(implementation:
     running_mean, running_var = np.full(2, 3.0, np.float32), np.full(2, 2.0, np.float32)
     implementation.batch_norm(x, running_mean, running_var, None, None, **config)
     assert running_mean.tolist() == [3.0, 3.0] and running_var.tolist() == [2.0, 2.0]
+
+
+def test_trailing_optional_arrays_may_be_left_out(implementation: Any) -> None:
+    """conv2d(x, w), batch_norm(x, mean, var): a call that leaves bias (or weight and bias)
+    out, as the campaign's defaults-omitted examples do, is the call with None for them."""
+    rng = np.random.default_rng(4)
+    x, w = (
+        rng.standard_normal((1, 2, 4, 4)).astype(np.float32),
+        rng.standard_normal((3, 2, 2, 2)).astype(np.float32),
+    )
+    np.testing.assert_array_equal(implementation.conv2d(x, w), implementation.conv2d(x, w, None))
+    mean, var = np.zeros(2, np.float32), np.ones(2, np.float32)
+    np.testing.assert_array_equal(
+        implementation.batch_norm(x, mean, var), implementation.batch_norm(x, mean, var, None, None)
+    )
