@@ -165,7 +165,9 @@ class CompiledImplementation(TorchImplementation):
             self.statistics["resets"] += 1
         function = self._eager_ops[op]
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            function = self._padded_conv(op, tensors[1], tensors[2] is not None, config)
+            function = self._padded_conv(
+                op, tensors[1], len(tensors) > 2 and tensors[2] is not None, config
+            )
         arguments = dict(config)
 
         def call(*tensors: Any) -> Any:
@@ -269,7 +271,9 @@ class CompiledImplementation(TorchImplementation):
         torch = self._torch
         function = self._eager_ops[op]
         if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            function = self._padded_conv(op, tensors[1], tensors[2] is not None, config)
+            function = self._padded_conv(
+                op, tensors[1], len(tensors) > 2 and tensors[2] is not None, config
+            )
         count = len(tensors)
         arguments = dict(config)
 

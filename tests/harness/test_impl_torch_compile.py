@@ -221,3 +221,15 @@ def test_jvp_repro_compiles_the_forward_mode_computation(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NOT REPRODUCED" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_padded_conv_may_leave_bias_and_defaults_out(
+    decompositions: DecompositionsImplementation,
+) -> None:
+    """conv2d(x, w, padding=1, groups=..., padding_mode='replicate'): no bias passed, stride
+    and dilation at their defaults, as the defaults-omitted examples call it."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 3, 4, 1)), rng.standard_normal((3, 1, 3, 2))
+    config = {"padding": 1, "groups": 3, "padding_mode": "replicate"}
+    got = decompositions.conv2d(x, w, **config)
+    np.testing.assert_allclose(got, BY_NAME["conv2d"].reference(x, w, None, **config), rtol=1e-12)
