@@ -187,7 +187,12 @@ def lp_pool(
     kernel = per_dim(kernel_size, dims)
     strides = kernel if stride is None else per_dim(stride, dims)
     unit = (1,) * dims
-    sums = windowed(x**norm_type, 0.0, lax.add, kernel, strides, (0,) * dims, unit, ceil_mode)
+    # torch's x.pow(p) has a constant exponent: for an integral p that is lax.integer_pow,
+    # not lax.pow, whose float exponent jax differentiates as a variable, so that d/dx of
+    # x ** 0.0 (the second derivative at p = 1) is 0 * x ** -1.0, NaN at x = 0
+    exponent = int(norm_type) if float(norm_type).is_integer() else norm_type
+    powered = x**exponent
+    sums = windowed(powered, 0.0, lax.add, kernel, strides, (0,) * dims, unit, ceil_mode)
     if norm_type == 1.0:
         out = sums
     else:

@@ -175,3 +175,17 @@ def test_a_derivative_repro_reproduces_the_minus_inf_window(direction: str) -> N
     )
     assert printed.returncode == 1, printed.stdout + printed.stderr
     assert "REPRODUCED:" in printed.stdout
+
+
+def test_lp_pool_norm_type_1_second_derivative_is_zero_at_zero() -> None:
+    """p = 1 is the window sum: its second derivative is 0 everywhere, x = 0 included. With
+    lax.pow's float exponent (x ** 1.0) jax differentiates x ** 0.0 into 0 * x ** -1 = NaN at
+    0; the adapter's integer power keeps torch's constant-exponent meaning."""
+    x = np.array([[0.0, 1.0, -2.0, 0.0]])
+    grad_output = np.ones((1, 2))
+    grad_grads = [np.array([[1.0, -1.0, 2.0, 0.5]])]
+    found = IMPL.lp_pool1d_double_backward(
+        grad_output, grad_grads, x, norm_type=1.0, kernel_size=2, stride=2, ceil_mode=False
+    )
+    grad_input = found[0]
+    np.testing.assert_array_equal(grad_input, np.zeros_like(x))
