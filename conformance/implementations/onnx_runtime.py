@@ -144,7 +144,7 @@ class _OnnxImplementation:
 
     def _forward(self, op: str, arrays: Sequence[Any], config: dict) -> Any:
         # a call may leave trailing optional arrays out (bias=None omitted): None for them
-        named = dict.fromkeys(self._array_args[op])
+        named: dict[str, Any] = dict.fromkeys(self._array_args[op])
         named.update(zip(self._array_args[op], arrays, strict=False))
         dtype = np.dtype(named["input"].dtype)
         if not self.supports(op, str(dtype)):
