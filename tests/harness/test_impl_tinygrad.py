@@ -123,7 +123,7 @@ def test_running_statistics_are_updated_in_place() -> None:
     # its UNBIASED variance (n = 12 values per channel); 1e-12 is float64 rounding of a
     # 12-term sum, far below the 0.1-scale change the update makes
     np.testing.assert_allclose(running_mean, 0.9 * mean_before + 0.1 * x.mean(axis=(0, 2)), 1e-12)
-    unbiased = x.var(axis=(0, 2), ddof=1)
+    unbiased = x.var(axis=(0, 2), ddof=1)  # same float64 rounding argument as the mean's
     np.testing.assert_allclose(running_var, 0.9 * var_before + 0.1 * unbiased, rtol=1e-12)
 
 

@@ -232,4 +232,7 @@ def test_a_padded_conv_may_leave_bias_and_defaults_out(
     x, w = rng.standard_normal((2, 3, 4, 1)), rng.standard_normal((3, 1, 3, 2))
     config = {"padding": 1, "groups": 3, "padding_mode": "replicate"}
     got = decompositions.conv2d(x, w, **config)
+    # float64, six products per output (one channel per group, a 3x2 kernel) summed in the
+    # decomposition's order: a few ulps; 1e-12 is there for the order, not for the bug (the
+    # bug raised IndexError)
     np.testing.assert_allclose(got, BY_NAME["conv2d"].reference(x, w, None, **config), rtol=1e-12)

@@ -118,6 +118,8 @@ def _calibrated(example: Example) -> bool:
     assert mean is not None and weight is not None
     batched = x if x.ndim == 4 else x[np.newaxis]
     conv = reference.conv2d(batched, weight, example.arrays["bias"], *knobs_of(example.config))
+    # the strategy's calibrated mean is this same float64 mean (summed perhaps in another
+    # order: 1e-12 covers that rounding); a drawn running_mean differs from it by O(1)
     return bool(np.allclose(conv.mean(axis=(0, 2, 3)), mean, rtol=1e-12, atol=0.0))
 
 
