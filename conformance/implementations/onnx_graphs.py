@@ -206,6 +206,16 @@ def depthwise_separable_conv(arrays: Mapping[str, Any], config: Mapping[str, Any
     return GraphPlan(nodes, feeds, [Result("output", "Y", unbatched)])
 
 
+def _check_float32_eps(eps: float, dtype: str) -> None:
+    """ONNX's epsilon attribute is a float32: a float64 call whose eps float32 cannot hold
+    would be another call."""
+    if dtype == "float64" and float(np.float32(eps)) != eps:
+        raise Unsupported(
+            f"eps={eps} in float64: ONNX's epsilon attribute is a float32 "
+            f"({float(np.float32(eps))!r}), a different eps"
+        )
+
+
 def batch_norm(arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str) -> GraphPlan:
     """BatchNormalization (opset 15). Eval: training_mode 0 on the running statistics.
     Training: training_mode 1 normalizes with the biased batch variance, as torch; but ONNX
@@ -217,11 +227,7 @@ def batch_norm(arrays: Mapping[str, Any], config: Mapping[str, Any], dtype: str)
     channels = x.shape[1]
     eps, momentum = float(config.get("eps", 1e-5)), float(config.get("momentum", 0.1))
     training = bool(config.get("training", False))
-    if dtype == "float64" and float(np.float32(eps)) != eps:
-        raise Unsupported(
-            f"eps={eps} in float64: ONNX's epsilon attribute is a float32 "
-            f"({float(np.float32(eps))!r}), a different eps"
-        )
+    _check_float32_eps(eps, dtype)
     has_running = arrays["running_mean"] is not None
     if training and has_running and momentum != 0.0:
         raise Unsupported(
@@ -269,12 +275,7 @@ def conv_bn_relu(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphP
     meaning); a float32 epsilon attribute, as batch_norm's (so, as there, a float64 call
     whose eps float32 cannot hold is unsupported)."""
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
-    eps = float(config.get("eps", 1e-5))
-    if x.dtype == np.float64 and float(np.float32(eps)) != eps:
-        raise Unsupported(
-            f"eps={eps} in float64: ONNX's epsilon attribute is a float32 "
-            f"({float(np.float32(eps))!r}), a different eps"
-        )
+    _check_float32_eps(float(config.get("eps", 1e-5)), str(x.dtype))
     plan = conv({"input": x, "weight": weight, "bias": bias}, config, 2)
     channels = weight.shape[0]
 

@@ -131,24 +131,39 @@ class CompiledImplementation(TorchImplementation):
             records = torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in tensors
             )
-            dtype = next(t.dtype for t in tensors if t is not None)
-            key = (
-                op,
-                "backward" if records else "forward",
-                str(dtype),
-                tuple(sorted((k, _frozen(v)) for k, v in config.items())),
-                tuple(t is None for t in tensors),
-                self._module_shape(op, tensors, config),
-            )
-            compiled = self._compiled.get(key)
-            new_key = compiled is None
-            if compiled is None:
-                compiled = self._compile(op, tensors, config)
-                self._compiled[key] = compiled
-            self._call_key, self._call_new_key = key, new_key
-            return compiled(*tensors)
+            key = self._key(op, "backward" if records else "forward", tensors, config)
+            return self._cached(key, lambda: self._compile(op, tensors, config))(*tensors)
 
         return call
+
+    def _key(
+        self, op: str, direction: str, tensors: Sequence[Any], config: Mapping[str, Any]
+    ) -> tuple[Any, ...]:
+        """A compiled callable's key: op, direction, dtype, config, absent arrays, and the
+        weight's shape where a padded conv builds its module."""
+        return (
+            op,
+            direction,
+            str(next(t.dtype for t in tensors if t is not None)),
+            tuple(sorted((k, _frozen(v)) for k, v in config.items())),
+            tuple(t is None for t in tensors),
+            self._module_shape(op, tensors, config),
+        )
+
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """The compiled callable of ``key``, built on first use (after a reset of dynamo's
+        caches every RESET_AFTER callables); the call's key noted for _timed."""
+        compiled = self._compiled.get(key)
+        new_key = compiled is None
+        if compiled is None:
+            if len(self._compiled) >= RESET_AFTER:
+                self._compiled.clear()
+                self._torch._dynamo.reset()
+                self.statistics["resets"] += 1
+            compiled = build()
+            self._compiled[key] = compiled
+        self._call_key, self._call_new_key = key, new_key
+        return compiled
 
     @staticmethod
     def _module_shape(op: str, tensors: Sequence[Any], config: Mapping[str, Any]) -> Any:
@@ -158,22 +173,28 @@ class CompiledImplementation(TorchImplementation):
         return None
 
     def _compile(self, op: str, tensors: Sequence[Any], config: Mapping[str, Any]) -> Any:
-        torch = self._torch
-        if len(self._compiled) >= RESET_AFTER:
-            self._compiled.clear()
-            torch._dynamo.reset()
-            self.statistics["resets"] += 1
-        function = self._eager_ops[op]
-        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            function = self._padded_conv(
-                op, tensors[1], len(tensors) > 2 and tensors[2] is not None, config
-            )
+        function = self._eager_function(op, tensors, config)
         arguments = dict(config)
 
         def call(*tensors: Any) -> Any:
             return function(*tensors, **arguments)
 
-        return torch.compile(
+        return self._torch_compile(call)
+
+    def _eager_function(
+        self, op: str, tensors: Sequence[Any], config: Mapping[str, Any]
+    ) -> Callable[..., Any]:
+        """What a compiled callable runs: the eager op, or nn.ConvNd's forward for a padded
+        conv (a call may leave its bias out)."""
+        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
+            has_bias = len(tensors) > 2 and tensors[2] is not None
+            return self._padded_conv(op, tensors[1], has_bias, config)
+        return self._eager_ops[op]
+
+    def _torch_compile(self, call: Callable[..., Any]) -> Any:
+        """torch.compile as this adapter compiles everything: its own code object,
+        fullgraph, this adapter's backend and dynamic setting."""
+        return self._torch.compile(
             _own_code(call), backend=self.backend, fullgraph=True, dynamic=self.dynamic
         )
 
@@ -242,21 +263,10 @@ class CompiledImplementation(TorchImplementation):
             if tensor is not None and tangent is not None:
                 dual_at.append(index)
                 given.append(self._tensor(tangent, op=op))
-        key = (
-            op,
-            "jvp",
-            str(next(t.dtype for t in tensors if t is not None)),
-            tuple(sorted((k, _frozen(v)) for k, v in arguments.items())),
-            tuple(t is None for t in tensors),
-            tuple(dual_at),
-            self._module_shape(op, tensors, arguments),
+        key = (*self._key(op, "jvp", tensors, arguments), tuple(dual_at))
+        compiled = self._cached(
+            key, lambda: self._compile_jvp(op, tensors, arguments, tuple(dual_at))
         )
-        compiled = self._compiled.get(key)
-        new_key = compiled is None
-        if compiled is None:
-            compiled = self._compile_jvp(op, tensors, arguments, tuple(dual_at))
-            self._compiled[key] = compiled
-        self._call_key, self._call_new_key = key, new_key
         try:
             tangent_out = compiled(*tensors, *given)
         except torch._dynamo.exc.Unsupported as error:  # dynamo cannot trace it: say so
@@ -269,11 +279,7 @@ class CompiledImplementation(TorchImplementation):
         self, op: str, tensors: Sequence[Any], config: Mapping[str, Any], dual_at: tuple[int, ...]
     ) -> Any:
         torch = self._torch
-        function = self._eager_ops[op]
-        if op.startswith("conv") and config.get("padding_mode", "zeros") != "zeros":
-            function = self._padded_conv(
-                op, tensors[1], len(tensors) > 2 and tensors[2] is not None, config
-            )
+        function = self._eager_function(op, tensors, config)
         count = len(tensors)
         arguments = dict(config)
 
@@ -288,9 +294,7 @@ class CompiledImplementation(TorchImplementation):
                 tangent_out = forward_ad.unpack_dual(first).tangent
                 return torch.zeros_like(first) if tangent_out is None else tangent_out
 
-        return torch.compile(
-            _own_code(call), backend=self.backend, fullgraph=True, dynamic=self.dynamic
-        )
+        return self._torch_compile(call)
 
     def _double_backward(
         self,

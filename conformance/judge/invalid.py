@@ -249,12 +249,7 @@ def _empty_axis(axis: int) -> Breaker:
     """The input with spatial axis ``axis`` empty (size 0)."""
 
     def breaks(arrays: Arrays, config: Config, spec: OpSpec) -> None:
-        x = arrays["input"]
-        assert x is not None
-        dims = len(_spatial_sizes(arrays, spec))
-        shape = list(x.shape)
-        shape[x.ndim - dims + axis] = 0
-        arrays["input"] = np.zeros(shape)
+        _resized_axis(arrays, spec, axis, 0)
 
     return breaks
 
