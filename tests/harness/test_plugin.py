@@ -122,14 +122,21 @@ def test_wrong_batch_norm_is_caught(pytester: pytest.Pytester, tmp_path: Path) -
     assert "output: error" in failing.iloc[-1]["problem"]
 
 
-def test_a_selection_is_not_judged_on_coverage(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_selection_is_not_judged_on_coverage(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """-k ran one of conv1d's groups: the regions the others would hit are not missing (the
     same rows judged as a whole run miss some: the gate is really off, not unreachable)."""
     from conformance.campaign.accounting import shortfalls
 
+    # Three examples cannot hit conv1d's four padding modes, whatever the seed: the rows
+    # certainly miss a region (with the quick profile's 20, a seed that hit all of them made
+    # the last assertion below fail in CI).
+    monkeypatch.setenv("CONFORMANCE_PROFILE", "quick")
+    monkeypatch.setenv("CONFORMANCE_MAX_EXAMPLES", "3")
     out = tmp_path / "report"
     result = run_campaign(
-        pytester, out, "-k", "conv1d-float64-forward", "--hypothesis-profile=quick",
+        pytester, out, "-k", "conv1d-float64-forward", "--hypothesis-profile=capped",
         "--conformance-min-examples=1",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
