@@ -78,10 +78,13 @@ class CompiledImplementation(TorchImplementation):
 
     name = "torch-compile"
     backend = "inductor"
-    # inductor compiles each new configuration (2-16 s): four value draws judged per compile
-    # (bench: 5.4x the examples per minute at five; four keeps distinct configurations above
-    # a fifth of the examples)
-    values_per_configuration = 4
+    # inductor compiles each new configuration (1.2-3.3 s mean per op and direction, more on a
+    # loaded machine): five value draws judged per compile, one configuration per Hypothesis
+    # test case of five, so a group's distinct configurations are exactly a fifth of its
+    # examples. Four did worse than it looks: a case of five then holds two configurations
+    # (four draws and one), 2.7 examples per compile (bench, 2 workers, 60 per group: 106
+    # examples/min at four, 171 at five)
+    values_per_configuration = 5
     # a call that compiles waits for gcc (2-16 s, a minute on a loaded machine): a hang is
     # a call past five minutes, not past the 5 s of an eager call
     call_time_limit = 300.0
