@@ -18,6 +18,7 @@ from typing import Any
 
 from conformance.catalogue import BY_NAME
 from conformance.catalogue.example import Example
+from conformance.judge import steps
 from conformance.judge.check import Outcome, harness_failure, run_example
 from conformance.reporting.baseline import KnownDiscrepancy, explain
 
@@ -74,6 +75,8 @@ def judge_batch(
         except Exception as error:  # the harness's own failure: a verdict too
             outcome = harness_failure(spec, implementation, dtype, direction, example, error)
         judged = settle(outcome, baseline, time.perf_counter() - began)
+        if steps.ENABLED:
+            judged.row["step_seconds"] = steps.taken()
         yield judged
         if not judged.passed and not judged.known:
             return

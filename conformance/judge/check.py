@@ -62,6 +62,7 @@ from conformance.judge.prepared import (
     special_values,
     with_copies,
 )
+from conformance.judge.steps import step
 
 __all__ = [
     "Outcome",
@@ -161,13 +162,17 @@ def judge(
     declared = implementations.accumulation_dtype(
         implementation, prepared.dtype, prepared.spec.name, prepared.direction
     )
-    tolerances = bounds(prepared, declared)
-    measurements = _measure_outputs(prepared, got, tolerances)
+    with step("bound"):
+        tolerances = bounds(prepared, declared)
+    with step("measure"):
+        measurements = _measure_outputs(prepared, got, tolerances)
     verdict = "pass" if all(m.passed for m in measurements.values()) else "fail"
     columns: dict[str, Any] = {}
     if verdict == "fail" and declared != prepared.dtype:
-        in_dtype = bounds(prepared, prepared.dtype)
-        widened = _measure_outputs(prepared, got, in_dtype)
+        with step("bound"):
+            in_dtype = bounds(prepared, prepared.dtype)
+        with step("measure"):
+            widened = _measure_outputs(prepared, got, in_dtype)
         if all(m.passed for m in widened.values()):
             verdict = "widened"
             columns.update(widened_from=declared, widened_problem=_problems(measurements))
@@ -208,18 +213,21 @@ def _judged(
 ) -> Outcome:
     """run_example's steps, in the order of the work: the inputs, the oracle, the call, the
     bounds, the measurement and the verdict; a failure at any step is a verdict of its own."""
-    prepared = prepare(spec, dtype, direction, example)
-    row = _row(prepared, implementation, regions)
+    with step("prepare"):
+        prepared = prepare(spec, dtype, direction, example)
+        row = _row(prepared, implementation, regions)
     if quarantine:
         row["quarantined"] = True
     try:
-        oracle(prepared)
+        with step("oracle"):
+            oracle(prepared)
     except Exception as error:
         problem = f"the reference raised {type(error).__name__}: {error}"
         return _failure(row, "oracle error", problem, lambda: repro.oracle_snippet(prepared))
     row["output_shape"] = str(prepared.output_shape)
     try:
-        got = call_implementation(implementation, prepared, quarantine)
+        with step("call"):
+            got = call_implementation(implementation, prepared, quarantine)
     except implementations.Unsupported as declared_unsupported:
         # the adapter cannot express this example: counted apart, never a pass or a failure
         row.update(verdict="unsupported", normalized_error=np.nan, bound_ratio=np.nan)
@@ -243,10 +251,11 @@ def _judged(
         )
         return _failure(row, "harness error", problem, lambda: repro.harness_snippet(prepared, row))
     row.update(columns)
-    unjudged = not_judged(prepared, got, tolerances)
-    if unjudged:
-        row["not_judged"] = unjudged
-    return _measured(prepared, implementation, row, verdict, measurements, tolerances)
+    with step("verdict"):
+        unjudged = not_judged(prepared, got, tolerances)
+        if unjudged:
+            row["not_judged"] = unjudged
+        return _measured(prepared, implementation, row, verdict, measurements, tolerances)
 
 
 def not_judged(

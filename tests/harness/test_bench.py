@@ -69,3 +69,53 @@ def test_conv_peak_memory_is_the_columns_and_output_and_little_more(name: str) -
     per_group_taps = math.prod(case.weight_shape[1:])  # type: ignore[index]
     assert floor > per_group_taps * groups * 8  # the floor counts every group's columns
     assert floor <= peak < 2 * floor
+
+
+def test_a_judged_example_carries_each_step_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the step profile on, judge_batch's row holds the seconds of all six steps, and
+    they add up to no more than the row's own seconds (they split it)."""
+    import json
+
+    from conformance.campaign.judging import judge_batch
+    from conformance.catalogue.example import Example
+    from conformance.implementations.torch_eager import TorchImplementation
+    from conformance.judge import steps
+
+    monkeypatch.setattr(steps, "ENABLED", True)
+    arrays = {"input": np.linspace(-1, 1, 2 * 3 * 7).reshape(2, 3, 7),
+              "weight": np.linspace(1, -1, 4 * 3 * 2).reshape(4, 3, 2), "bias": None}  # fmt: skip
+    config = {"stride": 2, "padding": 1, "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+    example = Example(arrays, config, "normal", 0)
+    for direction in ("forward", "backward"):
+        (judged,) = judge_batch(
+            TorchImplementation(), {}, "conv1d", "float64", direction, [(example, [])]
+        )
+        assert judged.row["verdict"] == "pass"
+        spent = json.loads(judged.row["step_seconds"])
+        assert set(spent) == set(steps.STEPS) and all(s > 0 for s in spent.values())
+        assert sum(spent.values()) <= judged.row["seconds"]
+    assert steps.taken() == "{}"  # each row took its own and left nothing behind
+
+
+def test_the_step_profile_is_off_by_default() -> None:
+    from conformance.judge import steps
+
+    assert not steps.ENABLED and steps.taken() == ""
+
+
+def test_check_profile_splits_the_rows_seconds_by_step() -> None:
+    from conformance.bench.check_profile import CHECK, profile_tables
+
+    frame = pd.DataFrame({
+        "op": ["a", "a", "b"],
+        "seconds": [0.004, 0.002, 0.003],
+        "step_seconds": ['{"oracle": 0.002, "call": 0.001}', '{"oracle": 0.001}',
+                         '{"bound": 0.003}'],
+    })  # fmt: skip
+    overall, by_op = profile_tables(frame)
+    assert overall.loc["oracle", "ms per example"] == pytest.approx(1.0)  # 3 ms over 3
+    assert overall.loc["bound", "share of the check"] == pytest.approx(3 / 9)
+    assert overall.loc["(unaccounted)", "ms per example"] == pytest.approx(2 / 3)
+    assert overall.loc[CHECK, "ms per example"] == pytest.approx(3.0)
+    assert by_op.loc["a", "oracle"] == pytest.approx(1.5) and by_op.loc["a", "examples"] == 2
+    assert by_op.loc["b", "call"] == 0 and by_op.loc["a", "check"] == pytest.approx(3.0)

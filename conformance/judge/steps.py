@@ -1,0 +1,50 @@
+"""Where one example's check spends its time, step by step.
+
+With ``CONFORMANCE_STEP_PROFILE=1`` (``python -m conformance.bench.check_profile`` sets it),
+``run_example`` times each of its steps and the example's row carries them
+(``step_seconds``, a JSON object of seconds by step name):
+
+- prepare: the inputs rounded to the tested dtype, their float64 copies, the row's columns;
+- oracle: the reference in float64 (its argument checks and plans included);
+- call: the implementation's call (the hand-off to its framework and back included);
+- bound: each output's error bound (the magnitude pass over |inputs| included);
+- measure: the comparison of each output with the oracle's against its bound;
+- verdict: the rest (the not-judged notes, the worst output, the row's figures).
+
+Off (the default), a step costs one flag test and no row changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ENABLED = os.environ.get("CONFORMANCE_STEP_PROFILE", "0") == "1"
+STEPS = ("prepare", "oracle", "call", "bound", "measure", "verdict")
+_SPENT: dict[str, float] = {}
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    """Time the block as step ``name`` of the current example (when enabled)."""
+    if not ENABLED:
+        yield
+        return
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        _SPENT[name] = _SPENT.get(name, 0.0) + time.perf_counter() - began
+
+
+def taken() -> str:
+    """The current example's step seconds as the row's JSON, and a fresh start for the next
+    ('' when disabled)."""
+    if not ENABLED:
+        return ""
+    spent = {name: round(seconds, 7) for name, seconds in _SPENT.items()}
+    _SPENT.clear()
+    return json.dumps(spent)
