@@ -21,6 +21,7 @@ from conformance.catalogue.example import Example
 from conformance.catalogue.spec import OpSpec
 from reference import double_backward as second_order
 from reference.gradcheck import check_double_backward, check_jvp
+from tests.reference.kinks import away_from_kinks
 
 DIFFERENTIABLE = [spec for spec in CATALOGUE if spec.differentiable]
 
@@ -67,6 +68,7 @@ def test_jvp_central_differences(spec: OpSpec, data) -> None:
     args = _smooth_arrays(spec, example, rng)
     config = dict(example.config)
     _finite_output(spec, args, config)
+    away_from_kinks(spec.name, args, config)
     differentiable = _indices(spec)
     tangents = [
         None if args[i] is None else rng.standard_normal(args[i].shape) for i in differentiable
@@ -92,6 +94,7 @@ def test_double_backward_central_differences(spec: OpSpec, data) -> None:
     config = dict(example.config)
     differentiable = _indices(spec)
     out = _finite_output(spec, args, config)
+    away_from_kinks(spec.name, args, config)
     grad_output = rng.standard_normal(out.shape)
     grad_grads = [
         None if args[i] is None else rng.standard_normal(args[i].shape) for i in differentiable
