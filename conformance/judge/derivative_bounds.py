@@ -116,13 +116,16 @@ class Normalizer:
     def total(self, t: Tracked) -> Tracked:
         return self.A.reduce(t, self.axes)
 
-    def tangent_of_x_hat(self, dx: Tracked) -> Tracked:
-        """d x_hat = r (dx - mean(dx) - x_hat mean(x_hat dx)) (r dx on running statistics)."""
+    def _centred(self, dx: Tracked) -> Tracked:
+        """dx - mean(dx) - x_hat mean(x_hat dx) (dx itself on running statistics)."""
         A = self.A
         if not self.training:
-            return A.mul(self.r, dx)
-        inner = A.sub(A.sub(dx, self.mean(dx)), A.mul(self.x_hat, self.mean(A.mul(self.x_hat, dx))))
-        return A.mul(self.r, inner)
+            return dx
+        return A.sub(A.sub(dx, self.mean(dx)), A.mul(self.x_hat, self.mean(A.mul(self.x_hat, dx))))
+
+    def tangent_of_x_hat(self, dx: Tracked) -> Tracked:
+        """d x_hat = r (dx - mean(dx) - x_hat mean(x_hat dx)) (r dx on running statistics)."""
+        return self.A.mul(self.r, self._centred(dx))
 
     def jvp(
         self, dx: Tracked | None, w: Tracked | None, dw: Tracked | None, db: Tracked | None
@@ -130,8 +133,10 @@ class Normalizer:
         A = self.A
         terms: list[Tracked] = []
         if dx is not None:
-            d_x_hat = self.tangent_of_x_hat(dx)
-            terms.append(d_x_hat if w is None else A.mul(w, d_x_hat))
+            # w r dx: three factors in whichever order the implementation multiplies them
+            # (float16's conv_bn_relu jvp: (w dx) underflowed, then times r)
+            centred = self._centred(dx)
+            terms.append(A.mul(self.r, centred) if w is None else A.product(w, self.r, centred))
         if dw is not None:
             terms.append(A.mul(dw, self.x_hat))
         if db is not None:
@@ -162,8 +167,10 @@ class Normalizer:
         w_ = one if w is None else w
         dx_ = A.exact(np.zeros_like(self.x_hat.value)) if dx is None else dx
         if not self.training:
-            d_input = A.mul(A.mul(g, A.exact(0.0) if dw is None else dw), self.r)
-            return d_input, self.total(A.mul(A.mul(g, dx_), self.r))
+            # three factors in whichever order the implementation multiplies them
+            # (Arithmetic.product: an underflowed partial product is scaled by the third)
+            d_input = A.product(g, A.exact(0.0) if dw is None else dw, self.r)
+            return d_input, self.total(A.product(g, dx_, self.r))
         a = A.sub(A.sub(g, self.mean(g)), A.mul(self.x_hat, self.mean(A.mul(g, self.x_hat))))
         dr = A.neg(A.mul(A.mul(self.r, self.r), self.mean(A.mul(self.x_hat, dx_))))
         d_x_hat = self.tangent_of_x_hat(dx_)

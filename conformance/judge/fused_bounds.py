@@ -283,12 +283,12 @@ def conv_bn_relu_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
         g = batched(context.grad_output)
         assert g is not None
         h = A.relu_derivative(z, g)  # g m
-        k = A.mul(h, norm.r if gain_w is None else A.mul(gain_w, norm.r))
+        k = A.mul(h, norm.r) if gain_w is None else A.product(h, gain_w, norm.r)
         d_input = conv.backward_input(k, tw)
         d_weight = conv.backward_weight(k, tx)
         d_bias = None
         if t_gain is not None:
-            q = A.mul(A.mul(h, t_gain), norm.r)
+            q = A.product(h, t_gain, norm.r)
             d_input = A.add(d_input, conv.backward_input(q, W))
             d_weight = A.add(d_weight, conv.backward_weight(q, X))
             d_bias = _channel_vector(A.reduce(q, AXES))
@@ -296,7 +296,7 @@ def conv_bn_relu_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             "grad_input": unbatch(d_input),
             "grad_weight": d_weight,
             "grad_bias": None if b is None else d_bias,
-            "grad_bn_weight": _channel_vector(norm.total(A.mul(A.mul(h, norm.r), dc))),
+            "grad_bn_weight": _channel_vector(norm.total(A.product(h, norm.r, dc))),
             GRAD_GRAD_OUTPUT: unbatch(jvp),
         }
         return _tolerances(context, bounds, n + conv.n_weight)

@@ -86,6 +86,21 @@ class Arithmetic:
         )
         return self.rounded(value, error)
 
+    def product(self, a: Tracked, b: Tracked, c: Tracked) -> Tracked:
+        """a * b * c multiplied in whichever order the implementation chose: the largest
+        error of the three pairings. The order matters where a partial product lands among
+        the subnormals: its eta is then scaled by the factor left, so (g * dc) * invstd
+        carries eta |invstd| where (g * invstd) * dc carries eta |dc| (torch's double
+        backward of an eval-mode batch norm met the first in float16: an underflowed g * dc,
+        times an invstd of 46, 14 subnormal steps off)."""
+        orders = (
+            self.mul(self.mul(a, b), c),
+            self.mul(self.mul(a, c), b),
+            self.mul(self.mul(b, c), a),
+        )
+        error = np.maximum(np.maximum(orders[0].error, orders[1].error), orders[2].error)
+        return Tracked(orders[0].value, error)
+
     def scale(self, a: Tracked, c: float) -> Tracked:
         """Times a constant the implementation holds exactly (1/n, p, kernel size)."""
         value = a.value * c
