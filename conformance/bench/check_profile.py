@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conformance.bench.measure import publish
 from conformance.judge.steps import STEPS
 
 CHECK = "check (the rows' seconds)"
@@ -117,9 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "check_profile.md").write_text(text, encoding="utf-8")
+    publish(text, options.out / "check_profile.md")
     return 0
 
 

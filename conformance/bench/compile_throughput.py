@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from conformance.bench.measure import publish
+
 OPS = "conv2d,max_pool2d,avg_pool2d"
 
 
@@ -139,9 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {compiling:.0f} | {compiling / compiles:.2f} | {60 * examples / wall:.1f} |"
         )
     text = "\n".join(lines) + "\n"
-    print(text)
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "compile_throughput.md").write_text(text, encoding="utf-8")
+    publish(text, options.out / "compile_throughput.md")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Run = Callable[[], Any]
@@ -51,3 +52,12 @@ def median_seconds(run: Run, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - began)
     return statistics.median(times)
+
+
+def publish(text: str, path: Path) -> None:
+    """A benchmark's table: written whole (atomic_write: never half a file) and printed."""
+    from conformance.reporting.report import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)
+    print(text)
