@@ -7,7 +7,8 @@ Rounding the accumulator to the output dtype adds u_out * |y| (times 1 + u_out, 
 rounded value is y_hat, not y). The oracle is itself a float64 sum, within gamma_n(2^-53) * M
 of y, so that term joins the bound: without it a float64 implementation would be judged
 against an oracle wrongly assumed exact. M costs one more call of the same bilinear op on
-|a| and |b|.
+|a| and |b|: in float32 where the tested values are float32 values already (half the float64
+pass's time), its own rounding bounded by magnitude_cover.
 
 The report's figure per element is the normalized error
     |y_hat - y_oracle| / (u * M + u_out * |y_oracle|),
@@ -17,6 +18,7 @@ which the proof caps at about n; real kernels land near sqrt(n) or below.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,13 +89,97 @@ def _rejected(problem: str, n_terms: int) -> Measurement:
     return Measurement(float("inf"), float("inf"), float("inf"), n_terms, False, problem)
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """What one output may deviate by, element-wise, and the unit its error is reported in."""
+# measure's and sum_of_products' common case walks its arrays in blocks of this many
+# elements, each block's passes in the cache (a few arrays of 256 KiB), not in memory
+BLOCK = 32_768
 
-    bound: np.ndarray  # |got - oracle| <= bound passes
-    scale: np.ndarray  # normalized error = |got - oracle| / scale
-    n_terms: int
+
+@dataclass(frozen=True)
+class _Affine:
+    """A sum of products' bound and scale, element by element, from the float64 oracle y
+    (finite everywhere) and the magnitude M: with C = factor M and s = u_out |y| + s0,
+    bound = k C + s + extra and scale = u C + s. Computed a block at a time, where needed."""
+
+    oracle: np.ndarray  # flat
+    magnitude: np.ndarray  # flat, float64 or float32
+    factor: float
+    k: float
+    u: float
+    u_out: float
+    s0: float
+    extra: float
+
+    def fill(self, block: slice, bound: np.ndarray, scale: np.ndarray, work: np.ndarray) -> None:
+        """One block's bound and scale into ``bound`` and ``scale`` (``work``: scratch, as
+        long as the block)."""
+        np.abs(self.oracle[block], out=work)
+        work *= self.u_out
+        work += self.s0
+        np.multiply(self.magnitude[block], self.factor, out=scale, dtype=np.float64)
+        np.multiply(scale, self.k, out=bound)
+        bound += work
+        if self.extra:
+            bound += self.extra
+        scale *= self.u
+        scale += work
+
+
+class Tolerance:
+    """What one output may deviate by, element-wise, and the unit its error is reported in:
+    ``bound`` (|got - oracle| <= bound passes) and ``scale`` (normalized error = |got -
+    oracle| / scale), for ``n_terms`` terms; ``underflow_included``: with_underflow's terms
+    are in already. sum_of_products' common case makes the arrays only when asked for them:
+    measure takes them a block at a time, in the cache."""
+
+    __slots__ = ("_affine", "_bound", "_scale", "_shape", "n_terms", "underflow_included")
+
+    def __init__(
+        self,
+        bound: np.ndarray | None,
+        scale: np.ndarray | None,
+        n_terms: int,
+        underflow_included: bool = False,
+        affine: _Affine | None = None,
+        shape: tuple[int, ...] = (),
+    ) -> None:
+        self._bound, self._scale, self._affine = bound, scale, affine
+        self.n_terms, self.underflow_included = n_terms, underflow_included
+        if affine is not None:
+            self._shape = shape
+
+    @property
+    def bound(self) -> np.ndarray:
+        if self._bound is None:
+            self._materialize()
+        assert self._bound is not None
+        return self._bound
+
+    @property
+    def scale(self) -> np.ndarray:
+        if self._scale is None:
+            self._materialize()
+        assert self._scale is not None
+        return self._scale
+
+    def _materialize(self) -> None:
+        affine = self._affine
+        assert affine is not None
+        bound, scale = np.empty(affine.oracle.size), np.empty(affine.oracle.size)
+        work = np.empty(min(BLOCK, affine.oracle.size))
+        for start in range(0, affine.oracle.size, BLOCK):
+            block = slice(start, start + BLOCK)
+            affine.fill(block, bound[block], scale[block], work[: bound[block].size])
+        shape = self._shape
+        self._bound, self._scale = bound.reshape(shape), scale.reshape(shape)
+
+    def all_finite(self) -> bool:
+        """No element of the bound infinite (or NaN): a claim everywhere."""
+        if self._bound is None and self._affine is not None:  # the oracle is finite
+            return all_finite(self._affine.magnitude)
+        return all_finite(self.bound)
+
+    def __repr__(self) -> str:
+        return f"Tolerance(bound={self.bound!r}, scale={self.scale!r}, n_terms={self.n_terms})"
 
 
 def sum_of_products(
@@ -102,16 +188,16 @@ def sum_of_products(
     n_terms: int,
     accumulation_dtype: str,
     output_dtype: str,
+    magnitude_dtype: str = "float64",
+    underflow: bool = False,
 ) -> Tolerance:
     """The bound of a sum of ``n_terms`` products (module docstring).
 
-    ``magnitude`` is the same op applied to the absolute values of its operands (M above);
-    its own float64 rounding is covered by the factor 1 + gamma_n(2^-53).
+    ``magnitude`` is the same op applied to the absolute values of its operands (M above),
+    evaluated in ``magnitude_dtype`` (float64 or float32); its own rounding is covered
+    (magnitude_cover). ``underflow``: with with_underflow's terms added already.
     """
-    finite = np.isfinite(oracle)
     u, u_out = UNIT_ROUNDOFF[accumulation_dtype], UNIT_ROUNDOFF[output_dtype]
-    covered = np.where(finite, magnitude, 0.0) * (1 + gamma(n_terms, ORACLE_ROUNDOFF))
-    size = np.where(finite, np.abs(oracle), 0.0)
     spread = gamma(n_terms, u) + gamma(n_terms, ORACLE_ROUNDOFF)
     if accumulation_dtype == "tf32":
         # |fl(a)fl(b) - ab| <= (2 t + t^2)|ab| per product, then a float32 sum of the rounded
@@ -119,8 +205,75 @@ def sum_of_products(
         t = TF32_OPERAND_ROUNDOFF
         spread = 2 * t + t * t + gamma(n_terms, UNIT_ROUNDOFF["float32"]) * (1 + t) ** 2
         spread += gamma(n_terms, ORACLE_ROUNDOFF)
-    bound = (1 + u_out) * spread * covered + u_out * size
-    return Tolerance(np.asarray(bound), np.asarray(u * covered + u_out * size), n_terms)
+    factor, floor = magnitude_cover(n_terms, magnitude_dtype)
+    eta = _underflow_eta(n_terms, accumulation_dtype, output_dtype) if underflow else 0.0
+    # bound = k (M factor + floor) + u_out |y| + eta, scale = u (M factor + floor) + ...
+    k = (1 + u_out) * spread
+    if magnitude.shape == oracle.shape and all_finite(oracle):  # the common case, blocked
+        affine = _Affine(
+            np.ravel(oracle),
+            np.ravel(magnitude),
+            factor,
+            k,
+            u,
+            u_out,
+            u * floor + eta,
+            (k - u) * floor,  # the bound's share of the floor beyond the scale's
+        )
+        return Tolerance(None, None, n_terms, underflow, affine, oracle.shape)
+    finite = np.isfinite(oracle)
+    covered = np.where(finite, magnitude.astype(np.float64) * factor + floor, 0.0)
+    size = np.where(finite, np.abs(oracle), 0.0)
+    bound = k * covered + u_out * size + eta
+    return Tolerance(
+        np.asarray(bound), np.asarray(u * covered + u_out * size + eta), n_terms, underflow
+    )
+
+
+def magnitude_cover(n_terms: int, magnitude_dtype: str) -> tuple[float, float]:
+    """(factor, floor): M <= factor * M_hat + floor for M_hat, the magnitude sum of
+    ``n_terms`` products evaluated in ``magnitude_dtype``. Every term and partial sum is
+    non-negative, so each rounding can only shrink the computed value by a factor (1 - u) and
+    by eta below the normal range: after r roundings M_hat >= (1 - u)^r M - r eta, and
+    M <= (M_hat + r eta) / (1 - gamma_r). In float64, r = n (a product and its additions;
+    underflow past 1e-308 is not drawn) and the factor 1 + gamma_n(2^-53) as before. In
+    float32, on operands that are float32 values already, r = 2n + 2 covers any evaluation
+    order, a product rounded and then added, a divisor or a bias, and eta = 2^-150."""
+    if magnitude_dtype == "float64":
+        return 1 + gamma(n_terms, ORACLE_ROUNDOFF), 0.0
+    rounds = 2 * n_terms + 2
+    spread = gamma(rounds, UNIT_ROUNDOFF[magnitude_dtype])
+    if spread >= 1:
+        raise ValueError(f"a sum of {n_terms} terms has no bound in {magnitude_dtype}")
+    factor = 1 / (1 - spread)
+    return factor, factor * rounds * underflow_unit(magnitude_dtype)
+
+
+_ONES: dict[np.dtype[Any], np.ndarray] = {
+    np.dtype(np.float64): np.ones(BLOCK),
+    np.dtype(np.float32): np.ones(BLOCK, np.float32),
+}
+
+
+def _total(flat: np.ndarray) -> float:
+    """The sum of a 1-d array, NaN or infinite if any element is (or if it overflows): by
+    BLAS (a product with ones, three times NumPy's sum's speed) in float64 and float32.
+    The caller silences overflow and invalid warnings."""
+    ones = _ONES.get(flat.dtype)
+    if ones is None or flat.ndim != 1:
+        return float(np.sum(flat, dtype=np.float64))
+    if flat.size <= BLOCK:
+        return float(flat @ ones[: flat.size])
+    whole = flat.size - flat.size % BLOCK
+    tail = float(flat[whole:] @ ones[: flat.size - whole])
+    return float((flat[:whole].reshape(-1, BLOCK) @ ones).sum()) + tail
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Every element finite, in one pass and no temporary: a sum of finite values is finite
+    unless it overflows, and then the caller only takes its general path."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(_total(np.ravel(array))))
 
 
 def error_bound(
@@ -133,16 +286,18 @@ def error_bound(
     return sum_of_products(oracle, magnitude, n_terms, accumulation_dtype, output_dtype).bound
 
 
+def _underflow_eta(n_terms: int, accumulation_dtype: str, output_dtype: str) -> float:
+    return (n_terms + 1) * underflow_unit(accumulation_dtype) + underflow_unit(output_dtype)
+
+
 def with_underflow(tolerance: Tolerance, accumulation_dtype: str, output_dtype: str) -> Tolerance:
     """``tolerance`` plus what gradual underflow may add: eta per operation of the accumulation
     (about one per term) and one for the final rounding (Higham 2nd ed., eq. 2.8). Nothing
     in float64 or float32 at the magnitudes drawn; up to 3e-8 per term in float16."""
-    eta = (tolerance.n_terms + 1) * underflow_unit(accumulation_dtype) + underflow_unit(
-        output_dtype
-    )
-    if eta == 0:
+    eta = _underflow_eta(tolerance.n_terms, accumulation_dtype, output_dtype)
+    if eta == 0 or tolerance.underflow_included:
         return tolerance
-    return Tolerance(tolerance.bound + eta, tolerance.scale + eta, tolerance.n_terms)
+    return Tolerance(tolerance.bound + eta, tolerance.scale + eta, tolerance.n_terms, True)
 
 
 def _range_of(dtype: str) -> str:
@@ -234,6 +389,9 @@ def measure(
             f"{got[where].item()!r}"
         )
         return _rejected(problem, 0)
+    quick = _measured_finite(got, oracle, tolerance)
+    if quick is not None:
+        return quick
     got64 = got.astype(np.float64)
     # Where the bound reaches past the dtype's largest finite value, the correctly signed
     # infinity is a right answer: rounding may overflow (IEEE 754 round to nearest).
@@ -264,6 +422,54 @@ def measure(
     return Measurement(
         float(error.max()), float(normalized.max()), float(ratio[worst]), n_terms, passed, problem
     )
+
+
+def _measured_finite(
+    got: np.ndarray, oracle: np.ndarray, tolerance: Tolerance
+) -> Measurement | None:
+    """measure's common case, block by block in the cache: the oracle, the result and the
+    bound all finite, the bound and the scale of the oracle's shape, and the result within
+    its bound. None otherwise: measure's general path then finds the overflows, special
+    values and the worst element. The same figures: 0 / 0 is NaN here and ignored by fmax
+    (the general path sets it to 0, and every ratio is >= 0). A sum of products' bound and
+    scale not made yet are made here a block at a time, never whole."""
+    affine = tolerance._affine if tolerance._bound is None else None
+    if affine is None:
+        if np.shape(tolerance.bound) != oracle.shape or np.shape(tolerance.scale) != oracle.shape:
+            return None
+        flat_bound, flat_scale = np.ravel(tolerance.bound), np.ravel(tolerance.scale)
+    elif tolerance._shape != oracle.shape:
+        return None
+    # a sum of products' bound is finite where its magnitude is (its oracle is): one look at
+    # the magnitude, not one at every block's bound
+    bound_finite = affine is not None and all_finite(affine.magnitude)
+    flat_got, flat_oracle = np.ravel(got), np.ravel(oracle)
+    buffers = np.empty((5, min(BLOCK, oracle.size)))
+    largest_error = worst = normalized = 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for start in range(0, oracle.size, BLOCK):
+            block = slice(start, start + BLOCK)
+            got_block, oracle_block = flat_got[block], flat_oracle[block]
+            error, ratio, bound, scale, work = buffers[:, : oracle_block.size]
+            if affine is None:
+                bound, scale = flat_bound[block], flat_scale[block]
+            else:
+                affine.fill(block, bound, scale, work)
+            if not bound_finite and not np.isfinite(_total(bound)):
+                return None
+            np.subtract(got_block, oracle_block, out=error, dtype=np.float64)
+            np.abs(error, out=error)
+            block_error = float(np.max(error))  # NaN propagates
+            if not np.isfinite(block_error):  # an infinity or a NaN in either
+                return None
+            largest_error = max(largest_error, block_error)
+            np.divide(error, bound, out=ratio)
+            worst = float(np.fmax(worst, np.fmax.reduce(ratio)))
+            if worst > 1.0:  # a failure: the general path finds where and says it
+                return None
+            np.divide(error, scale, out=ratio)
+            normalized = float(np.fmax(normalized, np.fmax.reduce(ratio)))
+    return Measurement(largest_error, normalized, worst, tolerance.n_terms, True, "")
 
 
 def measure_sum_of_products(

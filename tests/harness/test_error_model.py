@@ -13,10 +13,12 @@ from conformance.judge.error_model import (
     accumulated,
     error_bound,
     gamma,
+    magnitude_cover,
     measure,
     measure_sum_of_products,
     past_the_range,
     stored,
+    sum_of_products,
     unknown_as_infinite,
 )
 
@@ -186,3 +188,104 @@ def test_a_bound_past_the_range_accepts_either_infinity() -> None:
     assert measure(got, oracle, tolerance, "float16").passed
     narrow = Tolerance(np.array([1.2e5, 1e3]), np.array([1.2e5, 1e3]), 1)
     assert not measure(got, oracle, narrow, "float16").passed  # measure alone: same sign only
+
+
+def _general_measure(got: np.ndarray, oracle: np.ndarray, tolerance: Tolerance) -> tuple:
+    """measure's figures by its general path (the fast path declines a tolerance whose bound
+    it cannot broadcast without growing, so a (1, n) bound takes the general path)."""
+    shaped = Tolerance(tolerance.bound[np.newaxis], tolerance.scale[np.newaxis], tolerance.n_terms)
+    m = measure(got[np.newaxis], oracle[np.newaxis], shaped, "float32")
+    return m.max_abs_error, m.normalized_error, m.bound_ratio, m.passed
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_finite_fast_path_gives_the_general_paths_figures(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    oracle = rng.normal(size=50)
+    magnitude = np.abs(oracle) + rng.random(50)
+    magnitude[:5] = 0.0  # zero bounds: 0 / 0 where the result is exact, x / 0 where not
+    oracle[:5] = 0.0
+    got = (oracle + rng.normal(scale=1e-7, size=50)).astype(np.float32)
+    got[: 5 if seed % 2 else 3] = 0.0  # odd seeds: exact where the bound is 0
+    tolerance = sum_of_products(oracle, magnitude, 9, "float32", "float32")
+    fast = measure(got, oracle, tolerance, "float32")
+    general = _general_measure(got, oracle, tolerance)
+    assert (fast.max_abs_error, fast.normalized_error, fast.bound_ratio, fast.passed) == general
+
+
+def test_the_bound_is_the_same_with_or_without_a_non_finite_element() -> None:
+    oracle, magnitude = np.array([1.5, -2.0, 0.25]), np.array([2.0, 3.0, 0.5])
+    finite = sum_of_products(oracle, magnitude, 6, "float16", "float16", "float32")
+    with_nan = sum_of_products(
+        np.append(oracle, np.nan), np.append(magnitude, np.nan), 6, "float16", "float16",
+        "float32",
+    )  # fmt: skip
+    assert np.array_equal(with_nan.bound[:3], finite.bound)
+    assert np.array_equal(with_nan.scale[:3], finite.scale) and with_nan.bound[3] == 0
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 5000])
+def test_a_float32_magnitude_covers_the_float64_one(n: int) -> None:
+    """M <= factor * M_hat + floor for a float32 evaluation on float32 values, whatever the
+    order: products rounded and summed one by one (the worst order for rounding), values
+    spread over many binades and below the normal range."""
+    rng = np.random.default_rng(n)
+    for scale in (1.0, 2.0**-70, 2.0**40):  # 2^-70 squared is subnormal in float32
+        a = (np.abs(rng.normal(size=n)) * scale * 2.0 ** rng.integers(-8, 8, n)).astype(np.float32)
+        b = (np.abs(rng.normal(size=n)) * scale).astype(np.float32)
+        exact = math.fsum(float(x) * float(y) for x, y in zip(a, b, strict=True))
+        hat = np.float32(0)
+        for x, y in zip(a, b, strict=True):
+            hat = np.float32(hat + np.float32(x * y))
+        factor, floor = magnitude_cover(n, "float32")
+        assert exact <= factor * float(hat) + floor
+        # and it does not give much away: the cover is 1 + O(n u)
+        assert (
+            factor * float(hat) + floor
+            <= exact * (1 + 8 * (n + 1) * 2.0**-24) + 8 * (n + 1) * 2.0**-149
+        )
+
+
+def test_a_magnitude_too_long_for_float32_is_refused() -> None:
+    with pytest.raises(ValueError, match="no bound in float32"):
+        magnitude_cover(2**23, "float32")
+
+
+@pytest.mark.parametrize(
+    ("op", "dtype", "direction"),
+    [
+        ("conv2d", "float16", "forward"),
+        ("conv2d", "float32", "backward"),
+        ("conv_transpose1d", "bfloat16", "backward"),
+        ("avg_pool2d", "float16", "forward"),
+        ("max_pool3d", "float32", "backward"),
+    ],
+)
+def test_the_float32_magnitude_pass_bounds_at_least_what_the_float64_one_does(
+    op: str, dtype: str, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the op's own examples: never tighter than the float64 magnitude's bound (it covers
+    its own rounding), and looser by no more than that rounding, a few parts in 10^4."""
+    from hypothesis import HealthCheck, given, settings
+
+    from conformance.catalogue import BY_NAME
+    from conformance.judge import default_bounds
+    from conformance.judge.check import bounds, oracle, prepare
+
+    spec = BY_NAME[op]
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(spec.examples())
+    def check(example: object) -> None:
+        prepared = prepare(spec, dtype, direction, example)  # type: ignore[arg-type]
+        oracle(prepared)
+        single = bounds(prepared, "float32")
+        with monkeypatch.context() as patch:
+            patch.setattr(default_bounds, "SINGLE_EXACT", ())
+            double = bounds(prepared, "float32")
+        for name, tolerance in double.items():
+            both = np.isfinite(tolerance.bound)
+            assert np.all(single[name].bound[both] >= tolerance.bound[both]), name
+            assert np.all(single[name].bound[both] <= tolerance.bound[both] * 1.001 + 1e-300)
+
+    check()
