@@ -165,6 +165,26 @@ def plan_conv(
     )
 
 
+def conv_output_shape(
+    dims: int,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[int, ...]:
+    """The shape conv{dims}d returns for these arguments, checked as it checks them, without
+    computing it."""
+    plan = plan_conv(
+        dims, f"conv{dims}d", input, weight, bias, stride, padding, dilation, groups, padding_mode
+    )
+    batch = () if plan.unbatched else plan.input.shape[:1]
+    return (*batch, plan.weight.shape[0], *plan.out_size)
+
+
 def _expand_bias(bias: np.ndarray, dims: int) -> np.ndarray:
     return bias.reshape(-1, *([1] * dims))
 

@@ -74,6 +74,10 @@ class OpSpec:
     reference_jvp: Callable[..., np.ndarray] | None = None
     reference_double_backward: Callable[..., tuple[np.ndarray | None, ...]] | None = None
     derivative_tolerances: CustomTolerances | None = field(default=None)
+    # the forward output's shape from the op's arguments (checked as the forward checks
+    # them), where it costs less than the forward: the oracle of a backward then skips the
+    # forward (ops that update arrays in place need the forward, and leave it None)
+    output_shape: Callable[..., tuple[int, ...]] | None = None
 
     @property
     def gradient_names(self) -> tuple[str, ...]:

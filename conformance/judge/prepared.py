@@ -98,14 +98,12 @@ def prepare(spec: OpSpec, dtype: str, direction: str, example: Example) -> Prepa
     tested at a scale of its own), and their float64 copies."""
     stored = numpy_dtype(dtype)
     scale = input_scale(dtype, example.values)
-    tested = {
-        k: None if a is None else (a * scale).astype(stored) for k, a in example.arrays.items()
-    }
+    tested = {k: _rounded(a, scale, stored) for k, a in example.arrays.items()}
     oracle_in = {k: None if a is None else a.astype(np.float64) for k, a in tested.items()}
     prepared = Prepared(spec, dtype, direction, example, dict(example.config), tested, oracle_in)
     if direction in DERIVATIVE_DIRECTIONS:
         prepared.extra = {
-            k: None if a is None else (a * scale).astype(stored)
+            k: _rounded(a, scale, stored)
             for k, a in direction_arrays(spec, example, direction).items()
         }
         prepared.extra64 = {
@@ -114,15 +112,27 @@ def prepare(spec: OpSpec, dtype: str, direction: str, example: Example) -> Prepa
     return prepared
 
 
+def _rounded(array: np.ndarray | None, scale: float, stored: Any) -> np.ndarray | None:
+    """``array`` times ``scale``, rounded to the tested dtype (one pass where scale is 1)."""
+    if array is None:
+        return None
+    return (array if scale == 1 else array * scale).astype(stored)
+
+
 def oracle(prepared: Prepared) -> None:
     """The reference's answers on the tested inputs, in float64 (may raise: an oracle error)."""
     spec, config, oracle_in = prepared.spec, prepared.config, prepared.oracle_in
     updated = with_copies(oracle_in, spec.mutated)
+    direction = prepared.direction
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        forward = as_tuple(spec.reference(*updated.values(), **config))
-        forward += tuple(updated[name] for name in spec.mutated)
-        prepared.output_shape = tuple(forward[0].shape)
-        direction = prepared.direction
+        if direction in ("backward", "double_backward") and spec.output_shape is not None:
+            # the forward's shape, without the forward: the gradients need no more of it
+            forward: tuple[Any, ...] = ()
+            prepared.output_shape = tuple(spec.output_shape(*updated.values(), **config))
+        else:
+            forward = as_tuple(spec.reference(*updated.values(), **config))
+            forward += tuple(updated[name] for name in spec.mutated)
+            prepared.output_shape = tuple(forward[0].shape)
         if direction == "forward":
             prepared.names, expected = (*spec.outputs(config), *spec.mutated), forward
         elif direction == "jvp":

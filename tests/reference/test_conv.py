@@ -264,3 +264,27 @@ def test_op_keywords_never_collide_with_the_checkers_own() -> None:
     # central differences of a linear function: no truncation; rounding about u * |L| / h,
     # 1.1e-16 * 9 / 1e-6 = 1e-9 absolute against 3
     np.testing.assert_allclose(comparison.numerical, [3.0, 3.0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_output_shape_is_the_forwards_shape(dims: int, data: st.DataObject) -> None:
+    """The shape a backward's oracle takes instead of running the forward."""
+    from reference.conv import conv_output_shape
+
+    example = data.draw(conv_examples(dims))
+    x, weight, bias = (example.arrays[n] for n in ("input", "weight", "bias"))
+    forward = reference.__dict__[f"conv{dims}d"](x, weight, bias, **example.config)
+    assert conv_output_shape(dims, x, weight, bias, **example.config) == forward.shape
+
+
+def test_conv_output_shape_refuses_what_the_forward_refuses() -> None:
+    from reference.conv import conv_output_shape
+
+    x, weight = np.zeros((1, 3, 4, 4)), np.zeros((2, 3, 5, 5))
+    with pytest.raises(ValueError, match="kernel size 5") as shape_error:
+        conv_output_shape(2, x, weight)
+    with pytest.raises(ValueError) as forward_error:
+        reference.conv2d(x, weight)
+    assert str(shape_error.value) == str(forward_error.value)

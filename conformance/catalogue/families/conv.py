@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import reference
@@ -11,6 +12,7 @@ from conformance.catalogue.example import Example
 from conformance.catalogue.spec import OpSpec, Region, per_dim
 from conformance.catalogue.strategies.conv import conv_examples, conv_transpose_examples
 from conformance.catalogue.strategies.knobs import omitting_defaults
+from reference.conv import conv_output_shape
 from reference.padding import PADDING_MODES
 from reference.shapes import same_padding
 
@@ -182,6 +184,9 @@ def _kernel_one_output_padding(example: Example) -> bool:
 
 
 def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, dims: int) -> OpSpec:
+    output_shape = None
+    if name.startswith("conv") and not name.startswith("conv_transpose"):
+        output_shape = partial(conv_output_shape, dims)
     return OpSpec(
         name=name,
         family="convolution",
@@ -192,6 +197,7 @@ def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, d
         examples=lambda: omitting_defaults(examples, getattr(reference, name))(dims),
         terms=terms,
         coverage=regions(),
+        output_shape=output_shape,
     )
 
 
