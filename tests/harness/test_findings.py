@@ -60,14 +60,21 @@ def _platform_missing(text: str) -> str | None:
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
+# an import line inside a string: the code a repro runs in a child process
+_CHILD_IMPORT = re.compile(r"^\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)", re.MULTILINE)
+
+
 def _imported_packages(code: str) -> set[str]:
-    """Top-level names of the packages a repro imports."""
+    """Top-level names of the packages a repro imports, its child processes' code included."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for match in _CHILD_IMPORT.finditer(node.value):
+                names.add((match.group(1) or match.group(2)).split(".")[0])
     return names
 
 
