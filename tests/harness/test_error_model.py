@@ -239,7 +239,9 @@ def test_a_float32_magnitude_covers_the_float64_one(n: int) -> None:
             hat = np.float32(hat + np.float32(x * y))
         factor, floor = magnitude_cover(n, "float32")
         assert exact <= factor * float(hat) + floor
-        # and it does not give much away: the cover is 1 + O(n u)
+        # and it does not give much away: the cover is 1 + O(n u); the computed M_hat may lie
+        # (n + 1) u above M, the factor adds (2n + 2) u, the floor (2n + 2) eta: 8 (n + 1) each
+        # leaves twice that room, and a cover of 1 + O(n^2 u) or a wrong floor still fails
         assert (
             factor * float(hat) + floor
             <= exact * (1 + 8 * (n + 1) * 2.0**-24) + 8 * (n + 1) * 2.0**-149
@@ -287,6 +289,8 @@ def test_the_float32_magnitude_pass_bounds_at_least_what_the_float64_one_does(
         for name, tolerance in double.items():
             both = np.isfinite(tolerance.bound)
             assert np.all(single[name].bound[both] >= tolerance.bound[both]), name
+            # looser only by the float32 pass's own rounding, gamma_(2n+2)(2^-24): under 1e-3
+            # for these examples' n (at most a few hundred terms), and 1e-300 for zero bounds
             assert np.all(single[name].bound[both] <= tolerance.bound[both] * 1.001 + 1e-300)
 
     check()
