@@ -17,6 +17,7 @@ which the proof caps at about n; real kernels land near sqrt(n) or below.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,11 @@ class _Affine:
     s0: float
     extra: float
 
+    def finite_where_magnitude_is(self) -> bool:
+        """The bound is finite wherever M is (the oracle is finite everywhere): unless the
+        coefficient is infinite (gamma_n past 1: no bound, and inf * 0 is NaN where M = 0)."""
+        return math.isfinite(self.k * self.factor) and math.isfinite(self.extra)
+
     def fill(self, block: slice, bound: np.ndarray, scale: np.ndarray, work: np.ndarray) -> None:
         """One block's bound and scale into ``bound`` and ``scale`` (``work``: scratch, as
         long as the block)."""
@@ -166,16 +172,17 @@ class Tolerance:
         assert affine is not None
         bound, scale = np.empty(affine.oracle.size), np.empty(affine.oracle.size)
         work = np.empty(min(BLOCK, affine.oracle.size))
-        for start in range(0, affine.oracle.size, BLOCK):
-            block = slice(start, start + BLOCK)
-            affine.fill(block, bound[block], scale[block], work[: bound[block].size])
+        with np.errstate(invalid="ignore", over="ignore"):  # no bound: inf * 0 where M = 0
+            for start in range(0, affine.oracle.size, BLOCK):
+                block = slice(start, start + BLOCK)
+                affine.fill(block, bound[block], scale[block], work[: bound[block].size])
         shape = self._shape
         self._bound, self._scale = bound.reshape(shape), scale.reshape(shape)
 
     def all_finite(self) -> bool:
         """No element of the bound infinite (or NaN): a claim everywhere."""
-        if self._bound is None and self._affine is not None:  # the oracle is finite
-            return all_finite(self._affine.magnitude)
+        if self._bound is None and self._affine is not None:
+            return self._affine.finite_where_magnitude_is() and all_finite(self._affine.magnitude)
         return all_finite(self.bound)
 
     def __repr__(self) -> str:
@@ -218,7 +225,7 @@ def sum_of_products(
             u,
             u_out,
             u * floor + eta,
-            (k - u) * floor,  # the bound's share of the floor beyond the scale's
+            (k - u) * floor if floor else 0.0,  # the bound's share of the floor, past the scale's
         )
         return Tolerance(None, None, n_terms, underflow, affine, oracle.shape)
     finite = np.isfinite(oracle)
@@ -442,7 +449,9 @@ def _measured_finite(
         return None
     # a sum of products' bound is finite where its magnitude is (its oracle is): one look at
     # the magnitude, not one at every block's bound
-    bound_finite = affine is not None and all_finite(affine.magnitude)
+    bound_finite = (
+        affine is not None and affine.finite_where_magnitude_is() and all_finite(affine.magnitude)
+    )
     flat_got, flat_oracle = np.ravel(got), np.ravel(oracle)
     buffers = np.empty((5, min(BLOCK, oracle.size)))
     largest_error = worst = normalized = 0.0
