@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from conformance.catalogue.spec import OpSpec, ToleranceContext
-from conformance.judge.error_model import Tolerance, sum_of_products
+from conformance.judge.error_model import Tolerance, all_finite, sum_of_products
 
 
 def _as_tuple(result: Any) -> tuple[Any, ...]:
@@ -93,7 +93,6 @@ def _finite_where_expected(magnitude: np.ndarray | None, expected: np.ndarray | 
     """The magnitude is finite wherever the oracle is (one pass each in the common case)."""
     if magnitude is None or expected is None or not np.issubdtype(magnitude.dtype, np.floating):
         return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.sum(magnitude, dtype=np.float64)):
-            return True
+    if all_finite(magnitude):
+        return True
     return bool(np.all(np.isfinite(magnitude) | ~np.isfinite(expected)))

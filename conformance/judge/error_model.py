@@ -17,6 +17,7 @@ which the proof caps at about n; real kernels land near sqrt(n) or below.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,7 @@ class _Affine:
 
     oracle: np.ndarray  # flat
     magnitude: np.ndarray  # flat, float64 or float32
+    shape: tuple[int, ...]  # the oracle's
     factor: float
     k: float
     u: float
@@ -110,10 +112,13 @@ class _Affine:
     s0: float
     extra: float
 
-    def finite_where_magnitude_is(self) -> bool:
-        """The bound is finite wherever M is (the oracle is finite everywhere): unless the
-        coefficient is infinite (gamma_n past 1: no bound, and inf * 0 is NaN where M = 0)."""
-        return math.isfinite(self.k * self.factor) and math.isfinite(self.extra)
+    @functools.cached_property
+    def bound_finite(self) -> bool:
+        """The bound is finite everywhere: M is (the oracle is, by construction) and the
+        coefficients are (gamma_n past 1 means no bound, and inf * 0 is NaN where M = 0).
+        One pass over M, asked by measure and by the not-judged notes alike."""
+        coefficients = math.isfinite(self.k * self.factor) and math.isfinite(self.extra)
+        return coefficients and all_finite(self.magnitude)
 
     def fill(self, block: slice, bound: np.ndarray, scale: np.ndarray, work: np.ndarray) -> None:
         """One block's bound and scale into ``bound`` and ``scale`` (``work``: scratch, as
@@ -137,7 +142,7 @@ class Tolerance:
     are in already. sum_of_products' common case makes the arrays only when asked for them:
     measure takes them a block at a time, in the cache."""
 
-    __slots__ = ("_affine", "_bound", "_scale", "_shape", "n_terms", "underflow_included")
+    __slots__ = ("_affine", "_bound", "_scale", "n_terms", "underflow_included")
 
     def __init__(
         self,
@@ -146,43 +151,36 @@ class Tolerance:
         n_terms: int,
         underflow_included: bool = False,
         affine: _Affine | None = None,
-        shape: tuple[int, ...] = (),
     ) -> None:
         self._bound, self._scale, self._affine = bound, scale, affine
         self.n_terms, self.underflow_included = n_terms, underflow_included
-        if affine is not None:
-            self._shape = shape
 
     @property
     def bound(self) -> np.ndarray:
-        if self._bound is None:
-            self._materialize()
-        assert self._bound is not None
-        return self._bound
+        return self._arrays()[0]
 
     @property
     def scale(self) -> np.ndarray:
-        if self._scale is None:
-            self._materialize()
-        assert self._scale is not None
-        return self._scale
+        return self._arrays()[1]
 
-    def _materialize(self) -> None:
-        affine = self._affine
-        assert affine is not None
-        bound, scale = np.empty(affine.oracle.size), np.empty(affine.oracle.size)
-        work = np.empty(min(BLOCK, affine.oracle.size))
-        with np.errstate(invalid="ignore", over="ignore"):  # no bound: inf * 0 where M = 0
-            for start in range(0, affine.oracle.size, BLOCK):
-                block = slice(start, start + BLOCK)
-                affine.fill(block, bound[block], scale[block], work[: bound[block].size])
-        shape = self._shape
-        self._bound, self._scale = bound.reshape(shape), scale.reshape(shape)
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bound, scale), made whole from the affine form the first time they are asked for."""
+        if self._bound is None or self._scale is None:
+            affine = self._affine
+            assert affine is not None
+            bound, scale = np.empty(affine.oracle.size), np.empty(affine.oracle.size)
+            work = np.empty(min(BLOCK, affine.oracle.size))
+            with np.errstate(invalid="ignore", over="ignore"):  # no bound: inf * 0 where M = 0
+                for start in range(0, affine.oracle.size, BLOCK):
+                    block = slice(start, start + BLOCK)
+                    affine.fill(block, bound[block], scale[block], work[: bound[block].size])
+            self._bound, self._scale = bound.reshape(affine.shape), scale.reshape(affine.shape)
+        return self._bound, self._scale
 
     def all_finite(self) -> bool:
         """No element of the bound infinite (or NaN): a claim everywhere."""
         if self._bound is None and self._affine is not None:
-            return self._affine.finite_where_magnitude_is() and all_finite(self._affine.magnitude)
+            return self._affine.bound_finite
         return all_finite(self.bound)
 
     def __repr__(self) -> str:
@@ -220,6 +218,7 @@ def sum_of_products(
         affine = _Affine(
             np.ravel(oracle),
             np.ravel(magnitude),
+            oracle.shape,
             factor,
             k,
             u,
@@ -227,7 +226,7 @@ def sum_of_products(
             u * floor + eta,
             (k - u) * floor if floor else 0.0,  # the bound's share of the floor, past the scale's
         )
-        return Tolerance(None, None, n_terms, underflow, affine, oracle.shape)
+        return Tolerance(None, None, n_terms, underflow, affine)
     finite = np.isfinite(oracle)
     covered = np.where(finite, magnitude.astype(np.float64) * factor + floor, 0.0)
     size = np.where(finite, np.abs(oracle), 0.0)
@@ -445,13 +444,10 @@ def _measured_finite(
         if np.shape(tolerance.bound) != oracle.shape or np.shape(tolerance.scale) != oracle.shape:
             return None
         flat_bound, flat_scale = np.ravel(tolerance.bound), np.ravel(tolerance.scale)
-    elif tolerance._shape != oracle.shape:
+    elif affine.shape != oracle.shape:
         return None
-    # a sum of products' bound is finite where its magnitude is (its oracle is): one look at
-    # the magnitude, not one at every block's bound
-    bound_finite = (
-        affine is not None and affine.finite_where_magnitude_is() and all_finite(affine.magnitude)
-    )
+    # a sum of products' bound: one look at its magnitude, not one at every block's bound
+    bound_finite = affine is not None and affine.bound_finite
     flat_got, flat_oracle = np.ravel(got), np.ravel(oracle)
     buffers = np.empty((5, min(BLOCK, oracle.size)))
     largest_error = worst = normalized = 0.0

@@ -183,10 +183,14 @@ def _kernel_one_output_padding(example: Example) -> bool:
     )
 
 
-def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, dims: int) -> OpSpec:
-    output_shape = None
-    if name.startswith("conv") and not name.startswith("conv_transpose"):
-        output_shape = partial(conv_output_shape, dims)
+def _spec(
+    name: str,
+    examples: Callable[[int], Any],
+    terms: Any,
+    regions: Any,
+    dims: int,
+    output_shape: Callable[..., tuple[int, ...]] | None = None,
+) -> OpSpec:
     return OpSpec(
         name=name,
         family="convolution",
@@ -202,7 +206,12 @@ def _spec(name: str, examples: Callable[[int], Any], terms: Any, regions: Any, d
 
 
 SPECS: tuple[OpSpec, ...] = (
-    *(_spec(f"conv{d}d", conv_examples, conv_terms, conv_regions, d) for d in (1, 2, 3)),
+    *(
+        _spec(
+            f"conv{d}d", conv_examples, conv_terms, conv_regions, d, partial(conv_output_shape, d)
+        )
+        for d in (1, 2, 3)
+    ),
     *(
         _spec(
             f"conv_transpose{d}d",
