@@ -213,24 +213,67 @@ def check_grad_output(
     return grad[np.newaxis] if unbatched else grad
 
 
-def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:
-    dims = len(plan.stride)
+def _checked_grad(grad_output: np.ndarray, plan: ConvPlan) -> np.ndarray:
     out_shape = (plan.input.shape[0], plan.weight.shape[0], *plan.out_size)
-    grad = check_grad_output(grad_output, out_shape, plan.unbatched, plan.input.dtype)
-    padded = pad(plan.input, plan.pads, plan.padding_mode)
+    return check_grad_output(grad_output, out_shape, plan.unbatched, plan.input.dtype)
+
+
+def _grad_input(grad: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    padded_size = tuple(
+        n + a + b for n, (a, b) in zip(plan.input.shape[2:], plan.pads, strict=True)
+    )
     grad_padded = _windows.correlate_backward_input(
-        grad, plan.weight, plan.stride, plan.dilation, plan.groups, padded.shape[2:]
+        grad, plan.weight, plan.stride, plan.dilation, plan.groups, padded_size
     )
     grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
-    grad_weight = _windows.correlate_backward_weight(
+    if plan.unbatched:
+        grad_input = grad_input[0]
+    return np.ascontiguousarray(grad_input)
+
+
+def _grad_weight(grad: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    padded = pad(plan.input, plan.pads, plan.padding_mode)
+    return _windows.correlate_backward_weight(
         padded, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
     )
+
+
+def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:
+    dims = len(plan.stride)
+    grad = _checked_grad(grad_output, plan)
     grad_bias = None
     if plan.bias is not None:
         grad_bias = grad.sum(axis=(0, *range(2, 2 + dims)))
-    if plan.unbatched:
-        grad_input = grad_input[0]
-    return np.ascontiguousarray(grad_input), grad_weight, grad_bias
+    return _grad_input(grad, plan), _grad_weight(grad, plan), grad_bias
+
+
+def conv_backward_parts(
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    weight: np.ndarray,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    *,
+    grad_input: bool = True,
+    grad_weight: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(grad_input, grad_weight) of conv1d/2d/3d (the weight's rank says which), only those
+    asked for, None for the others (torch's convolution_backward output_mask): each is a
+    separate adjoint, so a caller that needs one does half the work."""
+    dims = np.ndim(weight) - 2
+    if dims not in (1, 2, 3):
+        raise ValueError(f"weight must have 3, 4 or 5 dimensions, got shape {np.shape(weight)}")
+    plan = plan_conv(
+        dims, f"conv{dims}d", input, weight, None, stride, padding, dilation, groups, padding_mode
+    )
+    grad = _checked_grad(grad_output, plan)
+    return (
+        _grad_input(grad, plan) if grad_input else None,
+        _grad_weight(grad, plan) if grad_weight else None,
+    )
 
 
 def _make_conv(dims: int) -> tuple[ConvFunction, ConvBackwardFunction]:

@@ -145,6 +145,42 @@ def test_conv_backward_linear_identities(dims: int, layout: str, data: st.DataOb
         _linear_identities(f"conv{dims}d", data.draw(conv_examples(dims)))
 
 
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=30)
+@given(data=st.data())
+def test_conv_backward_parts_are_the_backwards_own(dims: int, data: st.DataObject) -> None:
+    """conv_backward_parts gives conv{d}d_backward's grad_input and grad_weight bit for bit,
+    each alone or both, and None for what was not asked for (padding modes, groups and
+    unbatched input included: the campaign's examples)."""
+    from reference.conv import conv_backward_parts
+
+    example = data.draw(conv_examples(dims))
+    arrays = integer_arrays(example)
+    x, weight = arrays["input"], arrays["weight"]
+    assert x is not None and weight is not None
+    out = getattr(reference, f"conv{dims}d")(x, weight, None, **example.config)
+    grad = np.random.default_rng(example.seed + 3).standard_normal(out.shape)
+    full = getattr(reference, f"conv{dims}d_backward")(grad, x, weight, None, **example.config)
+    for wanted in ((True, True), (True, False), (False, True)):
+        got = conv_backward_parts(grad, x, weight, **example.config, grad_input=wanted[0],
+                                  grad_weight=wanted[1])  # fmt: skip
+        for part, asked, expected in zip(got, wanted, full[:2], strict=True):
+            if asked:
+                assert part is not None
+                np.testing.assert_array_equal(part, expected)
+            else:
+                assert part is None
+
+
+def test_conv_backward_parts_names_a_weight_of_no_conv_rank() -> None:
+    from reference.conv import conv_backward_parts
+
+    with pytest.raises(ValueError, match="weight must have 3, 4 or 5 dimensions"):
+        conv_backward_parts(np.ones((1, 1, 2)), np.ones((1, 1, 2)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        conv_backward_parts(np.ones((1, 1, 3)), np.ones((1, 1, 2)), np.ones((1, 1, 1)))
+
+
 @pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
