@@ -49,6 +49,7 @@ from conformance.judge.error_model import (
     stored,
     unknown_as_infinite,
 )
+from reference.conv import conv_backward_parts
 
 
 def _abs(array: np.ndarray | None) -> np.ndarray | None:
@@ -122,26 +123,43 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     n_d, n_p = math.prod(w_d.shape[2:]) + 1, w_p.shape[1] + 1
     reach = w_d.shape[0] // x.shape[-3] * math.prod(w_d.shape[2:])
     a_x, a_h, a_wd, a_wp = np.abs(x), np.abs(h), np.abs(w_d), np.abs(w_p)
-
-    def bounds(g: Callable[[int], float]) -> dict[str, np.ndarray]:
-        e_h = keep(h, own(reference.conv2d(a_x, a_wd, _abs(b_d), *knobs), n_d, g))
-        if context.direction == "forward":
-            carried = unknown_as_infinite(reference.conv2d(e_h, a_wp))
-            return {"output": carried + own(reference.conv2d(a_h + e_h, a_wp, _abs(b_p)), n_p, g)}
+    # the exact values and the magnitudes of exact operands, the same for the bound and the
+    # scale; each pass adds what its errors carry (by linearity, as residual_tolerances)
+    m_h = reference.conv2d(a_x, a_wd, _abs(b_d), *knobs)
+    shared: dict[str, Any] = {}
+    if context.direction == "forward":
+        shared["m_out"] = reference.conv2d(a_h, a_wp, _abs(b_p))
+    else:
         grad = context.grad_output
         assert grad is not None
         a_g = np.abs(grad)
-        grad_h = reference.conv2d_backward(grad, h, w_p)[0]
+        grad_h = conv_backward_parts(grad, h, w_p, grad_weight=False)[0]
+        assert grad_h is not None
+        m_gh, m_pointwise = conv_backward_parts(a_g, a_h, a_wp)
         a_gh = np.abs(grad_h)
-        e_gh = keep(grad_h, own(reference.conv2d_backward(a_g, a_h, a_wp)[0], w_p.shape[0], g))
-        through = reference.conv2d_backward(e_gh, a_x, a_wd, None, *knobs)
-        summed = reference.conv2d_backward(a_gh + e_gh, a_x, a_wd, None, *knobs)
-        pointwise_carried = unknown_as_infinite(reference.conv2d_backward(a_g, e_h, a_wp)[1])
-        pointwise_own = reference.conv2d_backward(a_g, a_h + e_h, a_wp)[1]
+        m_input, m_depthwise = conv_backward_parts(a_gh, a_x, a_wd, *knobs)
+        shared.update(grad_h=grad_h, m_gh=m_gh, m_pointwise=m_pointwise, a_gh=a_gh, a_g=a_g)
+        shared.update(m_input=m_input, m_depthwise=m_depthwise)
+
+    def bounds(g: Callable[[int], float]) -> dict[str, np.ndarray]:
+        e_h = keep(h, own(m_h, n_d, g))
+        if context.direction == "forward":
+            carried = reference.conv2d(e_h, a_wp)
+            return {"output": unknown_as_infinite(carried) + own(shared["m_out"] + carried, n_p, g)}
+        a_g, a_gh = shared["a_g"], shared["a_gh"]
+        e_gh = keep(shared["grad_h"], own(shared["m_gh"], w_p.shape[0], g))
+        through_input, through_weight = conv_backward_parts(e_gh, a_x, a_wd, *knobs)
+        assert through_input is not None and through_weight is not None
+        pointwise = conv_backward_parts(a_g, e_h, a_wp, grad_input=False)[1]
+        assert pointwise is not None
+        pointwise_own = shared["m_pointwise"] + pointwise
         return {
-            "grad_input": unknown_as_infinite(through[0]) + own(summed[0], reach, g),
-            "grad_depthwise_weight": unknown_as_infinite(through[1]) + own(summed[1], positions, g),
-            "grad_pointwise_weight": pointwise_carried + own(pointwise_own, positions, g),
+            "grad_input": unknown_as_infinite(through_input)
+            + own(shared["m_input"] + through_input, reach, g),
+            "grad_depthwise_weight": unknown_as_infinite(through_weight)
+            + own(shared["m_depthwise"] + through_weight, positions, g),
+            "grad_pointwise_weight": unknown_as_infinite(pointwise)
+            + own(pointwise_own, positions, g),
             "grad_depthwise_bias": _spatial_sum(e_gh)
             + own(_spatial_sum(a_gh + e_gh), positions, g),
             "grad_pointwise_bias": own(_spatial_sum(a_g), positions, g),
@@ -170,7 +188,12 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     error), and adds gamma_n of the magnitudes. Every intermediate, forward and backward, is
     a torch tensor of the tested dtype: stored (rounding, eta, and no claim where it may pass
     the largest finite value: inf there makes NaN downstream), and every sum underflows by
-    eta per term (accumulated). The scale replaces each gamma_k by u."""
+    eta per term (accumulated). The scale replaces each gamma_k by u.
+
+    The exact values and the magnitudes of exact operands (conv(|x|, |W|), the adjoints of
+    |grad|) are the same for the bound and for the scale: they are computed once, and each
+    pass adds only what its errors carry, by linearity: conv(|x| + delta, |W|) =
+    conv(|x|, |W|) + conv(delta, |W|), and likewise for each adjoint."""
     inputs, config = context.inputs, context.example.config
     x = inputs["input"]
     assert x is not None
@@ -186,69 +209,87 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         assert array is not None
         return array
 
-    def conv(
-        value: np.ndarray,
-        name: str,
-        step: int,
-        padding: int,
-        delta: np.ndarray,
-        g: Callable[[int], float],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        w = weight(name)
-        out = reference.conv2d(value, w, None, step, padding)
-        reach = reference.conv2d(np.abs(value) + delta, np.abs(w), None, step, padding)
-        carried = unknown_as_infinite(reference.conv2d(delta, np.abs(w), None, step, padding))
-        return out, keep(out, carried + own(reach, math.prod(w.shape[1:]), g))
+    # (weight name, stride, padding) of each convolution
+    knobs = {"conv1": ("conv1_weight", stride, 1), "conv2": ("conv2_weight", 1, 1)}
+    if projection:
+        knobs["shortcut"] = ("shortcut_weight", stride, 0)
 
-    def norm(
-        value: np.ndarray, delta: np.ndarray, prefix: str, g: Callable[[int], float]
-    ) -> tuple[np.ndarray, np.ndarray, NormErrors]:
-        w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
+    def norm_knobs(prefix: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
+
+    # the exact forward values, and each convolution's magnitude conv(|input|, |W|)
+    v: dict[str, Any] = {}
+
+    def conv_values(key: str, value: np.ndarray) -> np.ndarray:
+        name, step, padding = knobs[key]
+        w = weight(name)
+        v[f"m_{key}"] = reference.conv2d(np.abs(value), np.abs(w), None, step, padding)
+        v[f"out_{key}"] = reference.conv2d(value, w, None, step, padding)
+        return v[f"out_{key}"]
+
+    def norm_value(value: np.ndarray, prefix: str) -> np.ndarray:
+        return reference.batch_norm(value, None, None, *norm_knobs(prefix), True, 0.0, eps)
+
+    v["a1"] = conv_values("conv1", x)
+    v["b1"] = norm_value(v["a1"], "bn1")
+    v["hidden"] = np.maximum(v["b1"], 0.0)
+    v["a2"] = conv_values("conv2", v["hidden"])
+    skip = x
+    if projection:
+        v["a_s"] = conv_values("shortcut", x)
+        skip = norm_value(v["a_s"], "shortcut_bn")
+    v["body"] = norm_value(v["a2"], "bn2")
+    v["z"] = v["body"] + skip
+
+    def conv_error(key: str, delta: np.ndarray | None, g: Callable[[int], float]) -> np.ndarray:
+        """The stored output's error: conv(delta, |W|) carried, plus the sum's own on
+        conv(|input| + delta, |W|); delta None is an exact input."""
+        name, step, padding = knobs[key]
+        w, out, magnitude = weight(name), v[f"out_{key}"], v[f"m_{key}"]
+        n_terms = math.prod(w.shape[1:])
+        if delta is None:
+            return keep(out, own(magnitude, n_terms, g))
+        carried = reference.conv2d(delta, np.abs(w), None, step, padding)
+        return keep(out, unknown_as_infinite(carried) + own(magnitude + carried, n_terms, g))
+
+    def norm_error(
+        value: np.ndarray,
+        out: np.ndarray,
+        delta: np.ndarray,
+        prefix: str,
+        g: Callable[[int], float],
+    ) -> tuple[np.ndarray, NormErrors]:
+        w, b = norm_knobs(prefix)
         own_bound, errors = batch_norm_own_bound(value, w, b, eps, g, u, precision)
-        out = reference.batch_norm(value, None, None, w, b, True, 0.0, eps)
         carried = unknown_as_infinite(carried_input_error(delta, w, errors))
-        return out, keep(out, carried + own_bound), errors
+        return keep(out, carried + own_bound), errors
 
     def forward(g: Callable[[int], float]) -> dict[str, Any]:
-        none = np.zeros_like(x)
-        a1, e_a1 = conv(x, "conv1_weight", stride, 1, none, g)
-        b1, e_b1, n1 = norm(a1, e_a1, "bn1", g)
-        hidden = np.maximum(b1, 0.0)
-        a2, e_a2 = conv(hidden, "conv2_weight", 1, 1, e_b1, g)
-        body, e_body, n2 = norm(a2, e_a2, "bn2", g)
-        values = dict(
-            a1=a1,
-            e_a1=e_a1,
-            b1=b1,
-            e_b1=e_b1,
-            n1=n1,
-            hidden=hidden,
-            a2=a2,
-            e_a2=e_a2,
-            n2=n2,
-            skip=x,
-            e_skip=none,
-        )
+        """Each forward intermediate's error bound (e_*) and batch norm's terms (n*)."""
+        e: dict[str, Any] = {}
+        e["e_a1"] = conv_error("conv1", None, g)
+        e["e_b1"], e["n1"] = norm_error(v["a1"], v["b1"], e["e_a1"], "bn1", g)
+        e["e_a2"] = conv_error("conv2", e["e_b1"], g)
+        e_body, e["n2"] = norm_error(v["a2"], v["body"], e["e_a2"], "bn2", g)
+        e_skip: np.ndarray | float = 0.0
         if projection:
-            a_s, e_as = conv(x, "shortcut_weight", stride, 0, none, g)
-            skip, e_skip, n_s = norm(a_s, e_as, "shortcut_bn", g)
-            values.update(a_s=a_s, e_as=e_as, n_s=n_s, skip=skip, e_skip=e_skip)
-        z = body + values["skip"]
-        values.update(z=z, e_z=keep(z, e_body + values["e_skip"]))
-        return values
+            e["e_as"] = conv_error("shortcut", None, g)
+            e_skip, e["n_s"] = norm_error(v["a_s"], skip, e["e_as"], "shortcut_bn", g)
+        e["e_z"] = keep(v["z"], e_body + e_skip)
+        return e
 
     def norm_backward(
         grad: np.ndarray,
+        exact: np.ndarray,
         e_grad: np.ndarray,
-        saved: np.ndarray,
         e_saved: np.ndarray,
         errors: NormErrors,
         prefix: str,
         g: Callable[[int], float],
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        w, b = inputs[f"{prefix}_weight"], inputs[f"{prefix}_bias"]
+    ) -> dict[str, np.ndarray]:
+        """The errors of batch norm's gradients (exact: its exact grad_input)."""
+        w, _ = norm_knobs(prefix)
         axes, shape = (0, 2, 3), errors.r.shape
-        exact = reference.batch_norm_backward(grad, saved, None, None, w, b, True, 0.0, eps)
         own_bounds = batch_norm_backward_own(grad, w, errors, True, g, u, precision)
         # the saved input's error in x_hat
         d_x_hat = unknown_as_infinite(carried_input_error(e_saved, None, errors))
@@ -257,7 +298,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         mixed = (grad * errors.x_hat).mean(axis=axes).reshape(shape)
         reach = (np.abs(grad) * d_x_hat).mean(axis=axes).reshape(shape)
         from_saved = gain * (d_x_hat * np.abs(mixed) + np.abs(errors.x_hat) * reach)
-        from_saved = unknown_as_infinite(from_saved + np.abs(exact[0]) * d_r / errors.r)
+        from_saved = unknown_as_infinite(from_saved + np.abs(exact) * d_r / errors.r)
         carried = unknown_as_infinite(batch_norm_carry(e_grad, w, errors))
         # torch sums grad' x_hat' with grad' within e_grad of grad and x_hat' within the own
         # and the saved error of x_hat: the carried products, their cross term e_grad d_x_hat
@@ -268,57 +309,82 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             e_grad * (np.abs(errors.x_hat) + errors.d_x_hat + d_x_hat) + np.abs(grad) * d_x_hat
         ).sum(axis=axes)
         extra_bias = e_grad.sum(axis=axes)
-        bounds = {
-            "grad_input": keep(exact[0], own_bounds["grad_input"] + carried + from_saved),
+        return {
+            "grad_input": keep(exact, own_bounds["grad_input"] + carried + from_saved),
             "grad_weight": own_bounds["grad_weight"] + extra_weight * (1 + g(n)),
             "grad_bias": own_bounds["grad_bias"] + extra_bias * (1 + g(n)),
         }
-        return exact[0], bounds
+
+    # the exact gradients, and each convolution's adjoints of |grad| (its magnitudes)
+    def conv_grads(key: str, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
+        name, step, padding = knobs[key]
+        w = weight(name)
+        a_grad = np.abs(grad)
+        v[f"ga_{key}"] = a_grad
+        v[f"gm_{key}"] = conv_backward_parts(a_grad, np.abs(saved), np.abs(w), step, padding)
+        grad_input = conv_backward_parts(grad, saved, w, step, padding, grad_weight=False)[0]
+        assert grad_input is not None
+        return grad_input
+
+    def norm_grad(grad: np.ndarray, saved: np.ndarray, prefix: str) -> np.ndarray:
+        w, b = norm_knobs(prefix)
+        return reference.batch_norm_backward(grad, saved, None, None, w, b, True, 0.0, eps)[0]
+
+    def gradients(grad: np.ndarray) -> None:
+        v["grad_z"] = np.where(v["z"] > 0, grad, 0.0)
+        v["g_a2"] = norm_grad(v["grad_z"], v["a2"], "bn2")
+        v["g_hidden"] = conv_grads("conv2", v["g_a2"], v["hidden"])
+        v["g_b1"] = np.where(v["b1"] > 0, v["g_hidden"], 0.0)
+        v["g_a1"] = norm_grad(v["g_b1"], v["a1"], "bn1")
+        v["g_x"] = conv_grads("conv1", v["g_a1"], x)
+        if projection:
+            v["g_as"] = norm_grad(v["grad_z"], v["a_s"], "shortcut_bn")
+            v["g_skip"] = conv_grads("shortcut", v["g_as"], x)
 
     def conv_backward(
-        grad: np.ndarray,
+        key: str,
         e_grad: np.ndarray,
         saved: np.ndarray,
-        e_saved: np.ndarray,
-        name: str,
-        step: int,
-        padding: int,
+        e_saved: np.ndarray | None,
+        exact: np.ndarray,
         g: Callable[[int], float],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(grad_input's stored error, grad_weight's error): grad's error paired with the
+        saved input's magnitude and error, the saved input's error with |grad|, and the sums'
+        own on the magnitudes with both errors (e_saved None: an exact saved input)."""
+        name, step, padding = knobs[key]
+        a_w = np.abs(weight(name))
+        a_saved = np.abs(saved) if e_saved is None else np.abs(saved) + e_saved
+        through = conv_backward_parts(e_grad, a_saved, a_w, step, padding)
+        assert through[0] is not None and through[1] is not None
+        carried_weight = through[1]
+        if e_saved is not None:
+            paired = conv_backward_parts(v[f"ga_{key}"], e_saved, a_w, step, padding,
+                                         grad_input=False)[1]  # fmt: skip
+            carried_weight = carried_weight + paired
+        magnitude_input, magnitude_weight = v[f"gm_{key}"]
         w = weight(name)
-        a_w = np.abs(w)
-        grad_input = reference.conv2d_backward(grad, saved, w, None, step, padding)[0]
-        # errors of grad (paired with the saved input's magnitude and error) and of saved
-        through = reference.conv2d_backward(
-            e_grad, np.abs(saved) + e_saved, a_w, None, step, padding
-        )
-        paired = reference.conv2d_backward(np.abs(grad), e_saved, a_w, None, step, padding)
-        summed = reference.conv2d_backward(
-            np.abs(grad) + e_grad, np.abs(saved) + e_saved, a_w, None, step, padding
-        )
-        positions = grad.size // grad.shape[1]
+        positions = e_grad.size // e_grad.shape[1]
         e_input = unknown_as_infinite(through[0]) + own(
-            summed[0], w.shape[0] * math.prod(w.shape[2:]), g
+            magnitude_input + through[0], w.shape[0] * math.prod(w.shape[2:]), g
         )
-        e_weight = unknown_as_infinite(through[1] + paired[1]) + own(summed[1], positions, g)
-        return grad_input, keep(grad_input, e_input), e_weight
+        e_weight = unknown_as_infinite(carried_weight) + own(
+            magnitude_weight + carried_weight, positions, g
+        )
+        return keep(exact, e_input), e_weight
 
     def backward(g: Callable[[int], float]) -> dict[str, np.ndarray]:
-        v = forward(g)
+        e = forward(g)
         grad = context.grad_output
         assert grad is not None
-        grad_z = np.where(v["z"] > 0, grad, 0.0)
-        e_gz = np.where(np.abs(v["z"]) <= v["e_z"], np.abs(grad), 0.0)
-        g_a2, e2 = norm_backward(grad_z, e_gz, v["a2"], v["e_a2"], v["n2"], "bn2", g)
-        g_hidden, e_hidden, e_conv2 = conv_backward(
-            g_a2, e2["grad_input"], v["hidden"], v["e_b1"], "conv2_weight", 1, 1, g
+        e_gz = np.where(np.abs(v["z"]) <= e["e_z"], np.abs(grad), 0.0)
+        e2 = norm_backward(v["grad_z"], v["g_a2"], e_gz, e["e_a2"], e["n2"], "bn2", g)
+        e_hidden, e_conv2 = conv_backward(
+            "conv2", e2["grad_input"], v["hidden"], e["e_b1"], v["g_hidden"], g
         )
-        g_b1 = np.where(v["b1"] > 0, g_hidden, 0.0)
-        e_gb1 = e_hidden + np.where(np.abs(v["b1"]) <= v["e_b1"], np.abs(g_hidden), 0.0)
-        g_a1, e1 = norm_backward(g_b1, e_gb1, v["a1"], v["e_a1"], v["n1"], "bn1", g)
-        g_x, e_x, e_conv1 = conv_backward(
-            g_a1, e1["grad_input"], x, np.zeros_like(x), "conv1_weight", stride, 1, g
-        )
+        e_gb1 = e_hidden + np.where(np.abs(v["b1"]) <= e["e_b1"], np.abs(v["g_hidden"]), 0.0)
+        e1 = norm_backward(v["g_b1"], v["g_a1"], e_gb1, e["e_a1"], e["n1"], "bn1", g)
+        e_x, e_conv1 = conv_backward("conv1", e1["grad_input"], x, None, v["g_x"], g)
         found = {
             "grad_conv1_weight": e_conv1,
             "grad_bn1_weight": e1["grad_weight"],
@@ -328,18 +394,16 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             "grad_bn2_bias": e2["grad_bias"],
         }
         if projection:
-            g_as, e_s = norm_backward(grad_z, e_gz, v["a_s"], v["e_as"], v["n_s"], "shortcut_bn", g)
-            g_skip, e_skip, e_conv_s = conv_backward(
-                g_as, e_s["grad_input"], x, np.zeros_like(x), "shortcut_weight", stride, 0, g
-            )
+            e_s = norm_backward(v["grad_z"], v["g_as"], e_gz, e["e_as"], e["n_s"], "shortcut_bn", g)
+            e_skip, e_conv_s = conv_backward("shortcut", e_s["grad_input"], x, None, v["g_skip"], g)
             found.update(
                 grad_shortcut_weight=e_conv_s,
                 grad_shortcut_bn_weight=e_s["grad_weight"],
                 grad_shortcut_bn_bias=e_s["grad_bias"],
             )
-            found["grad_input"] = keep(g_x + g_skip, e_x + e_skip)
+            found["grad_input"] = keep(v["g_x"] + v["g_skip"], e_x + e_skip)
         else:
-            found["grad_input"] = keep(g_x + grad_z, e_x + e_gz)
+            found["grad_input"] = keep(v["g_x"] + v["grad_z"], e_x + e_gz)
         return found
 
     def proven(k: int) -> float:
@@ -350,5 +414,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             strict = {"output": forward(proven)["e_z"]}
             scale = {"output": forward(lambda k: u)["e_z"]}
         else:
+            assert context.grad_output is not None
+            gradients(context.grad_output)
             strict, scale = backward(proven), backward(lambda k: u)
         return _finished(context, strict, scale, 0)
