@@ -23,6 +23,7 @@ from reference._arguments import (
     batched,
     check_bias,
     check_ndim,
+    describe,
     non_negative,
     ntuple,
     positive,
@@ -218,12 +219,14 @@ def _checked_grad(grad_output: np.ndarray, plan: ConvPlan) -> np.ndarray:
     return check_grad_output(grad_output, out_shape, plan.unbatched, plan.input.dtype)
 
 
-def _grad_input(grad: np.ndarray, plan: ConvPlan) -> np.ndarray:
+def _grad_input(grad: np.ndarray, plan: ConvPlan, weight: np.ndarray | None = None) -> np.ndarray:
+    """grad_input of the plan's convolution (with ``weight`` in place of the plan's)."""
+    weight = plan.weight if weight is None else weight
     padded_size = tuple(
         n + a + b for n, (a, b) in zip(plan.input.shape[2:], plan.pads, strict=True)
     )
     grad_padded = _windows.correlate_backward_input(
-        grad, plan.weight, plan.stride, plan.dilation, plan.groups, padded_size
+        grad, weight, plan.stride, plan.dilation, plan.groups, padded_size
     )
     grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
     if plan.unbatched:
@@ -231,8 +234,10 @@ def _grad_input(grad: np.ndarray, plan: ConvPlan) -> np.ndarray:
     return np.ascontiguousarray(grad_input)
 
 
-def _grad_weight(grad: np.ndarray, plan: ConvPlan) -> np.ndarray:
-    padded = pad(plan.input, plan.pads, plan.padding_mode)
+def _grad_weight(grad: np.ndarray, plan: ConvPlan, input: np.ndarray | None = None) -> np.ndarray:
+    """grad_weight of the plan's convolution (with the batched ``input`` in place of the
+    plan's)."""
+    padded = pad(plan.input if input is None else input, plan.pads, plan.padding_mode)
     return _windows.correlate_backward_weight(
         padded, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
     )
@@ -247,33 +252,78 @@ def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:
     return _grad_input(grad, plan), _grad_weight(grad, plan), grad_bias
 
 
-def conv_backward_parts(
-    grad_output: np.ndarray,
-    input: np.ndarray,
-    weight: np.ndarray,
-    stride: IntOrTuple = 1,
-    padding: PaddingArg = 0,
-    dilation: IntOrTuple = 1,
-    groups: int = 1,
-    padding_mode: str = "zeros",
-    *,
-    grad_input: bool = True,
-    grad_weight: bool = True,
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(grad_input, grad_weight) of conv1d/2d/3d (the weight's rank says which), only those
-    asked for, None for the others (torch's convolution_backward output_mask): each is a
-    separate adjoint, so a caller that needs one does half the work."""
-    dims = np.ndim(weight) - 2
-    if dims not in (1, 2, 3):
-        raise ValueError(f"weight must have 3, 4 or 5 dimensions, got shape {np.shape(weight)}")
-    plan = plan_conv(
-        dims, f"conv{dims}d", input, weight, None, stride, padding, dilation, groups, padding_mode
-    )
-    grad = _checked_grad(grad_output, plan)
-    return (
-        _grad_input(grad, plan) if grad_input else None,
-        _grad_weight(grad, plan) if grad_weight else None,
-    )
+def _described(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return describe(value)
+
+
+class Convolution:
+    """conv1d/2d/3d (the weight's rank says which) with its arguments checked once, for many
+    calls on arrays of the same shapes and dtype (an error bound's magnitude passes, a running
+    error analysis): the forward without bias, and each adjoint alone (torch's
+    convolution_backward output_mask), bit for bit what conv{d}d and conv{d}d_backward give.
+    Each call checks only its arrays' shapes and dtype against the plan."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        weight_shape: tuple[int, ...],
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        dtype: np.dtype | type = np.float64,
+    ) -> None:
+        dims = len(weight_shape) - 2
+        if dims not in (1, 2, 3):
+            raise ValueError(f"weight_shape must have 3, 4 or 5 entries, got {weight_shape}")
+        self.dtype = np.dtype(dtype)
+        zero = np.zeros((), self.dtype)
+        stand_ins = np.broadcast_to(zero, input_shape), np.broadcast_to(zero, weight_shape)
+        self._plan = plan_conv(
+            dims, f"conv{dims}d", *stand_ins, None, stride, padding, dilation, groups, padding_mode
+        )
+        self.input_shape, self.weight_shape = tuple(input_shape), tuple(weight_shape)
+        plan = self._plan
+        self.output_shape = (
+            *(() if plan.unbatched else plan.input.shape[:1]),
+            plan.weight.shape[0],
+            *plan.out_size,
+        )
+
+    def _check(
+        self, array: np.ndarray, name: str, shape: tuple[int, ...], batch: bool = True
+    ) -> np.ndarray:
+        """array, checked against the plan, with a batch axis where the plan added one
+        (``batch``: an input or grad_output, not a weight)."""
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
+            raise ValueError(
+                f"{name} must be an array of shape {shape} and dtype {self.dtype} (the planned "
+                f"convolution's), got {_described(array)}"
+            )
+        return array[np.newaxis] if batch and self._plan.unbatched else array
+
+    def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        plan = self._plan
+        x = self._check(input, "input", self.input_shape)
+        weight = self._check(weight, "weight", self.weight_shape, batch=False)
+        out = _windows.correlate(
+            pad(x, plan.pads, plan.padding_mode), weight, plan.stride, plan.dilation,
+            plan.groups, plan.out_size,
+        )  # fmt: skip
+        return out[0] if plan.unbatched else out
+
+    def grad_input(self, grad_output: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        grad = self._check(grad_output, "grad_output", self.output_shape)
+        self._check(weight, "weight", self.weight_shape, batch=False)
+        return _grad_input(grad, self._plan, weight)
+
+    def grad_weight(self, grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
+        grad = self._check(grad_output, "grad_output", self.output_shape)
+        x = self._check(input, "input", self.input_shape)
+        return _grad_weight(grad, self._plan, x)
 
 
 def _make_conv(dims: int) -> tuple[ConvFunction, ConvBackwardFunction]:

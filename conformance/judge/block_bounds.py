@@ -49,11 +49,19 @@ from conformance.judge.error_model import (
     stored,
     unknown_as_infinite,
 )
-from reference.conv import conv_backward_parts
+from reference.conv import Convolution
 
 
 def _abs(array: np.ndarray | None) -> np.ndarray | None:
     return None if array is None else np.abs(array)
+
+
+def _with_bias(out: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """A convolution's output plus its bias per channel (batched or unbatched), as the
+    convolution adds it."""
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
 
 
 def _spatial_sum(array: np.ndarray) -> np.ndarray:
@@ -123,43 +131,43 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     n_d, n_p = math.prod(w_d.shape[2:]) + 1, w_p.shape[1] + 1
     reach = w_d.shape[0] // x.shape[-3] * math.prod(w_d.shape[2:])
     a_x, a_h, a_wd, a_wp = np.abs(x), np.abs(h), np.abs(w_d), np.abs(w_p)
+    depthwise = Convolution(x.shape, w_d.shape, *knobs)
+    pointwise = Convolution(h.shape, w_p.shape)
     # the exact values and the magnitudes of exact operands, the same for the bound and the
     # scale; each pass adds what its errors carry (by linearity, as residual_tolerances)
-    m_h = reference.conv2d(a_x, a_wd, _abs(b_d), *knobs)
+    m_h = _with_bias(depthwise.forward(a_x, a_wd), _abs(b_d))
     shared: dict[str, Any] = {}
     if context.direction == "forward":
-        shared["m_out"] = reference.conv2d(a_h, a_wp, _abs(b_p))
+        shared["m_out"] = _with_bias(pointwise.forward(a_h, a_wp), _abs(b_p))
     else:
         grad = context.grad_output
         assert grad is not None
         a_g = np.abs(grad)
-        grad_h = conv_backward_parts(grad, h, w_p, grad_weight=False)[0]
-        assert grad_h is not None
-        m_gh, m_pointwise = conv_backward_parts(a_g, a_h, a_wp)
+        grad_h = pointwise.grad_input(grad, w_p)
         a_gh = np.abs(grad_h)
-        m_input, m_depthwise = conv_backward_parts(a_gh, a_x, a_wd, *knobs)
-        shared.update(grad_h=grad_h, m_gh=m_gh, m_pointwise=m_pointwise, a_gh=a_gh, a_g=a_g)
-        shared.update(m_input=m_input, m_depthwise=m_depthwise)
+        shared.update(grad_h=grad_h, a_gh=a_gh, a_g=a_g)
+        shared.update(m_gh=pointwise.grad_input(a_g, a_wp))
+        shared.update(m_pointwise=pointwise.grad_weight(a_g, a_h))
+        shared.update(m_input=depthwise.grad_input(a_gh, a_wd))
+        shared.update(m_depthwise=depthwise.grad_weight(a_gh, a_x))
 
     def bounds(g: Callable[[int], float]) -> dict[str, np.ndarray]:
         e_h = keep(h, own(m_h, n_d, g))
         if context.direction == "forward":
-            carried = reference.conv2d(e_h, a_wp)
+            carried = pointwise.forward(e_h, a_wp)
             return {"output": unknown_as_infinite(carried) + own(shared["m_out"] + carried, n_p, g)}
         a_g, a_gh = shared["a_g"], shared["a_gh"]
         e_gh = keep(shared["grad_h"], own(shared["m_gh"], w_p.shape[0], g))
-        through_input, through_weight = conv_backward_parts(e_gh, a_x, a_wd, *knobs)
-        assert through_input is not None and through_weight is not None
-        pointwise = conv_backward_parts(a_g, e_h, a_wp, grad_input=False)[1]
-        assert pointwise is not None
-        pointwise_own = shared["m_pointwise"] + pointwise
+        through_input = depthwise.grad_input(e_gh, a_wd)
+        through_weight = depthwise.grad_weight(e_gh, a_x)
+        carried = pointwise.grad_weight(a_g, e_h)
         return {
             "grad_input": unknown_as_infinite(through_input)
             + own(shared["m_input"] + through_input, reach, g),
             "grad_depthwise_weight": unknown_as_infinite(through_weight)
             + own(shared["m_depthwise"] + through_weight, positions, g),
-            "grad_pointwise_weight": unknown_as_infinite(pointwise)
-            + own(pointwise_own, positions, g),
+            "grad_pointwise_weight": unknown_as_infinite(carried)
+            + own(shared["m_pointwise"] + carried, positions, g),
             "grad_depthwise_bias": _spatial_sum(e_gh)
             + own(_spatial_sum(a_gh + e_gh), positions, g),
             "grad_pointwise_bias": own(_spatial_sum(a_g), positions, g),
@@ -219,12 +227,14 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
 
     # the exact forward values, and each convolution's magnitude conv(|input|, |W|)
     v: dict[str, Any] = {}
+    convs: dict[str, Convolution] = {}  # each planned once
 
     def conv_values(key: str, value: np.ndarray) -> np.ndarray:
         name, step, padding = knobs[key]
         w = weight(name)
-        v[f"m_{key}"] = reference.conv2d(np.abs(value), np.abs(w), None, step, padding)
-        v[f"out_{key}"] = reference.conv2d(value, w, None, step, padding)
+        conv = convs[key] = Convolution(value.shape, w.shape, step, padding)
+        v[f"m_{key}"] = conv.forward(np.abs(value), np.abs(w))
+        v[f"out_{key}"] = conv.forward(value, w)
         return v[f"out_{key}"]
 
     def norm_value(value: np.ndarray, prefix: str) -> np.ndarray:
@@ -244,12 +254,11 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     def conv_error(key: str, delta: np.ndarray | None, g: Callable[[int], float]) -> np.ndarray:
         """The stored output's error: conv(delta, |W|) carried, plus the sum's own on
         conv(|input| + delta, |W|); delta None is an exact input."""
-        name, step, padding = knobs[key]
-        w, out, magnitude = weight(name), v[f"out_{key}"], v[f"m_{key}"]
+        w, out, magnitude = weight(knobs[key][0]), v[f"out_{key}"], v[f"m_{key}"]
         n_terms = math.prod(w.shape[1:])
         if delta is None:
             return keep(out, own(magnitude, n_terms, g))
-        carried = reference.conv2d(delta, np.abs(w), None, step, padding)
+        carried = convs[key].forward(delta, np.abs(w))
         return keep(out, unknown_as_infinite(carried) + own(magnitude + carried, n_terms, g))
 
     def norm_error(
@@ -317,14 +326,11 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
 
     # the exact gradients, and each convolution's adjoints of |grad| (its magnitudes)
     def conv_grads(key: str, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
-        name, step, padding = knobs[key]
-        w = weight(name)
+        w, conv = weight(knobs[key][0]), convs[key]
         a_grad = np.abs(grad)
         v[f"ga_{key}"] = a_grad
-        v[f"gm_{key}"] = conv_backward_parts(a_grad, np.abs(saved), np.abs(w), step, padding)
-        grad_input = conv_backward_parts(grad, saved, w, step, padding, grad_weight=False)[0]
-        assert grad_input is not None
-        return grad_input
+        v[f"gm_{key}"] = conv.grad_input(a_grad, np.abs(w)), conv.grad_weight(a_grad, np.abs(saved))
+        return conv.grad_input(grad, w)
 
     def norm_grad(grad: np.ndarray, saved: np.ndarray, prefix: str) -> np.ndarray:
         w, b = norm_knobs(prefix)
@@ -352,18 +358,13 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         """(grad_input's stored error, grad_weight's error): grad's error paired with the
         saved input's magnitude and error, the saved input's error with |grad|, and the sums'
         own on the magnitudes with both errors (e_saved None: an exact saved input)."""
-        name, step, padding = knobs[key]
-        a_w = np.abs(weight(name))
+        w, conv = weight(knobs[key][0]), convs[key]
         a_saved = np.abs(saved) if e_saved is None else np.abs(saved) + e_saved
-        through = conv_backward_parts(e_grad, a_saved, a_w, step, padding)
-        assert through[0] is not None and through[1] is not None
+        through = conv.grad_input(e_grad, np.abs(w)), conv.grad_weight(e_grad, a_saved)
         carried_weight = through[1]
         if e_saved is not None:
-            paired = conv_backward_parts(v[f"ga_{key}"], e_saved, a_w, step, padding,
-                                         grad_input=False)[1]  # fmt: skip
-            carried_weight = carried_weight + paired
+            carried_weight = carried_weight + conv.grad_weight(v[f"ga_{key}"], e_saved)
         magnitude_input, magnitude_weight = v[f"gm_{key}"]
-        w = weight(name)
         positions = e_grad.size // e_grad.shape[1]
         e_input = unknown_as_infinite(through[0]) + own(
             magnitude_input + through[0], w.shape[0] * math.prod(w.shape[2:]), g

@@ -23,6 +23,7 @@ from conformance.judge.derivatives import GRAD_GRAD_OUTPUT, JVP_OUTPUT
 from conformance.judge.error_model import Tolerance
 from conformance.judge.running_error import Arithmetic, Tracked
 from reference import jvp as forward_mode
+from reference.conv import Convolution
 
 
 class Conv2d:
@@ -31,32 +32,23 @@ class Conv2d:
     def __init__(
         self, arithmetic: Arithmetic, weight: np.ndarray, x_shape: Sequence[int], **config: Any
     ) -> None:
-        self.A, self.config = arithmetic, config
-        self.x_zeros = np.zeros(x_shape)
-        self.w_zeros = np.zeros(weight.shape)
+        self.A = arithmetic
+        self.conv = Convolution(tuple(x_shape), weight.shape, **config)
         groups = config.get("groups", 1)
         taps = math.prod(weight.shape[2:])
         self.n_forward = weight.shape[1] * taps + 1
         self.n_input = weight.shape[0] // groups * taps + 1
-        out = reference.conv2d(self.x_zeros, self.w_zeros, None, **config)
-        self.n_weight = out.shape[0] * math.prod(out.shape[2:]) + 1
+        out = self.conv.output_shape
+        self.n_weight = out[0] * math.prod(out[2:]) + 1
 
     def forward(self, x: Tracked, w: Tracked) -> Tracked:
-        return self.A.bilinear(
-            lambda a, b: reference.conv2d(a, b, None, **self.config), x, w, self.n_forward
-        )
+        return self.A.bilinear(self.conv.forward, x, w, self.n_forward)
 
     def backward_input(self, g: Tracked, w: Tracked) -> Tracked:
-        def function(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return reference.conv2d_backward(a, self.x_zeros, b, None, **self.config)[0]
-
-        return self.A.bilinear(function, g, w, self.n_input)
+        return self.A.bilinear(self.conv.grad_input, g, w, self.n_input)
 
     def backward_weight(self, g: Tracked, x: Tracked) -> Tracked:
-        def function(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return reference.conv2d_backward(a, b, self.w_zeros, None, **self.config)[1]
-
-        return self.A.bilinear(function, g, x, self.n_weight)
+        return self.A.bilinear(self.conv.grad_weight, g, x, self.n_weight)
 
     def jvp(self, x: Tracked, dx: Tracked, w: Tracked, dw: Tracked) -> Tracked:
         return self.A.add(self.forward(dx, w), self.forward(x, dw))

@@ -51,7 +51,6 @@ from typing import Any
 
 import numpy as np
 
-import reference
 from conformance.catalogue.dtypes import underflow_unit
 from conformance.catalogue.spec import CustomTolerances, OpSpec, ToleranceContext
 from conformance.judge.batch_norm_bounds import (
@@ -61,7 +60,7 @@ from conformance.judge.batch_norm_bounds import (
     gain_of,
     normalizer_errors,
 )
-from conformance.judge.block_bounds import _finished, _Steps
+from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias
 from conformance.judge.block_derivative_bounds import Conv2d, _bias_map
 from conformance.judge.derivative_bounds import (
     Normalizer,
@@ -79,6 +78,7 @@ from conformance.judge.error_model import (
     unknown_as_infinite,
 )
 from conformance.judge.running_error import Tracked
+from reference.conv import Convolution
 
 AXES = (0, 2, 3)
 
@@ -121,11 +121,12 @@ class _Chain:
         self.eta_fold = underflow_unit(context.dtype)
         self.steps = _Steps(context.accumulation_dtype, context.dtype)
         self.n = math.prod(w.shape[1:]) + 1  # taps and the bias
-        self.c = reference.conv2d(self.x, w, self.b, *self.knobs)
-        b_abs = None if self.b is None else np.abs(self.b)
-        self.magnitude = reference.conv2d(np.abs(self.x), np.abs(w), b_abs, *self.knobs)
+        self.conv = Convolution(self.x.shape, w.shape, *self.knobs)  # planned once
+        self.c = _with_bias(self.conv.forward(self.x, w), self.b)
+        self.magnitude = _with_bias(self.conv.forward(np.abs(self.x), np.abs(w)), _abs(self.b))
         # what a folded weight's underflow meets: the window's |x| per output, eta each
-        self.window = reference.conv2d(np.abs(self.x), np.ones_like(w), None, *self.knobs)
+        self.window = self.conv.forward(np.abs(self.x), np.ones_like(w))
+        self.grad_magnitudes: tuple[np.ndarray, ...] = ()  # the adjoints of |grad_c|
         zeros = np.zeros_like(mean)
         eps = config.get("eps", 1e-5)
         # eval: the statistics are exact inputs, r stays in the accumulation's precision
@@ -188,8 +189,11 @@ def _backward(
     carried = chain.gain * (1 + norm.rho) * (1 + 3 * u) * e_gz
     e_gc = keep(grad_c, bn["grad_input"] + carried)
     a_x, a_w, a_gc = np.abs(chain.x), np.abs(chain.w), np.abs(grad_c)
-    through = reference.conv2d_backward(e_gc, a_x, a_w, None, *chain.knobs)
-    summed = reference.conv2d_backward(a_gc + e_gc, a_x, a_w, None, *chain.knobs)
+    if not chain.grad_magnitudes:  # the same for the bound and the scale: computed once
+        chain.grad_magnitudes = chain.conv.grad_input(a_gc, a_w), chain.conv.grad_weight(a_gc, a_x)
+    # conv's adjoints of |grad_c| + e_gc, by linearity
+    through = chain.conv.grad_input(e_gc, a_w), chain.conv.grad_weight(e_gc, a_x)
+    summed = [m + t for m, t in zip(chain.grad_magnitudes, through, strict=True)]
     groups = chain.knobs[3]
     reach = chain.w.shape[0] // groups * math.prod(chain.w.shape[2:])
     bounds = {

@@ -148,37 +148,48 @@ def test_conv_backward_linear_identities(dims: int, layout: str, data: st.DataOb
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=30)
 @given(data=st.data())
-def test_conv_backward_parts_are_the_backwards_own(dims: int, data: st.DataObject) -> None:
-    """conv_backward_parts gives conv{d}d_backward's grad_input and grad_weight bit for bit,
-    each alone or both, and None for what was not asked for (padding modes, groups and
-    unbatched input included: the campaign's examples)."""
-    from reference.conv import conv_backward_parts
+def test_a_planned_convolution_is_the_functions_own(dims: int, data: st.DataObject) -> None:
+    """reference.conv.Convolution gives conv{d}d (without bias) and each gradient of
+    conv{d}d_backward bit for bit, planned once and called on other arrays of the same
+    shapes (padding modes, groups and unbatched input included: the campaign's examples)."""
+    from reference.conv import Convolution
 
     example = data.draw(conv_examples(dims))
     arrays = integer_arrays(example)
     x, weight = arrays["input"], arrays["weight"]
     assert x is not None and weight is not None
-    out = getattr(reference, f"conv{dims}d")(x, weight, None, **example.config)
-    grad = np.random.default_rng(example.seed + 3).standard_normal(out.shape)
-    full = getattr(reference, f"conv{dims}d_backward")(grad, x, weight, None, **example.config)
-    for wanted in ((True, True), (True, False), (False, True)):
-        got = conv_backward_parts(grad, x, weight, **example.config, grad_input=wanted[0],
-                                  grad_weight=wanted[1])  # fmt: skip
-        for part, asked, expected in zip(got, wanted, full[:2], strict=True):
-            if asked:
-                assert part is not None
-                np.testing.assert_array_equal(part, expected)
-            else:
-                assert part is None
+    planned = Convolution(x.shape, weight.shape, **example.config)
+    rng = np.random.default_rng(example.seed + 3)
+    for _ in range(2):  # the plan is reused: nothing of the first call's arrays stays in it
+        x, weight = rng.standard_normal(x.shape), rng.standard_normal(weight.shape)
+        out = getattr(reference, f"conv{dims}d")(x, weight, None, **example.config)
+        assert planned.output_shape == out.shape
+        np.testing.assert_array_equal(planned.forward(x, weight), out)
+        grad = rng.standard_normal(out.shape)
+        backward = getattr(reference, f"conv{dims}d_backward")
+        grad_input, grad_weight, _ = backward(grad, x, weight, None, **example.config)
+        np.testing.assert_array_equal(planned.grad_input(grad, weight), grad_input)
+        np.testing.assert_array_equal(planned.grad_weight(grad, x), grad_weight)
 
 
-def test_conv_backward_parts_names_a_weight_of_no_conv_rank() -> None:
-    from reference.conv import conv_backward_parts
+def test_a_planned_convolution_names_what_does_not_fit_its_plan() -> None:
+    from reference.conv import Convolution
 
-    with pytest.raises(ValueError, match="weight must have 3, 4 or 5 dimensions"):
-        conv_backward_parts(np.ones((1, 1, 2)), np.ones((1, 1, 2)), np.ones((1, 1)))
-    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
-        conv_backward_parts(np.ones((1, 1, 3)), np.ones((1, 1, 2)), np.ones((1, 1, 1)))
+    with pytest.raises(ValueError, match="weight_shape must have 3, 4 or 5 entries"):
+        Convolution((1, 1, 2), (1, 1))
+    with pytest.raises(ValueError, match="groups=2 expects 2"):  # conv's own checks, once
+        Convolution((1, 1, 4), (2, 1, 3), groups=2)
+    planned = Convolution((1, 2, 5), (3, 2, 2), stride=2)
+    assert planned.output_shape == (1, 3, 2)
+    x, weight = np.ones((1, 2, 5)), np.ones((3, 2, 2))
+    with pytest.raises(ValueError, match=r"input must be an array of shape \(1, 2, 5\)"):
+        planned.forward(np.ones((1, 2, 6)), weight)
+    with pytest.raises(ValueError, match="weight must be .* dtype float64"):
+        planned.forward(x, weight.astype(np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must be an array of shape \(1, 3, 2\)"):
+        planned.grad_input(np.ones((1, 3, 3)), weight)
+    with pytest.raises(ValueError, match="input must be .* got list"):
+        planned.grad_weight(np.ones((1, 3, 2)), [[1.0]])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
