@@ -9,6 +9,7 @@ input's spatial dimensions.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,35 @@ from reference.pool import first_max_index
 OutputSize = int | None | Sequence[int | None]
 
 
+@functools.lru_cache(maxsize=512)
+def _adaptive_grids(
+    spatial: tuple[int, ...], out_size: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    dims = len(out_size)
+    valid = np.ones((), dtype=bool)
+    flat = np.zeros((), dtype=np.int64)
+    slots = []
+    for axis, (size, out) in enumerate(zip(spatial, out_size, strict=True)):
+        index = np.arange(out)
+        start = (index * size) // out
+        end = -((-(index + 1) * size) // out)  # ceil((i+1) * L / O)
+        width = int((end - start).max())
+        position = start[:, None] + np.arange(width)[None, :]
+        inside = position < end[:, None]
+        shape = [1] * (2 * dims)
+        shape[axis], shape[dims + axis] = out, width
+        valid = valid & inside.reshape(shape)
+        clipped = np.minimum(position, size - 1)
+        flat = flat + clipped.reshape(shape) * math.prod(spatial[axis + 1 :])
+        slots.append(width)
+    full = (*out_size, *slots)
+    flat_shape = (*out_size, math.prod(slots))
+    grids = tuple(np.array(np.broadcast_to(g, full)).reshape(flat_shape) for g in (valid, flat))
+    for grid in grids:
+        grid.flags.writeable = False
+    return grids[0], grids[1]
+
+
 @dataclass(frozen=True)
 class AdaptivePlan:
     input: np.ndarray  # batched
@@ -34,30 +64,9 @@ class AdaptivePlan:
         return tuple(self.input.shape[2:])
 
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(valid, flat index) per output position and window slot, (*out_size, slots)."""
-        dims = len(self.out_size)
-        valid = np.ones((), dtype=bool)
-        flat = np.zeros((), dtype=np.int64)
-        slots = []
-        for axis, (size, out) in enumerate(zip(self.spatial, self.out_size, strict=True)):
-            index = np.arange(out)
-            start = (index * size) // out
-            end = -((-(index + 1) * size) // out)  # ceil((i+1) * L / O)
-            width = int((end - start).max())
-            position = start[:, None] + np.arange(width)[None, :]
-            inside = position < end[:, None]
-            shape = [1] * (2 * dims)
-            shape[axis], shape[dims + axis] = out, width
-            valid = valid & inside.reshape(shape)
-            clipped = np.minimum(position, size - 1)
-            flat = flat + clipped.reshape(shape) * math.prod(self.spatial[axis + 1 :])
-            slots.append(width)
-        full = (*self.out_size, *slots)
-        flat_shape = (*self.out_size, math.prod(slots))
-        return (
-            np.broadcast_to(valid, full).reshape(flat_shape),
-            np.broadcast_to(flat, full).reshape(flat_shape),
-        )
+        """(valid, flat index) per output position and window slot, (*out_size, slots),
+        read-only: the geometry's own, computed once (every example's oracle and bound ask)."""
+        return _adaptive_grids(self.spatial, self.out_size)
 
     def taps(self, flat: np.ndarray) -> np.ndarray:
         planes = self.input.reshape(*self.input.shape[:2], math.prod(self.input.shape[2:]))

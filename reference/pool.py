@@ -19,6 +19,7 @@ lp:   (sum of x**p over the valid elements) ** (1/p), torch's documented f(X). I
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,23 +87,11 @@ class PoolPlan:
         return view.reshape(*view.shape[: 2 + len(self.kernel)], math.prod(self.kernel))
 
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(valid, flat index) per output position and tap, each (*out_size, prod(kernel))."""
-        dims = len(self.kernel)
-        valid = np.ones((), dtype=bool)
-        flat = np.zeros((), dtype=np.int64)
-        for axis in range(dims):
-            o, k = self.out_size[axis], self.kernel[axis]
-            starts = np.arange(o)[:, None] * self.stride[axis] - self.padding[axis]
-            position = starts + np.arange(k)[None, :] * self.dilation[axis]
-            shape = [1] * (2 * dims)
-            shape[axis], shape[dims + axis] = o, k
-            position = position.reshape(shape)
-            valid = valid & (position >= 0) & (position < self.spatial[axis])
-            flat = flat + position * math.prod(self.spatial[axis + 1 :])
-        full = (*self.out_size, math.prod(self.kernel))
-        return np.broadcast_to(valid, (*self.out_size, *self.kernel)).reshape(
-            full
-        ), np.broadcast_to(flat, (*self.out_size, *self.kernel)).reshape(full)
+        """(valid, flat index) per output position and tap, each (*out_size, prod(kernel)),
+        read-only: the geometry's own, computed once (every example's oracle and bound ask)."""
+        return _pool_grids(
+            self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation
+        )
 
     def scatter(self, per_tap: np.ndarray) -> np.ndarray:
         """Adjoint of :meth:`taps`: add (N, C, *out_size, prod(kernel)) back onto the input."""
@@ -117,6 +106,37 @@ class PoolPlan:
 
     def finish(self, out: np.ndarray) -> np.ndarray:
         return out[0] if self.unbatched else out
+
+
+@functools.lru_cache(maxsize=512)
+def _pool_grids(
+    spatial: tuple[int, ...],
+    out_size: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    dims = len(kernel)
+    valid = np.ones((), dtype=bool)
+    flat = np.zeros((), dtype=np.int64)
+    for axis in range(dims):
+        o, k = out_size[axis], kernel[axis]
+        starts = np.arange(o)[:, None] * stride[axis] - padding[axis]
+        position = starts + np.arange(k)[None, :] * dilation[axis]
+        shape = [1] * (2 * dims)
+        shape[axis], shape[dims + axis] = o, k
+        position = position.reshape(shape)
+        valid = valid & (position >= 0) & (position < spatial[axis])
+        flat = flat + position * math.prod(spatial[axis + 1 :])
+    full = (*out_size, math.prod(kernel))
+    grids = tuple(
+        np.array(np.broadcast_to(grid, (*out_size, *kernel))).reshape(full)
+        for grid in (valid, flat)
+    )
+    for grid in grids:
+        grid.flags.writeable = False
+    return grids[0], grids[1]
 
 
 def plan_pool(
