@@ -50,6 +50,8 @@ def as_float_array(value: object, name: str) -> np.ndarray:
     already: then sums run in one order whatever the caller's layout, so a Fortran-order or
     negatively strided array gives the bitwise-same answer), or raise TypeError naming
     ``name``."""
+    if type(value) is np.ndarray and value.dtype.kind == "f" and value.flags.c_contiguous:
+        return value  # the usual case, answered first: every reference call asks, often twice
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
     if isinstance(value, np.ma.MaskedArray):

@@ -185,10 +185,8 @@ class Arithmetic:
         # an exact operand (error 0, the usual case for the example's own arrays) adds no
         # term: skipping those calls is most of this function's time
         a_exact, b_exact = not a.error.any(), not b.error.any()
-        if not a_exact:
-            error = error + function(a.error, np.abs(b.value))
+        if not a_exact:  # e_a |b| and, where b errs too, e_a e_b: f(e_a, |b| + e_b)
+            error = error + function(a.error, np.abs(b.value) + b.error)
         if not b_exact:
             error = error + function(np.abs(a.value), b.error)
-        if not (a_exact or b_exact):
-            error = error + function(a.error, b.error)
         return self.rounded(function(a.value, b.value), error, n)
