@@ -53,6 +53,7 @@ overflow: no claim there (conformance.judge.error_model.accumulated).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +71,14 @@ from conformance.judge.error_model import (
 
 def _channels(values: np.ndarray) -> tuple[int, ...]:
     return (0, *range(2, values.ndim))
+
+
+def channel_mean(values: np.ndarray) -> np.ndarray:
+    """values.mean over every axis but the channels', bit for bit (the same sum, divided by
+    the count), without np.mean's Python-level bookkeeping: 13% of a residual block's
+    backward bound, which takes a dozen such means."""
+    axes = _channels(values)
+    return np.add.reduce(values, axis=axes) / math.prod(values.shape[a] for a in axes)
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,9 @@ def statistics_errors(
     ``precision``, also the underflow and overflow of the sums and the statistics' storage."""
     axes, shape = _channels(x), (-1, *([1] * (x.ndim - 2)))
     n = x.size // x.shape[1]
-    mean = x.mean(axis=axes)
-    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
-    size = np.abs(x).mean(axis=axes)
+    mean = channel_mean(x)
+    var = channel_mean((x - mean.reshape(shape)) ** 2)
+    size = channel_mean(np.abs(x))
     d_mean = g(n) * size
     if precision is not None:
         # the sum of x (its terms are stored values, so it underflows exactly), over n: the
@@ -260,9 +269,9 @@ def batch_norm_carry(delta: np.ndarray, weight: np.ndarray | None, norm: NormErr
     and (the same linear structure) how an error in grad_output moves grad_input:
     |w| r (delta + mean(delta) + |x_hat| mean(|x_hat| delta)), means per channel, from
     d mean = mean(delta) and d var = 2 mean((x - mean) delta)."""
-    axes, shape = _channels(delta), norm.r.shape
-    spread = delta.mean(axis=axes).reshape(shape)
-    tilt = (np.abs(norm.x_hat) * delta).mean(axis=axes).reshape(shape)
+    shape = norm.r.shape
+    spread = channel_mean(delta).reshape(shape)
+    tilt = channel_mean(np.abs(norm.x_hat) * delta).reshape(shape)
     return gain_of(weight, norm) * (delta + spread + np.abs(norm.x_hat) * tilt)
 
 
@@ -280,9 +289,9 @@ def carried_input_error(
     """batch_norm_carry for an error in the normalized input itself, infinite over a
     channel where that error may move the variance by more than LINEAR_VARIANCE_SHIFT of
     var + eps: 2 mean(|x - mean| delta) + mean(delta)^2, over var + eps = 1 / r^2."""
-    axes, shape = _channels(delta), norm.r.shape
-    spread = (np.abs(norm.x_hat) * delta).mean(axis=axes).reshape(shape)  # times 1/r
-    shift = delta.mean(axis=axes).reshape(shape) * norm.r
+    shape = norm.r.shape
+    spread = channel_mean(np.abs(norm.x_hat) * delta).reshape(shape)  # times 1/r
+    shift = channel_mean(delta).reshape(shape) * norm.r
     with np.errstate(invalid="ignore", over="ignore"):
         moved = 2 * spread * norm.r + shift**2
         carried = batch_norm_carry(delta, weight, norm)

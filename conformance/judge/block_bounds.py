@@ -38,6 +38,7 @@ from conformance.judge.batch_norm_bounds import (
     batch_norm_carry,
     batch_norm_own_bound,
     carried_input_error,
+    channel_mean,
 )
 from conformance.judge.error_model import (
     ORACLE_ROUNDOFF,
@@ -302,10 +303,10 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         own_bounds = batch_norm_backward_own(grad, w, errors, True, g, u, precision)
         # the saved input's error in x_hat
         d_x_hat = unknown_as_infinite(carried_input_error(e_saved, None, errors))
-        d_r = errors.r * (np.abs(errors.x_hat) * e_saved).mean(axis=axes).reshape(shape)
+        d_r = errors.r * channel_mean(np.abs(errors.x_hat) * e_saved).reshape(shape)
         gain = errors.r if w is None else errors.r * np.abs(w).reshape(shape)
-        mixed = (grad * errors.x_hat).mean(axis=axes).reshape(shape)
-        reach = (np.abs(grad) * d_x_hat).mean(axis=axes).reshape(shape)
+        mixed = channel_mean(grad * errors.x_hat).reshape(shape)
+        reach = channel_mean(np.abs(grad) * d_x_hat).reshape(shape)
         from_saved = gain * (d_x_hat * np.abs(mixed) + np.abs(errors.x_hat) * reach)
         from_saved = unknown_as_infinite(from_saved + np.abs(exact) * d_r / errors.r)
         carried = unknown_as_infinite(batch_norm_carry(e_grad, w, errors))
