@@ -97,7 +97,8 @@ def error_plot(frame: pd.DataFrame) -> str:
     left edge."""
     verdicts = frame["verdict"].astype(str)
     ratios = frame["bound_ratio"].astype(float)
-    shown = frame[verdicts.isin(["pass", "widened", "known", *FAILING]) & ~ratios.isna()]
+    plotted = verdicts.isin(["pass", "widened", "known", *FAILING]) & ~ratios.isna()
+    shown = frame.loc[plotted, ["op", "dtype", "verdict", "bound_ratio"]]
     if shown.empty:
         return "<p>No measured examples to plot.</p>"
     ops = sorted(shown["op"].unique())
