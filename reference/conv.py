@@ -303,6 +303,9 @@ class Convolution:
                 f"{name} must be an array of shape {shape} and dtype {self.dtype} (the planned "
                 f"convolution's), got {_described(array)}"
             )
+        # contiguous, as as_float_array makes the functions' arrays: the same sums, in the
+        # same order, whatever the caller's layout
+        array = np.ascontiguousarray(array)
         return array[np.newaxis] if batch and self._plan.unbatched else array
 
     def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray:
