@@ -184,11 +184,11 @@ def test_a_planned_convolution_names_what_does_not_fit_its_plan() -> None:
     x, weight = np.ones((1, 2, 5)), np.ones((3, 2, 2))
     with pytest.raises(ValueError, match=r"input must be an array of shape \(1, 2, 5\)"):
         planned.forward(np.ones((1, 2, 6)), weight)
-    with pytest.raises(ValueError, match="weight must be .* dtype float64"):
+    with pytest.raises(ValueError, match=r"weight must be .* dtype float64"):
         planned.forward(x, weight.astype(np.float32))
     with pytest.raises(ValueError, match=r"grad_output must be an array of shape \(1, 3, 2\)"):
         planned.grad_input(np.ones((1, 3, 3)), weight)
-    with pytest.raises(ValueError, match="input must be .* got list"):
+    with pytest.raises(ValueError, match=r"input must be .* got list"):
         planned.grad_weight(np.ones((1, 3, 2)), [[1.0]])  # type: ignore[arg-type]
 
 
