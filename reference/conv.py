@@ -80,6 +80,12 @@ class ConvPlan:
     groups: int
     out_size: tuple[int, ...]
 
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape the convolution returns (without a batch axis for unbatched input)."""
+        batch = () if self.unbatched else self.input.shape[:1]
+        return (*batch, self.weight.shape[0], *self.out_size)
+
 
 def check_same_dtype(input: np.ndarray, **others: np.ndarray | None) -> None:
     for name, array in others.items():
@@ -182,8 +188,7 @@ def conv_output_shape(
     plan = plan_conv(
         dims, f"conv{dims}d", input, weight, bias, stride, padding, dilation, groups, padding_mode
     )
-    batch = () if plan.unbatched else plan.input.shape[:1]
-    return (*batch, plan.weight.shape[0], *plan.out_size)
+    return plan.output_shape
 
 
 def _expand_bias(bias: np.ndarray, dims: int) -> np.ndarray:
@@ -286,12 +291,7 @@ class Convolution:
             dims, f"conv{dims}d", *stand_ins, None, stride, padding, dilation, groups, padding_mode
         )
         self.input_shape, self.weight_shape = tuple(input_shape), tuple(weight_shape)
-        plan = self._plan
-        self.output_shape = (
-            *(() if plan.unbatched else plan.input.shape[:1]),
-            plan.weight.shape[0],
-            *plan.out_size,
-        )
+        self.output_shape = self._plan.output_shape
 
     def _check(
         self, array: np.ndarray, name: str, shape: tuple[int, ...], batch: bool = True

@@ -235,8 +235,7 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
         w = weight(name)
         conv = convs[key] = Convolution(value.shape, w.shape, step, padding)
         v[f"m_{key}"] = conv.forward(np.abs(value), np.abs(w))
-        v[f"out_{key}"] = conv.forward(value, w)
-        return v[f"out_{key}"]
+        return conv.forward(value, w)
 
     def norm_value(value: np.ndarray, prefix: str) -> np.ndarray:
         return reference.batch_norm(value, None, None, *norm_knobs(prefix), True, 0.0, eps)
@@ -252,10 +251,12 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     v["body"] = norm_value(v["a2"], "bn2")
     v["z"] = v["body"] + skip
 
-    def conv_error(key: str, delta: np.ndarray | None, g: Callable[[int], float]) -> np.ndarray:
-        """The stored output's error: conv(delta, |W|) carried, plus the sum's own on
+    def conv_error(
+        key: str, out: np.ndarray, delta: np.ndarray | None, g: Callable[[int], float]
+    ) -> np.ndarray:
+        """The stored output's (out's) error: conv(delta, |W|) carried, plus the sum's own on
         conv(|input| + delta, |W|); delta None is an exact input."""
-        w, out, magnitude = weight(knobs[key][0]), v[f"out_{key}"], v[f"m_{key}"]
+        w, magnitude = weight(knobs[key][0]), v[f"m_{key}"]
         n_terms = math.prod(w.shape[1:])
         if delta is None:
             return keep(out, own(magnitude, n_terms, g))
@@ -277,13 +278,13 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     def forward(g: Callable[[int], float]) -> dict[str, Any]:
         """Each forward intermediate's error bound (e_*) and batch norm's terms (n*)."""
         e: dict[str, Any] = {}
-        e["e_a1"] = conv_error("conv1", None, g)
+        e["e_a1"] = conv_error("conv1", v["a1"], None, g)
         e["e_b1"], e["n1"] = norm_error(v["a1"], v["b1"], e["e_a1"], "bn1", g)
-        e["e_a2"] = conv_error("conv2", e["e_b1"], g)
+        e["e_a2"] = conv_error("conv2", v["a2"], e["e_b1"], g)
         e_body, e["n2"] = norm_error(v["a2"], v["body"], e["e_a2"], "bn2", g)
         e_skip: np.ndarray | float = 0.0
         if projection:
-            e["e_as"] = conv_error("shortcut", None, g)
+            e["e_as"] = conv_error("shortcut", v["a_s"], None, g)
             e_skip, e["n_s"] = norm_error(v["a_s"], skip, e["e_as"], "shortcut_bn", g)
         e["e_z"] = keep(v["z"], e_body + e_skip)
         return e

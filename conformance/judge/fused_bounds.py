@@ -45,6 +45,7 @@ adjoints carry grad_c's error with |W| and |x|, plus gamma_k of the magnitudes
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -126,7 +127,7 @@ class _Chain:
         self.magnitude = _with_bias(self.conv.forward(np.abs(self.x), np.abs(w)), _abs(self.b))
         # what a folded weight's underflow meets: the window's |x| per output, eta each
         self.window = self.conv.forward(np.abs(self.x), np.ones_like(w))
-        self.grad_magnitudes: tuple[np.ndarray, ...] = ()  # the adjoints of |grad_c|
+        self.grad = _batched(context.grad_output, self.unbatched)  # None in the forward
         zeros = np.zeros_like(mean)
         eps = config.get("eps", 1e-5)
         # eval: the statistics are exact inputs, r stays in the accumulation's precision
@@ -164,6 +165,21 @@ class _Chain:
     def pre_relu(self, g: Callable[[int], float]) -> np.ndarray:
         return np.maximum(unknown_as_infinite(self.unfused(g)), self.folded(g))
 
+    @functools.cached_property
+    def gradients(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """grad_z and grad_c, the exact gradients into batch norm and into the convolution,
+        and conv's adjoints of |grad_c|: the same for the bound and the scale."""
+        assert self.grad is not None
+        grad_z = np.where(self.z > 0, self.grad, 0.0)
+        signed = 1.0 if self.gamma is None else self.gamma.reshape(1, -1, 1, 1)
+        grad_c = grad_z * signed * self.norm.r
+        a_gc = np.abs(grad_c)
+        adjoints = (
+            self.conv.grad_input(a_gc, np.abs(self.w)),
+            self.conv.grad_weight(a_gc, np.abs(self.x)),
+        )
+        return grad_z, grad_c, adjoints
+
     def unbatch(self, array: np.ndarray) -> np.ndarray:
         return array[0] if self.unbatched else array
 
@@ -172,11 +188,11 @@ def _backward(
     chain: _Chain, context: ToleranceContext, g: Callable[[int], float]
 ) -> dict[str, np.ndarray]:
     """Every gradient's bound before its final rounding (module docstring)."""
-    grad = _batched(context.grad_output, chain.unbatched)
+    grad = chain.grad
     assert grad is not None
     own, keep, u, norm = chain.steps.own, chain.steps.keep, chain.u, chain.norm
     e_z = keep(chain.z, chain.pre_relu(g))
-    grad_z = np.where(chain.z > 0, grad, 0.0)
+    grad_z, grad_c, magnitudes = chain.gradients
     e_gz = np.where(np.abs(chain.z) <= e_z, np.abs(grad), 0.0)
     bn = batch_norm_backward_own(
         grad_z, chain.gamma, norm, False, g, u, Precision(chain.steps.accumulation)
@@ -185,15 +201,12 @@ def _backward(
     d_saved = norm.r * (1 + norm.rho) * chain.conv_error(g)  # x_hat's error from the stored c
     x_hat = np.abs(norm.x_hat)
     extra_weight = (e_gz * (x_hat + norm.d_x_hat + d_saved) + np.abs(grad_z) * d_saved).sum(AXES)
-    grad_c = grad_z * (1.0 if chain.gamma is None else chain.gamma.reshape(1, -1, 1, 1)) * norm.r
     carried = chain.gain * (1 + norm.rho) * (1 + 3 * u) * e_gz
     e_gc = keep(grad_c, bn["grad_input"] + carried)
     a_x, a_w, a_gc = np.abs(chain.x), np.abs(chain.w), np.abs(grad_c)
-    if not chain.grad_magnitudes:  # the same for the bound and the scale: computed once
-        chain.grad_magnitudes = chain.conv.grad_input(a_gc, a_w), chain.conv.grad_weight(a_gc, a_x)
     # conv's adjoints of |grad_c| + e_gc, by linearity
     through = chain.conv.grad_input(e_gc, a_w), chain.conv.grad_weight(e_gc, a_x)
-    summed = [m + t for m, t in zip(chain.grad_magnitudes, through, strict=True)]
+    summed = [m + t for m, t in zip(magnitudes, through, strict=True)]
     groups = chain.knobs[3]
     reach = chain.w.shape[0] // groups * math.prod(chain.w.shape[2:])
     bounds = {
