@@ -76,7 +76,12 @@ from reference.double_backward import (
     unfold_double_backward,
 )
 from reference.fold import fold, fold_backward, unfold, unfold_backward
-from reference.fused import conv_bn_relu, conv_bn_relu_backward
+from reference.fused import (
+    conv_bn_relu,
+    conv_bn_relu_backward,
+    conv_max_pool,
+    conv_max_pool_backward,
+)
 from reference.fused_derivatives import conv_bn_relu_double_backward, conv_bn_relu_jvp
 from reference.gradcheck import (
     check_double_backward,
@@ -225,6 +230,8 @@ __all__ = [
     "conv_bn_relu_backward",
     "conv_bn_relu_double_backward",
     "conv_bn_relu_jvp",
+    "conv_max_pool",
+    "conv_max_pool_backward",
     "conv_output_size",
     "conv_transpose1d",
     "conv_transpose1d_backward",

@@ -10,6 +10,16 @@ the chain an engine folds into the convolution (W' = W * bn_weight / sqrt(runnin
 eps), b' = (b - running_mean) * bn_weight / sqrt(running_var + eps) + bn_bias) and ends with
 a fused ReLU. The reference composes its own conv2d and batch_norm; the running statistics
 are constants, not differentiated (torch keeps them as buffers).
+
+conv_max_pool is a 2-d convolution and a 2-d max pooling of its output,
+
+    c = conv2d(x, W, b, stride, padding, dilation, groups)
+    y = max_pool2d(c, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode),
+
+the stem of most classification networks (ResNet's 7x7 convolution, its batch norm and ReLU
+aside, then a 3x3 max pool of stride 2), which a compiler may compute in one kernel. Its
+gradient passes grad_output to each window's maximum (max_pool2d_backward: the first maximum,
+a NaN winning), then through conv2d_backward.
 """
 
 from __future__ import annotations
@@ -18,9 +28,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference._arguments import IntOrTuple, as_float_array, check_bias, check_ndim, real
+from reference._arguments import (
+    IntOrTuple,
+    as_float_array,
+    check_bias,
+    check_ndim,
+    flag,
+    non_negative,
+    ntuple,
+    positive,
+    real,
+)
 from reference.conv import check_grad_output, check_same_dtype, conv2d, conv2d_backward
 from reference.normalization import batch_norm, batch_norm_backward
+from reference.pool import max_pool2d, max_pool2d_backward
 
 
 @dataclass(frozen=True)
@@ -151,3 +172,102 @@ def conv_bn_relu_backward(
         grad_bn_weight,
         grad_bn_bias,
     )
+
+
+def _conv_of_chain(input: object, weight: object, bias: object) -> tuple[np.ndarray, bool]:
+    """The chain's input batched and whether a batch axis was added, after the checks that
+    name the chain (conv2d checks the rest under the same names)."""
+    x = as_float_array(input, "input")
+    check_ndim(x, "input", (3, 4), "conv_max_pool takes (C, H, W) or (N, C, H, W)")
+    w = as_float_array(weight, "weight")
+    check_ndim(w, "weight", (4,), "conv_max_pool takes (out, in/groups, kh, kw)")
+    check_same_dtype(x, weight=w, bias=check_bias(bias, w.shape[0], "bias"))
+    unbatched = x.ndim == 3
+    return (x[np.newaxis] if unbatched else x), unbatched
+
+
+PoolKnobs = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
+
+
+def _pool_knobs(
+    kernel_size: object, stride: object, padding: object, dilation: object, ceil_mode: object
+) -> PoolKnobs:
+    """The pooling's knobs checked under the chain's names (pool_kernel_size, ...), as
+    max_pool2d checks its own: two values each, positive (padding non-negative and at most
+    half the kernel), stride None meaning the kernel size."""
+    kernel = positive(ntuple(kernel_size, "pool_kernel_size", 2, True), "pool_kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = positive(ntuple(stride, "pool_stride", 2, True), "pool_stride")
+    pads = non_negative(ntuple(padding, "pool_padding", 2, True), "pool_padding")
+    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
+        raise ValueError(
+            f"pool_padding must be at most half of pool_kernel_size, got {pads} for {kernel}"
+        )
+    dilations = positive(ntuple(dilation, "pool_dilation", 2, True), "pool_dilation")
+    return kernel, strides, pads, dilations, flag(ceil_mode, "ceil_mode")
+
+
+def _pooled(c: np.ndarray, knobs: PoolKnobs) -> np.ndarray:
+    """max_pool2d of the convolution's output; a window larger than it is named as such."""
+    try:
+        out = max_pool2d(c, *knobs)
+    except ValueError as error:  # the pool's output size: the only check left to it
+        raise ValueError(
+            f"the convolution's output {c.shape} is too small to pool: {error}"
+        ) from error
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+def conv_max_pool(
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pool_kernel_size: IntOrTuple = 2,
+    pool_stride: IntOrTuple | None = None,
+    pool_padding: IntOrTuple = 0,
+    pool_dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """max_pool2d(conv2d(x, W, b, stride, padding, dilation, groups), pool_kernel_size,
+    pool_stride, pool_padding, pool_dilation, ceil_mode); (C, H, W) or (N, C, H, W) input.
+    pool_stride None means pool_kernel_size, as max_pool2d's stride."""
+    x, unbatched = _conv_of_chain(input, weight, bias)
+    knobs = _pool_knobs(pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode)
+    out = _pooled(conv2d(x, weight, bias, stride, padding, dilation, groups), knobs)
+    return out[0] if unbatched else out
+
+
+def conv_max_pool_backward(
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pool_kernel_size: IntOrTuple = 2,
+    pool_stride: IntOrTuple | None = None,
+    pool_padding: IntOrTuple = 0,
+    pool_dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of (input, weight, bias), None for an absent bias: max_pool2d_backward
+    routes grad_output to each window's maximum of c (overlapping windows add up), and
+    conv2d_backward carries that to the input, weight and bias."""
+    x, unbatched = _conv_of_chain(input, weight, bias)
+    knobs = _pool_knobs(pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode)
+    c = conv2d(x, weight, bias, stride, padding, dilation, groups)
+    grad = check_grad_output(grad_output, _pooled(c, knobs).shape, unbatched, x.dtype)
+    (grad_conv,) = max_pool2d_backward(grad, c, *knobs)
+    grad_input, grad_weight, grad_bias = conv2d_backward(
+        grad_conv, x, weight, bias, stride, padding, dilation, groups
+    )
+    return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias

@@ -98,8 +98,9 @@ def _at_default(name: str, value: Any, default: Any, config: Mapping[str, Any]) 
     for a pooling stride whose default None means the kernel, equal to the kernel."""
     if default is inspect.Parameter.empty:
         return False
-    if name == "stride" and default is None and "kernel_size" in config:
-        kernel = config["kernel_size"]
+    kernel_name = name.replace("stride", "kernel_size")  # pool_stride: pool_kernel_size
+    if name.endswith("stride") and default is None and kernel_name in config:
+        kernel = config[kernel_name]
         length = len(kernel) if isinstance(kernel, (tuple, list)) else 1
         if isinstance(value, (tuple, list)):
             length = len(value)

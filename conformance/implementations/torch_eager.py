@@ -50,6 +50,13 @@ REPRO_CALLS = {
         "(torch.nn.functional, torch.nn.functional.conv2d(input, weight, bias, "
         "**{k: v for k, v in config.items() if k != 'eps'}))"
     ),
+    "conv_max_pool": (
+        "torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(input, weight, bias, "
+        "**{k: v for k, v in config.items() if not k.startswith('pool_') and k != 'ceil_mode'}), "
+        "config.get('pool_kernel_size', 2), config.get('pool_stride'), "
+        "config.get('pool_padding', 0), config.get('pool_dilation', 1), "
+        "config.get('ceil_mode', False))"
+    ),
 }
 
 
@@ -130,8 +137,29 @@ def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
         )
         return functional.relu(normalized).reshape(conv.shape)
 
+    def conv_max_pool(
+        input: Any,
+        weight: Any,
+        bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        pool_kernel_size: Any = 2,
+        pool_stride: Any = None,
+        pool_padding: Any = 0,
+        pool_dilation: Any = 1,
+        ceil_mode: bool = False,
+    ) -> Any:
+        """The composition: conv2d, then max_pool2d of its output."""
+        conv = functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        return functional.max_pool2d(
+            conv, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode
+        )
+
     return {
         "conv_bn_relu": conv_bn_relu,
+        "conv_max_pool": conv_max_pool,
         "residual_block": residual_block,
         "patch_embedding": patch_embedding,
         "depthwise_separable_conv": depthwise_separable_conv,

@@ -263,10 +263,15 @@ def _spatial_axis(axis: int) -> Callable[[OpSpec, Example], bool]:
     return applies
 
 
-def _pool_padding_over_half(arrays: Arrays, config: Config, spec: OpSpec) -> None:
-    kernel = config["kernel_size"]
-    first = kernel[0] if isinstance(kernel, (tuple, list)) else kernel
-    _set_first("padding", first // 2 + 1)(arrays, config, spec)
+def _padding_over_half(prefix: str = "") -> Breaker:
+    """The pooling's padding (``prefix`` + padding) past half its kernel in the first axis."""
+
+    def breaks(arrays: Arrays, config: Config, spec: OpSpec) -> None:
+        kernel = config.get(f"{prefix}kernel_size", 2)  # conv_max_pool's default is 2
+        first = kernel[0] if isinstance(kernel, (tuple, list)) else kernel
+        _set_first(f"{prefix}padding", first // 2 + 1)(arrays, config, spec)
+
+    return breaks
 
 
 def _running_mean_length(arrays: Arrays, config: Config, spec: OpSpec) -> None:
@@ -280,7 +285,12 @@ def _batch_norm_stats(spec: OpSpec, example: Example) -> bool:
 
 
 def _not_pool_lp(spec: OpSpec, example: Example) -> bool:
-    return "pool" in spec.name and not spec.name.startswith(("lp_", "adaptive"))
+    names = "pool" in spec.name and not spec.name.startswith(("lp_", "adaptive"))
+    return names and "kernel_size" in example.config  # conv_max_pool's is pool_kernel_size
+
+
+def _chain_pool(spec: OpSpec, example: Example) -> bool:
+    return spec.name == "conv_max_pool"
 
 
 RULES = (
@@ -291,7 +301,10 @@ RULES = (
     Rule("kernel_size 0", "kernel_size", _has("kernel_size"), _set_first("kernel_size", 0)),
     Rule("dilation 0", "dilation", _int_knob("dilation"), _set_first("dilation", 0)),
     Rule("negative padding", "padding", _int_knob("padding"), _set_first("padding", -1)),
-    Rule("pool padding over half the kernel", "padding", _not_pool_lp, _pool_padding_over_half),
+    Rule("pool padding over half the kernel", "padding", _not_pool_lp, _padding_over_half()),
+    Rule("pool_kernel_size 0", "pool_kernel_size", _chain_pool, _set_first("pool_kernel_size", 0)),
+    Rule("pool_padding over half the pool kernel", "pool_padding", _chain_pool,
+         _padding_over_half("pool_")),
     Rule("groups not dividing the channels", "groups",
          lambda s, e: "groups" in e.config and (_is_conv(s) or _transposed(s)),
          _groups_not_dividing),

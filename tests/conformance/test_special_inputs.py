@@ -30,6 +30,7 @@ BATCHED_RANK = {
     "depthwise_separable_conv": 4,
     "residual_block": 4,
     "conv_bn_relu": 4,
+    "conv_max_pool": 4,
 }
 
 

@@ -1,11 +1,13 @@
 """Catalogue entries of the blocks: patch embedding, depthwise-separable convolution,
-ResNet's residual block, and the fusion chain conv_bn_relu.
+ResNet's residual block, and the fusion chains conv_bn_relu and conv_max_pool.
 
 patch_embedding is one matrix product, so the sum-of-products bound applies as it is. The two
 blocks that chain ops have composed bounds (conformance.judge.block_bounds), which carry
 each intermediate's storage in the tested dtype: they are judged in every dtype. conv_bn_relu's
 bound (conformance.judge.fused_bounds) covers both torch's three stored ops and an inference
-engine's fold of batch norm into the convolution.
+engine's fold of batch norm into the convolution; conv_max_pool's
+(conformance.judge.conv_pool_bounds) the convolution's error through the windows' maxima, and
+in the backward the windows whose maximum the convolution's error leaves open.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from conformance.catalogue.strategies.blocks import (
     residual_examples,
     separable_examples,
 )
-from conformance.catalogue.strategies.fused import conv_bn_relu_examples
+from conformance.catalogue.strategies.fused import conv_bn_relu_examples, conv_max_pool_examples
 from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.judge.block_bounds import residual_tolerances, separable_tolerances
+from conformance.judge.conv_pool_bounds import conv_max_pool_tolerances
 from conformance.judge.fused_bounds import conv_bn_relu_tolerances, knobs_of
 
 
@@ -148,6 +151,39 @@ def _conv_bn_relu_regions() -> dict[str, Region]:
     }
 
 
+def _conv_max_pool_regions() -> dict[str, Region]:
+    def pool(name: str, default: Any) -> Any:
+        return lambda e: per_dim(e.config.get(name, default), 2)
+
+    kernel, padding, dilation = (
+        pool("pool_kernel_size", 2),
+        pool("pool_padding", 0),
+        pool("pool_dilation", 1),
+    )
+
+    def stride(e: Example) -> tuple[int, ...]:
+        given = e.config.get("pool_stride")
+        return kernel(e) if given is None else per_dim(given, 2)
+
+    return {
+        **_common_regions(),
+        "padding='same'": lambda e: e.config["padding"] == "same",
+        "pool windows overlap (pool_stride < kernel)": lambda e: any(
+            s < k for s, k in zip(stride(e), kernel(e), strict=True)
+        ),
+        "pool_stride None (the kernel's)": lambda e: e.config.get("pool_stride") is None,
+        "pool_padding > 0": lambda e: max(padding(e)) > 0,
+        "pool_dilation > 1": lambda e: max(dilation(e)) > 1,
+        "ceil_mode": lambda e: bool(e.config.get("ceil_mode", False)),
+        "ResNet's stem pool (3, stride 2, padding 1)": lambda e: (
+            kernel(e) == (3, 3) and stride(e) == (2, 2) and padding(e) == (1, 1)
+        ),
+        # small integers make exact ties among a window's convolution outputs
+        "integer values (tied maxima)": lambda e: e.values == "integers",
+        "large values (wide)": lambda e: e.values == "wide",
+    }
+
+
 SPECS: tuple[OpSpec, ...] = (
     OpSpec(
         name="patch_embedding",
@@ -207,5 +243,17 @@ SPECS: tuple[OpSpec, ...] = (
         terms=lambda example, shape: {},
         coverage=_conv_bn_relu_regions(),
         tolerances=conv_bn_relu_tolerances,
+    ),
+    OpSpec(
+        name="conv_max_pool",
+        family="blocks",
+        reference=reference.conv_max_pool,
+        reference_backward=reference.conv_max_pool_backward,
+        array_args=("input", "weight", "bias"),
+        differentiable=("input", "weight", "bias"),
+        examples=omitting_defaults(conv_max_pool_examples, reference.conv_max_pool),
+        terms=lambda example, shape: {},
+        coverage=_conv_max_pool_regions(),
+        tolerances=conv_max_pool_tolerances,
     ),
 )
