@@ -55,6 +55,7 @@ def _op_functions() -> dict[str, Callable[..., Any]]:
         "residual_block",
     ):
         ops[name] = getattr(conv, name)
+    ops["conv_max_pool"] = pool.conv_max_pool
     return ops
 
 

@@ -1,8 +1,9 @@
 """torch.nn.functional's pooling written with jax.lax.reduce_window and jnp.
 
 Each function takes a jax array and torch's keyword arguments and is traced by ``jax.jit``
-with the arguments fixed (static). This module imports only numpy and jax, so that a repro
-snippet can carry a function's source verbatim.
+with the arguments fixed (static). This module imports only numpy, jax and the conv of
+jax_lax_conv (which imports only those two; the fusion chain conv_max_pool calls it), so that
+a repro snippet can carry a function's source verbatim.
 
 Window geometry (torch's pooling_output_shape): along an axis of size L with kernel k,
 stride s, padding p and dilation d the output has o = floor_or_ceil((L + 2p - d(k-1) - 1)/s)
@@ -20,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from conformance.implementations.jax_lax_conv import conv
 
 
 def per_dim(value: Any, dims: int) -> tuple[int, ...]:
@@ -267,3 +270,24 @@ def adaptive_max_pool(
     chosen = jnp.where(nan.any(axis=-1), last_nan, first_max)
     out = jnp.take_along_axis(windows, chosen[..., None], axis=-1)[..., 0]
     return out[0] if unbatched else out
+
+
+def conv_max_pool(
+    input: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    pool_kernel_size: Any = 2,
+    pool_stride: Any = None,
+    pool_padding: Any = 0,
+    pool_dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """The chain: conv (lax.conv_general_dilated), then max_pool of its output."""
+    c = conv(input, weight, bias, stride, padding, dilation, groups)
+    return max_pool(
+        c, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode, dims=2
+    )

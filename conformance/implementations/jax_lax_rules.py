@@ -15,6 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from conformance.implementations.onnx_graphs import conv_spatial
+
+# conv_max_pool's pooling knobs under max_pool2d's names
+CHAIN_POOL_NAMES = {
+    "pool_kernel_size": "kernel_size",
+    "pool_stride": "stride",
+    "pool_padding": "padding",
+    "pool_dilation": "dilation",
+    "ceil_mode": "ceil_mode",
+}
+
 
 def _per_dim(value: Any, dims: int) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
@@ -93,6 +104,19 @@ def _window_reason(
     return None
 
 
+def _chain_pool_reason(
+    input: np.ndarray, weight: np.ndarray, config: Mapping[str, Any], direction: str
+) -> str | None:
+    """conv_max_pool's pooling, judged as max_pool2d's on the convolution's output."""
+    try:
+        spatial = conv_spatial(input.shape, weight.shape, config)
+    except (ValueError, TypeError):
+        return None  # a convolution torch rejects: jax's own answer is judged
+    pooling = {name: config[knob] for knob, name in CHAIN_POOL_NAMES.items() if knob in config}
+    pooling.setdefault("kernel_size", 2)  # the chain's default
+    return _window_reason("max_pool2d", np.empty(spatial), pooling, direction)
+
+
 def unsupported_reason(
     op: str, arrays: Sequence[np.ndarray | None], config: Mapping[str, Any], direction: str
 ) -> str | None:
@@ -102,6 +126,10 @@ def unsupported_reason(
         return (
             "return_indices: jax.lax has no pooling that returns argmax indices "
             "(reduce_window yields values only)"
+        )
+    if op == "conv_max_pool" and arrays[0] is not None and arrays[1] is not None:
+        return _conv_reason(op, arrays[1], config) or _chain_pool_reason(
+            arrays[0], arrays[1], config, direction
         )
     if op.startswith("conv") and arrays[1] is not None:
         return _conv_reason(op, arrays[1], config)

@@ -10,9 +10,13 @@ import numpy as np
 
 from conformance.implementations import Unsupported
 from conformance.implementations.onnx_graphs import (
+    POOL_KNOBS,
     GraphPlan,
     Node,
     Result,
+    chain_pooling,
+    conv,
+    conv_spatial,
     input_feed,
     per_axis,
 )
@@ -76,6 +80,31 @@ def max_pool(arrays: Mapping[str, Any], config: Mapping[str, Any], dims: int) ->
     outputs = ("Y", "Indices") if indices else ("Y",)
     nodes = [Node("MaxPool", ("X",), outputs, attributes)]
     return GraphPlan(nodes, [feed], _pool_results(unbatched, indices))
+
+
+def conv_max_pool(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphPlan:
+    """Conv -> MaxPool, the weight and bias constant initializers as an exported model has
+    them (a runtime may then fuse the pair); MaxPool's window as max_pool's above."""
+    x, weight = arrays["input"], arrays["weight"]
+    pooling = chain_pooling(config)
+    attributes = _pool_attributes(pooling, 2)
+    attributes["dilations"] = per_axis(pooling["dilation"], 2)
+    if _empty_window(conv_spatial(x.shape, weight.shape, config), attributes):
+        raise Unsupported(
+            "a pooling window with no element of the convolution's output (all padding): "
+            "ONNX MaxPool defines no value for it (torch: -inf)"
+        )
+    attributes["storage_order"] = 0
+    knobs = {k: v for k, v in config.items() if k not in POOL_KNOBS}
+    plan = conv({"input": x, "weight": weight, "bias": arrays.get("bias")}, knobs, 2)
+    *before, last = plan.nodes
+    nodes = [
+        *before,
+        Node(last.op_type, last.inputs, ("C",), last.attributes),
+        Node("MaxPool", ("C",), ("Y",), attributes),
+    ]
+    baked = tuple(f.name for f in plan.feeds if f.name != "X")
+    return GraphPlan(nodes, plan.feeds, plan.results, plan.constants, initializers=baked)
 
 
 def avg_pool(arrays: Mapping[str, Any], config: Mapping[str, Any], dims: int) -> GraphPlan:

@@ -89,6 +89,8 @@ def build(
         return pool.adaptive_pool(arrays, config, dims, op.split("_")[1])
     if op == "conv_bn_relu":
         return graphs.conv_bn_relu(arrays, config)
+    if op == "conv_max_pool":
+        return pool.conv_max_pool(arrays, config)
     builders = {
         "fold": graphs.fold,
         "patch_embedding": graphs.patch_embedding,

@@ -77,6 +77,7 @@ def _builders() -> dict[str, Builder]:
     ops["depthwise_separable_conv"] = builders.depthwise_separable_conv
     ops["batch_norm"] = builders.batch_norm
     ops["conv_bn_relu"] = builders.conv_bn_relu
+    ops["conv_max_pool"] = pools.conv_max_pool
     return ops
 
 

@@ -14,11 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from conformance.implementations import Unsupported
+from conformance.implementations.onnx_graphs import chain_pooling, conv_spatial
 from conformance.implementations.openvino_builders import (
     Arrays,
     Parameters,
+    add_bias,
     batched,
+    conv_pads,
+    convolution,
     finish,
     ints,
     per_axis,
@@ -95,6 +101,35 @@ def max_pool(graph: Graph, arrays: Arrays, params: Parameters, config: Mapping, 
     finish(graph, "output", graph.output(node, 0), unbatched)
     if indices:
         finish(graph, "indices", graph.output(node, 1), unbatched, index=True)
+
+
+def conv_max_pool(graph: Graph, arrays: Arrays, params: Parameters, config: Mapping) -> None:
+    """Convolution (or GroupConvolution) and its bias as conv builds them, then MaxPool-14 of
+    its output as max_pool does; the arrays are graph inputs, as in conv (whether to fuse the
+    pair is the plugin's choice)."""
+    x_array, weight_array = arrays["input"], arrays["weight"]
+    assert x_array is not None and weight_array is not None
+    pooling = chain_pooling(config)
+    window, dilation = _window(pooling, 2), per_axis(pooling["dilation"], 2)
+    spatial = conv_spatial(x_array.shape, weight_array.shape, config)
+    _check_fits(np.empty(spatial), window, dilation, 2)
+    x, unbatched = _input(graph, arrays, params, 2)
+    conv_dilation = per_axis(config.get("dilation", 1), 2)
+    begin, end = conv_pads(config.get("padding", 0), weight_array.shape[2:], conv_dilation)
+    y = convolution(
+        graph,
+        x,
+        params["weight"],  # type: ignore[arg-type]
+        weight_array.shape,
+        int(config.get("groups", 1)),
+        per_axis(config.get("stride", 1), 2),
+        begin,
+        end,
+        conv_dilation,
+    )
+    c = add_bias(graph, y, params["bias"], 2, int(weight_array.shape[0]))
+    node = graph.node("max_pool", c, dilations=dilation, index_element_type="i64", axis=2, **window)
+    finish(graph, "output", graph.output(node, 0), unbatched)
 
 
 def avg_pool(graph: Graph, arrays: Arrays, params: Parameters, config: Mapping, dims: int) -> None:
