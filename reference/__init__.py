@@ -81,6 +81,8 @@ from reference.fused import (
     conv_bn_relu_backward,
     conv_max_pool,
     conv_max_pool_backward,
+    conv_transpose_conv,
+    conv_transpose_conv_backward,
 )
 from reference.fused_derivatives import conv_bn_relu_double_backward, conv_bn_relu_jvp
 from reference.gradcheck import (
@@ -245,6 +247,8 @@ __all__ = [
     "conv_transpose3d_backward",
     "conv_transpose3d_double_backward",
     "conv_transpose3d_jvp",
+    "conv_transpose_conv",
+    "conv_transpose_conv_backward",
     "conv_transpose_output_size",
     "dead_channel_fraction",
     "depthwise_separable_conv",

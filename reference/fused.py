@@ -20,6 +20,15 @@ the stem of most classification networks (ResNet's 7x7 convolution, its batch no
 aside, then a 3x3 max pool of stride 2), which a compiler may compute in one kernel. Its
 gradient passes grad_output to each window's maximum (max_pool2d_backward: the first maximum,
 a NaN winning), then through conv2d_backward.
+
+conv_transpose_conv is a 2-d transposed convolution (the upsampling of a decoder or a
+segmentation head) and a stride-1 convolution of its output,
+
+    h = conv_transpose2d(x, transpose_weight, transpose_bias, stride, padding, output_padding,
+                         1, dilation)
+    y = conv2d(h, conv_weight, conv_bias, 1, conv_padding),
+
+which a compiler may schedule as one loop nest. Both are dense (groups 1).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from reference._arguments import (
     real,
 )
 from reference.conv import check_grad_output, check_same_dtype, conv2d, conv2d_backward
+from reference.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from reference.normalization import batch_norm, batch_norm_backward
 from reference.pool import max_pool2d, max_pool2d_backward
 
@@ -271,3 +281,156 @@ def conv_max_pool_backward(
         grad_conv, x, weight, bias, stride, padding, dilation, groups
     )
     return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias
+
+
+def _check_transpose_conv(
+    input: object,
+    transpose_weight: object,
+    conv_weight: object,
+    transpose_bias: object,
+    conv_bias: object,
+    conv_padding: object,
+) -> tuple[np.ndarray, bool]:
+    """The chain's arrays under their own names (the inner ops would call both weights
+    ``weight``): 4-d weights, the transposed convolution's output channels the convolution's
+    input channels, biases of their weights' lengths, one dtype; conv_padding 'same', 'valid'
+    or non-negative ints. Returns the input batched and whether a batch axis was added."""
+    x = as_float_array(input, "input")
+    check_ndim(x, "input", (3, 4), "conv_transpose_conv takes (C, H, W) or (N, C, H, W)")
+    up = as_float_array(transpose_weight, "transpose_weight")
+    check_ndim(up, "transpose_weight", (4,), "conv_transpose_conv takes (in, mid, kh, kw)")
+    down = as_float_array(conv_weight, "conv_weight")
+    check_ndim(down, "conv_weight", (4,), "conv_transpose_conv takes (out, mid, kh, kw)")
+    if x.shape[-3] != up.shape[0]:
+        raise ValueError(
+            f"input has {x.shape[-3]} channels, but transpose_weight of shape {up.shape} "
+            f"expects {up.shape[0]}"
+        )
+    if down.shape[1] != up.shape[1]:
+        raise ValueError(
+            f"conv_weight of shape {down.shape} expects {down.shape[1]} channels, but "
+            f"transpose_weight of shape {up.shape} makes {up.shape[1]}"
+        )
+    check_same_dtype(
+        x,
+        transpose_weight=up,
+        conv_weight=down,
+        transpose_bias=check_bias(transpose_bias, up.shape[1], "transpose_bias"),
+        conv_bias=check_bias(conv_bias, down.shape[0], "conv_bias"),
+    )
+    if not (isinstance(conv_padding, str) and conv_padding in ("same", "valid")):
+        if isinstance(conv_padding, str):
+            raise ValueError(f"conv_padding must be 'same', 'valid' or ints, got {conv_padding!r}")
+        non_negative(ntuple(conv_padding, "conv_padding", 2, True), "conv_padding")
+    unbatched = x.ndim == 3
+    return (x[np.newaxis] if unbatched else x), unbatched
+
+
+def _upsampled(
+    x: np.ndarray,
+    transpose_weight: np.ndarray,
+    transpose_bias: np.ndarray | None,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    dilation: IntOrTuple,
+    conv_weight: np.ndarray,
+    conv_padding: IntOrTuple | str,
+) -> np.ndarray:
+    """h = conv_transpose2d(x, ...), checked to be large enough for the convolution after it."""
+    h = conv_transpose2d(
+        x, transpose_weight, transpose_bias, stride, padding, output_padding, 1, dilation
+    )
+    pads = (
+        (0, 0) if isinstance(conv_padding, str) else ntuple(conv_padding, "conv_padding", 2, True)
+    )
+    for size, k, p in zip(h.shape[2:], np.shape(conv_weight)[2:], pads, strict=True):
+        if conv_padding != "same" and k > size + 2 * p:
+            raise ValueError(
+                f"conv_weight's kernel {tuple(np.shape(conv_weight)[2:])} is larger than the "
+                f"transposed convolution's output {h.shape[2:]} padded by conv_padding {pads}"
+            )
+    return h
+
+
+def conv_transpose_conv(
+    input: np.ndarray,
+    transpose_weight: np.ndarray,
+    conv_weight: np.ndarray,
+    transpose_bias: np.ndarray | None = None,
+    conv_bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    conv_padding: IntOrTuple | str = 0,
+) -> np.ndarray:
+    """conv2d(conv_transpose2d(x, transpose_weight, transpose_bias, stride, padding,
+    output_padding, 1, dilation), conv_weight, conv_bias, padding=conv_padding): a decoder's
+    upsampling and the convolution after it (stride 1, both dense); (C, H, W) or (N, C, H, W)."""
+    x, unbatched = _check_transpose_conv(
+        input, transpose_weight, conv_weight, transpose_bias, conv_bias, conv_padding
+    )
+    h = _upsampled(
+        x, transpose_weight, transpose_bias, stride, padding, output_padding, dilation,
+        conv_weight, conv_padding,
+    )  # fmt: skip
+    out = conv2d(h, conv_weight, conv_bias, 1, conv_padding)
+    return out[0] if unbatched else out
+
+
+def conv_transpose_conv_backward(
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    transpose_weight: np.ndarray,
+    conv_weight: np.ndarray,
+    transpose_bias: np.ndarray | None = None,
+    conv_bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    conv_padding: IntOrTuple | str = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of (input, transpose_weight, conv_weight, transpose_bias, conv_bias), None
+    for an absent bias: conv2d_backward takes grad_output to h, its weight and bias;
+    conv_transpose2d_backward takes grad_h on."""
+    x, unbatched = _check_transpose_conv(
+        input, transpose_weight, conv_weight, transpose_bias, conv_bias, conv_padding
+    )
+    h = _upsampled(
+        x, transpose_weight, transpose_bias, stride, padding, output_padding, dilation,
+        conv_weight, conv_padding,
+    )  # fmt: skip
+    out_shape = (
+        h.shape[0],
+        np.shape(conv_weight)[0],
+        *_conv_output_spatial(h, conv_weight, conv_padding),
+    )
+    grad = check_grad_output(grad_output, out_shape, unbatched, x.dtype)
+    grad_h, grad_conv_weight, grad_conv_bias = conv2d_backward(
+        grad, h, conv_weight, conv_bias, 1, conv_padding
+    )
+    grad_input, grad_transpose_weight, grad_transpose_bias = conv_transpose2d_backward(
+        grad_h, x, transpose_weight, transpose_bias, stride, padding, output_padding, 1, dilation
+    )
+    return (
+        grad_input[0] if unbatched else grad_input,
+        grad_transpose_weight,
+        grad_conv_weight,
+        grad_transpose_bias,
+        grad_conv_bias,
+    )
+
+
+def _conv_output_spatial(
+    h: np.ndarray, weight: np.ndarray, padding: IntOrTuple | str
+) -> tuple[int, ...]:
+    """A stride-1 conv2d's output size over h (padding 'same' keeps h's)."""
+    if padding == "same":
+        return tuple(h.shape[2:])
+    pads = (0, 0) if padding == "valid" else ntuple(padding, "conv_padding", 2, True)
+    return tuple(
+        size + 2 * p - k + 1
+        for size, k, p in zip(h.shape[2:], np.shape(weight)[2:], pads, strict=True)
+    )

@@ -46,6 +46,8 @@ WITHOUT_DERIVATIVE_DIRECTIONS = {
     "conv_max_pool": "its jvp and double backward (a max pool's selection of a convolution's "
     "tangent) have neither a reference formula nor a bound yet: conv2d's and max_pool2d's "
     "entries judge them op by op",
+    "conv_transpose_conv": "its jvp and double backward (bilinear in the two weights) have no "
+    "reference formula nor bound yet: the conv2d and conv_transpose2d entries judge them op by op",
 }
 
 

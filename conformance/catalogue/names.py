@@ -15,6 +15,6 @@ OPS = (
     "unfold", "fold",
     "batch_norm", "channel_statistics",
     "patch_embedding", "depthwise_separable_conv", "residual_block", "conv_bn_relu",
-    "conv_max_pool",
+    "conv_max_pool", "conv_transpose_conv",
 )  # fmt: skip
 DTYPES = ("float64", "float32", "float16", "bfloat16")

@@ -53,6 +53,7 @@ def _op_functions() -> dict[str, Callable[..., Any]]:
         "patch_embedding",
         "depthwise_separable_conv",
         "residual_block",
+        "conv_transpose_conv",
     ):
         ops[name] = getattr(conv, name)
     ops["conv_max_pool"] = pool.conv_max_pool

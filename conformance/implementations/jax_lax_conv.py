@@ -281,3 +281,22 @@ def residual_block(
             conv(input, shortcut_weight, None, stride), shortcut_bn_weight, shortcut_bn_bias
         )
     return jax.nn.relu(body + skip)
+
+
+def conv_transpose_conv(
+    input: jax.Array,
+    transpose_weight: jax.Array,
+    conv_weight: jax.Array,
+    transpose_bias: jax.Array | None = None,
+    conv_bias: jax.Array | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    dilation: Any = 1,
+    conv_padding: Any = 0,
+) -> jax.Array:
+    """The chain: conv_transpose, then a stride-1 conv of its output."""
+    hidden = conv_transpose(
+        input, transpose_weight, transpose_bias, stride, padding, output_padding, 1, dilation
+    )
+    return conv(hidden, conv_weight, conv_bias, 1, conv_padding)

@@ -183,6 +183,40 @@ def conv_transpose(arrays: Mapping[str, Any], config: Mapping[str, Any], dims: i
     return GraphPlan(nodes, feeds, [Result("output", "Y", unbatched)])
 
 
+def conv_transpose_conv(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphPlan:
+    """ConvTranspose -> Conv, as conv_transpose and conv build them (the second's padding is
+    conv_padding, its stride 1), the weights and biases constant initializers as an exported
+    model has them."""
+    x = arrays["input"]
+    knobs = ("stride", "padding", "output_padding", "dilation")
+    up = conv_transpose(
+        {"input": x, "weight": arrays["transpose_weight"], "bias": arrays.get("transpose_bias")},
+        {k: config[k] for k in knobs if k in config},
+        2,
+    )
+    down = conv(
+        {"input": x, "weight": arrays["conv_weight"], "bias": arrays.get("conv_bias")},
+        {"padding": config.get("conv_padding", 0)},
+        2,
+    )
+    (first,), (second,) = up.nodes, down.nodes
+    biased_up, biased_down = len(first.inputs) == 3, len(second.inputs) == 3
+    nodes = [
+        Node(first.op_type, ("X", "Wt", *(("Bt",) if biased_up else ())), ("H",), first.attributes),
+        Node(
+            second.op_type,
+            ("H", "Wc", *(("Bc",) if biased_down else ())),
+            ("Y",),
+            second.attributes,
+        ),
+    ]
+    feeds = [up.feeds[0], Feed("Wt", "transpose_weight"), Feed("Wc", "conv_weight")]
+    feeds += [Feed("Bt", "transpose_bias")] if biased_up else []
+    feeds += [Feed("Bc", "conv_bias")] if biased_down else []
+    baked = tuple(f.name for f in feeds if f.name != "X")
+    return GraphPlan(nodes, feeds, down.results, initializers=baked)
+
+
 def fold(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> GraphPlan:
     """Col2Im (opset 18): image_shape and block_shape inputs, dilations/pads/strides."""
     columns = arrays["input"]
@@ -350,6 +384,7 @@ OPS = (
     "depthwise_separable_conv",
     "conv_bn_relu",
     "conv_max_pool",
+    "conv_transpose_conv",
 )
 
 

@@ -75,7 +75,7 @@ def build(
     """The plan of one call of catalogue op ``op``: its graph, from the conv and pool
     builders."""
     dims = int(op[-2]) if op[-2:-1].isdigit() and op.endswith("d") else 0
-    if op.startswith("conv_transpose"):
+    if op.startswith("conv_transpose") and dims:
         return graphs.conv_transpose(arrays, config, dims)
     if op.startswith("conv") and dims:
         return graphs.conv(arrays, config, dims)
@@ -95,6 +95,7 @@ def build(
         "fold": graphs.fold,
         "patch_embedding": graphs.patch_embedding,
         "depthwise_separable_conv": graphs.depthwise_separable_conv,
+        "conv_transpose_conv": graphs.conv_transpose_conv,
     }
     if op == "batch_norm":
         return graphs.batch_norm(arrays, config, dtype)

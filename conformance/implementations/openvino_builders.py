@@ -192,6 +192,43 @@ def conv_transpose(
     finish(graph, "output", add_bias(graph, y, params["bias"], dims, channels), unbatched)
 
 
+def conv_transpose_conv(graph: Graph, arrays: Arrays, params: Parameters, config: Mapping) -> None:
+    """ConvolutionBackpropData and its bias as conv_transpose builds them, then Convolution
+    (stride 1, padding conv_padding) and its bias as conv does; the arrays graph inputs."""
+    x_array, up_array = arrays["input"], arrays["transpose_weight"]
+    down_array = arrays["conv_weight"]
+    assert x_array is not None and up_array is not None and down_array is not None
+    x, unbatched = batched(graph, params["input"], x_array, 2)  # type: ignore[arg-type]
+    padding = per_axis(config.get("padding", 0), 2)
+    h = graph.node(
+        "convolution_backprop_data",
+        x,
+        params["transpose_weight"],
+        strides=per_axis(config.get("stride", 1), 2),
+        pads_begin=padding,
+        pads_end=list(padding),
+        dilations=per_axis(config.get("dilation", 1), 2),
+        auto_pad="explicit",
+        output_padding=per_axis(config.get("output_padding", 0), 2),
+    )
+    mid = int(up_array.shape[1])
+    h = add_bias(graph, h, params["transpose_bias"], 2, mid)
+    begin, end = conv_pads(config.get("conv_padding", 0), down_array.shape[2:], [1, 1])
+    y = convolution(
+        graph,
+        h,
+        params["conv_weight"],  # type: ignore[arg-type]
+        down_array.shape,
+        1,
+        [1, 1],
+        begin,
+        end,
+        [1, 1],
+    )
+    channels = int(down_array.shape[0])
+    finish(graph, "output", add_bias(graph, y, params["conv_bias"], 2, channels), unbatched)
+
+
 def patch_embedding(graph: Graph, arrays: Arrays, params: Parameters, config: Mapping) -> None:
     """Convolution with stride = kernel = patch (a trailing remainder is dropped by both)."""
     weight_array = arrays["weight"]

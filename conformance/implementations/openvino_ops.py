@@ -78,6 +78,7 @@ def _builders() -> dict[str, Builder]:
     ops["batch_norm"] = builders.batch_norm
     ops["conv_bn_relu"] = builders.conv_bn_relu
     ops["conv_max_pool"] = pools.conv_max_pool
+    ops["conv_transpose_conv"] = builders.conv_transpose_conv
     return ops
 
 

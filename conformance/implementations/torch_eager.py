@@ -57,6 +57,12 @@ REPRO_CALLS = {
         "config.get('pool_padding', 0), config.get('pool_dilation', 1), "
         "config.get('ceil_mode', False))"
     ),
+    "conv_transpose_conv": (
+        "torch.nn.functional.conv2d(torch.nn.functional.conv_transpose2d(input, "
+        "transpose_weight, transpose_bias, config.get('stride', 1), config.get('padding', 0), "
+        "config.get('output_padding', 0), 1, config.get('dilation', 1)), conv_weight, conv_bias, "
+        "1, config.get('conv_padding', 0))"
+    ),
 }
 
 
@@ -157,8 +163,27 @@ def _torch_equivalents(torch: Any) -> dict[str, Callable[..., Any]]:
             conv, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode
         )
 
+    def conv_transpose_conv(
+        input: Any,
+        transpose_weight: Any,
+        conv_weight: Any,
+        transpose_bias: Any = None,
+        conv_bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        dilation: Any = 1,
+        conv_padding: Any = 0,
+    ) -> Any:
+        """The composition: conv_transpose2d, then a stride-1 conv2d of its output."""
+        upsampled = functional.conv_transpose2d(
+            input, transpose_weight, transpose_bias, stride, padding, output_padding, 1, dilation
+        )
+        return functional.conv2d(upsampled, conv_weight, conv_bias, 1, conv_padding)
+
     return {
         "conv_bn_relu": conv_bn_relu,
+        "conv_transpose_conv": conv_transpose_conv,
         "conv_max_pool": conv_max_pool,
         "residual_block": residual_block,
         "patch_embedding": patch_embedding,

@@ -31,6 +31,7 @@ BATCHED_RANK = {
     "residual_block": 4,
     "conv_bn_relu": 4,
     "conv_max_pool": 4,
+    "conv_transpose_conv": 4,
 }
 
 

@@ -325,6 +325,28 @@ _CONV_MAX_POOL: dict[str, Kind] = dict(
 )  # fmt: skip
 add("conv_max_pool", Row(_make_conv_max_pool, _CONV_MAX_POOL), reference.conv_max_pool)
 
+
+def _make_conv_transpose_conv() -> Kwargs:
+    return dict(
+        input=normal(2, 3, 4, 3), transpose_weight=normal(3, 5, 3, 2),
+        conv_weight=normal(4, 5, 3, 3), transpose_bias=normal(5), conv_bias=normal(4), stride=2,
+        padding=1, output_padding=1,
+        dilation=1, conv_padding=1,
+    )  # fmt: skip
+
+
+_CONV_TRANSPOSE_CONV: dict[str, Kind] = dict(
+    input=Array(ndims=(3, 4)), transpose_weight=Array(ndims=(4,)), conv_weight=Array(ndims=(4,)),
+    transpose_bias=_OPTIONAL, conv_bias=_OPTIONAL, stride=Knob(2, 1, "same"),
+    padding=Knob(2, 0, "same"), output_padding=Knob(2, 0, "same"), dilation=Knob(2, 1, "same"),
+    conv_padding=Knob(2, 0, "same", strings=("same", "valid")),
+)  # fmt: skip
+add(
+    "conv_transpose_conv",
+    Row(_make_conv_transpose_conv, _CONV_TRANSPOSE_CONV),
+    reference.conv_transpose_conv,
+)
+
 # ---------------------------------------------------------------------------------------------
 # gradient checking, the im2col budget, shape formulas
 

@@ -1,5 +1,6 @@
 """Catalogue entries of the blocks: patch embedding, depthwise-separable convolution,
-ResNet's residual block, and the fusion chains conv_bn_relu and conv_max_pool.
+ResNet's residual block, and the fusion chains conv_bn_relu, conv_max_pool and
+conv_transpose_conv.
 
 patch_embedding is one matrix product, so the sum-of-products bound applies as it is. The two
 blocks that chain ops have composed bounds (conformance.judge.block_bounds), which carry
@@ -7,12 +8,14 @@ each intermediate's storage in the tested dtype: they are judged in every dtype.
 bound (conformance.judge.fused_bounds) covers both torch's three stored ops and an inference
 engine's fold of batch norm into the convolution; conv_max_pool's
 (conformance.judge.conv_pool_bounds) the convolution's error through the windows' maxima, and
-in the backward the windows whose maximum the convolution's error leaves open.
+in the backward the windows whose maximum the convolution's error leaves open;
+conv_transpose_conv's (conformance.judge.transpose_chain_bounds) the two convolutions composed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,11 +29,16 @@ from conformance.catalogue.strategies.blocks import (
     residual_examples,
     separable_examples,
 )
-from conformance.catalogue.strategies.fused import conv_bn_relu_examples, conv_max_pool_examples
+from conformance.catalogue.strategies.fused import (
+    conv_bn_relu_examples,
+    conv_max_pool_examples,
+    conv_transpose_conv_examples,
+)
 from conformance.catalogue.strategies.knobs import omitting_defaults
 from conformance.judge.block_bounds import residual_tolerances, separable_tolerances
 from conformance.judge.conv_pool_bounds import conv_max_pool_tolerances
 from conformance.judge.fused_bounds import conv_bn_relu_tolerances, knobs_of
+from conformance.judge.transpose_chain_bounds import conv_transpose_conv_tolerances
 
 
 def _patch_terms(example: Example, output_shape: tuple[int, ...]) -> dict[str, int]:
@@ -184,6 +192,36 @@ def _conv_max_pool_regions() -> dict[str, Region]:
     }
 
 
+TRANSPOSE_CONV_ARRAYS = ("input", "transpose_weight", "conv_weight", "transpose_bias", "conv_bias")
+
+
+def _conv_transpose_conv_regions() -> dict[str, Region]:
+    def knob(name: str, default: Any) -> Callable[[Example], tuple[Any, ...]]:
+        return lambda e: per_dim(e.config.get(name, default), 2)
+
+    stride, dilation, extra = knob("stride", 1), knob("dilation", 1), knob("output_padding", 0)
+
+    def conv_padding(e: Example) -> Any:
+        return e.config.get("conv_padding", 0)
+
+    return {
+        "stride > 1 (upsampling)": lambda e: max(stride(e)) > 1,
+        "dilation > 1": lambda e: max(dilation(e)) > 1,
+        "output_padding > 0": lambda e: max(extra(e)) > 0,
+        "padding > 0": lambda e: max(knob("padding", 0)(e)) > 0,
+        "conv_padding='same'": lambda e: conv_padding(e) == "same",
+        "conv_padding='valid'": lambda e: conv_padding(e) == "valid",
+        "conv_padding > 0 (ints)": lambda e: (
+            not isinstance(conv_padding(e), str) and max(per_dim(conv_padding(e), 2)) > 0
+        ),
+        "unbatched": lambda e: input_array(e).ndim == 3,
+        "both biases": lambda e: (
+            e.arrays["transpose_bias"] is not None and e.arrays["conv_bias"] is not None
+        ),
+        "large values (wide)": lambda e: e.values == "wide",
+    }
+
+
 SPECS: tuple[OpSpec, ...] = (
     OpSpec(
         name="patch_embedding",
@@ -255,5 +293,17 @@ SPECS: tuple[OpSpec, ...] = (
         terms=lambda example, shape: {},
         coverage=_conv_max_pool_regions(),
         tolerances=conv_max_pool_tolerances,
+    ),
+    OpSpec(
+        name="conv_transpose_conv",
+        family="blocks",
+        reference=reference.conv_transpose_conv,
+        reference_backward=reference.conv_transpose_conv_backward,
+        array_args=TRANSPOSE_CONV_ARRAYS,
+        differentiable=TRANSPOSE_CONV_ARRAYS,
+        examples=omitting_defaults(conv_transpose_conv_examples, reference.conv_transpose_conv),
+        terms=lambda example, shape: {},
+        coverage=_conv_transpose_conv_regions(),
+        tolerances=conv_transpose_conv_tolerances,
     ),
 )

@@ -168,3 +168,55 @@ def conv_max_pool_examples(knobs: Knobs) -> Example:
         "bias": fill((conv.weight_shape[0],), values, rng) if has_bias else None,
     }
     return Example(arrays, config, values, seed)
+
+
+@knob_strategy
+def conv_transpose_conv_examples(knobs: Knobs) -> Example:
+    """A dense transposed convolution as conv_transpose_examples(2) draws it (stride 1-3,
+    dilation 1-3, output_padding below the larger of the two, padding within the full
+    output), then a stride-1 convolution of its output: a kernel of 1-3 per axis, padding
+    ints (0-2), 'same' or 'valid', narrowed to fit the upsampled size."""
+    batch = knobs.optional(1, 3)
+    channels, mid, out_channels = knobs.integer(1, 3), knobs.integer(1, 3), knobs.integer(1, 3)
+    conv_padding_kind = knobs.choice("ints", "ints", "same", "valid")
+    kernel, stride, dilation, padding, output_padding, sizes, conv_kernel, conv_pads = (
+        [], [], [], [], [], [], [], []
+    )  # fmt: skip
+    for _ in range(2):
+        size, k, s, d = knobs.integer(1, 3), knobs.integer(1, 3), knobs.small(3), knobs.small(3)
+        extra = knobs.integer(0, max(s, d) - 1)
+        full_minus_one = (size - 1) * s + d * (k - 1) + extra
+        p = knobs.integer(0, min(3, full_minus_one // 2))
+        upsampled = full_minus_one - 2 * p + 1
+        k2, p2 = knobs.integer(1, 3), knobs.integer(0, 2)
+        if conv_padding_kind != "ints":
+            p2 = 0
+        if conv_padding_kind != "same":
+            k2 = min(k2, upsampled + 2 * p2)
+        kernel.append(k)
+        stride.append(s)
+        dilation.append(d)
+        padding.append(p)
+        output_padding.append(extra)
+        sizes.append(size)
+        conv_kernel.append(k2)
+        conv_pads.append(p2)
+    has_transpose_bias, has_conv_bias = knobs.boolean(), knobs.boolean()
+    config: dict[str, Any] = {
+        "stride": _knob(stride),
+        "padding": _knob(padding),
+        "output_padding": _knob(output_padding),
+        "dilation": _knob(dilation),
+        "conv_padding": _knob(conv_pads) if conv_padding_kind == "ints" else conv_padding_kind,
+    }
+    values, seed = knobs.values_and_seed(FINITE_KINDS)
+    rng = np.random.default_rng(seed)
+    shape = (channels, *sizes) if batch is None else (batch, channels, *sizes)
+    arrays: dict[str, np.ndarray | None] = {
+        "input": fill(shape, values, rng),
+        "transpose_weight": fill((channels, mid, *kernel), values, rng),
+        "conv_weight": fill((out_channels, mid, *conv_kernel), values, rng),
+        "transpose_bias": fill((mid,), values, rng) if has_transpose_bias else None,
+        "conv_bias": fill((out_channels,), values, rng) if has_conv_bias else None,
+    }
+    return Example(arrays, config, values, seed)
