@@ -64,10 +64,10 @@ SHARDS = (
         "compile",
         ("--impl", "torch-compile", "--ops",
          "conv2d,conv_transpose2d,max_pool1d,max_pool2d,avg_pool2d,adaptive_avg_pool2d,"
-         "conv_bn_relu,conv_max_pool",
+         "conv_bn_relu,conv_max_pool,conv_transpose_conv",
          "--dtypes", "float32", "--profile", "quick", "--max-examples", "10", *NO_INVALID),
         "at most 10 per group, five value draws per compiled configuration, six conv and "
-        "pooling ops and the two fusion chains, float32, no invalid calls (inductor builds C++ "
+        "pooling ops and the three fusion chains, float32, no invalid calls (inductor builds C++ "
         "for each new configuration: 2-16 s)",
     ),
     Shard(
