@@ -87,6 +87,20 @@ class _Steps:
         return stored(value, unknown_as_infinite(error), self.dtype)
 
 
+def gammas(accumulation_dtype: str) -> tuple[Callable[[int], float], Callable[[int], float]]:
+    """A composed bound's two factors for a sum of k terms: gamma_k of the accumulation's unit
+    roundoff plus the oracle's (the strict bound), and u alone (the scale)."""
+    u = UNIT_ROUNDOFF[accumulation_dtype]
+
+    def proven(k: int) -> float:
+        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
+
+    def unit(k: int) -> float:
+        return u
+
+    return proven, unit
+
+
 def _finished(
     context: ToleranceContext,
     strict: dict[str, np.ndarray],
@@ -123,7 +137,6 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     x, w_d, w_p = inputs["input"], inputs["depthwise_weight"], inputs["pointwise_weight"]
     b_d, b_p = inputs["depthwise_bias"], inputs["pointwise_bias"]
     assert x is not None and w_d is not None and w_p is not None
-    u = UNIT_ROUNDOFF[context.accumulation_dtype]
     steps = _Steps(context.accumulation_dtype, context.dtype)
     own, keep = steps.own, steps.keep
     knobs = (config["stride"], config["padding"], config["dilation"], x.shape[-3])
@@ -174,11 +187,9 @@ def separable_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             "grad_pointwise_bias": own(_spatial_sum(a_g), positions, g),
         }
 
-    def proven(k: int) -> float:
-        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
-
+    proven, unit = gammas(context.accumulation_dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        return _finished(context, bounds(proven), bounds(lambda k: u), n_d + n_p)
+        return _finished(context, bounds(proven), bounds(unit), n_d + n_p)
 
 
 def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
@@ -409,15 +420,13 @@ def residual_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             found["grad_input"] = keep(v["g_x"] + v["grad_z"], e_x + e_gz)
         return found
 
-    def proven(k: int) -> float:
-        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
-
+    proven, unit = gammas(context.accumulation_dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         if context.direction == "forward":
             strict = {"output": forward(proven)["e_z"]}
-            scale = {"output": forward(lambda k: u)["e_z"]}
+            scale = {"output": forward(unit)["e_z"]}
         else:
             assert context.grad_output is not None
             gradients(context.grad_output)
-            strict, scale = backward(proven), backward(lambda k: u)
+            strict, scale = backward(proven), backward(unit)
         return _finished(context, strict, scale, 0)

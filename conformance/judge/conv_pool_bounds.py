@@ -32,12 +32,9 @@ import numpy as np
 
 import reference
 from conformance.catalogue.spec import ToleranceContext
-from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias
+from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias, gammas
 from conformance.judge.error_model import (
-    ORACLE_ROUNDOFF,
-    UNIT_ROUNDOFF,
     Tolerance,
-    gamma,
     unknown_as_infinite,
 )
 from conformance.judge.fused_bounds import knobs_of
@@ -149,13 +146,7 @@ def _backward(
 def conv_max_pool_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     """The forward's bound or the gradients'; the scale replaces each gamma_k by u."""
     chain = _Chain.of(context)
-    u = UNIT_ROUNDOFF[context.accumulation_dtype]
-
-    def proven(k: int) -> float:
-        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
-
-    def unit(k: int) -> float:
-        return u
+    proven, unit = gammas(context.accumulation_dtype)
 
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if context.direction == "forward":

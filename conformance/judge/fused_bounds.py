@@ -61,7 +61,7 @@ from conformance.judge.batch_norm_bounds import (
     gain_of,
     normalizer_errors,
 )
-from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias
+from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias, gammas
 from conformance.judge.block_derivative_bounds import Conv2d, _bias_map
 from conformance.judge.derivative_bounds import (
     Normalizer,
@@ -75,7 +75,6 @@ from conformance.judge.error_model import (
     UNIT_ROUNDOFF,
     Tolerance,
     accumulated,
-    gamma,
     unknown_as_infinite,
 )
 from conformance.judge.running_error import Tracked
@@ -223,13 +222,7 @@ def conv_bn_relu_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
     """The forward's bound (the larger of torch's order and the fold), or the gradients'; the
     scale replaces each gamma_k by u."""
     chain = _Chain(context)
-    u = UNIT_ROUNDOFF[context.accumulation_dtype]
-
-    def proven(k: int) -> float:
-        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
-
-    def unit(k: int) -> float:
-        return u
+    proven, unit = gammas(context.accumulation_dtype)
 
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if context.direction == "forward":

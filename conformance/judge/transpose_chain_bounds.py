@@ -24,12 +24,9 @@ import numpy as np
 
 import reference
 from conformance.catalogue.spec import ToleranceContext
-from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias
+from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias, gammas
 from conformance.judge.error_model import (
-    ORACLE_ROUNDOFF,
-    UNIT_ROUNDOFF,
     Tolerance,
-    gamma,
     unknown_as_infinite,
 )
 from reference.conv import Convolution
@@ -57,7 +54,6 @@ def conv_transpose_conv_tolerances(context: ToleranceContext) -> dict[str, Toler
     unbatched = x.ndim == 3
     xb = x[np.newaxis] if unbatched else x
     knobs = _transposed_knobs(config)
-    u = UNIT_ROUNDOFF[context.accumulation_dtype]
     steps = _Steps(context.accumulation_dtype, context.dtype)
     own, keep = steps.own, steps.keep
     a_x, a_wt, a_wc = np.abs(xb), np.abs(w_t), np.abs(w_c)
@@ -122,8 +118,6 @@ def conv_transpose_conv_tolerances(context: ToleranceContext) -> dict[str, Toler
 
         bounds = backward
 
-    def proven(k: int) -> float:
-        return gamma(k, u) + gamma(k, ORACLE_ROUNDOFF)
-
+    proven, unit = gammas(context.accumulation_dtype)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _finished(context, bounds(proven), bounds(lambda k: u), n_t + n_c)
+        return _finished(context, bounds(proven), bounds(unit), n_t + n_c)
