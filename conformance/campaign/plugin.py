@@ -258,10 +258,8 @@ def _names(config: pytest.Config, option: str, valid: Iterable[str]) -> set[str]
     return names
 
 
-# a group's expected cost by its direction, costliest first: a derivative direction calls
-# the implementation more than once per example (forward and backward; double backward's
-# graph of a graph) and a compiler builds more per configuration (AOT autograd's forward and
-# backward graphs); invalid calls and the network arithmetic cost least
+# directions by expected cost: a derivative calls the implementation more than once per
+# example, a compiler builds more per configuration; invalid calls and arithmetic cost least
 COSTLIEST_FIRST = ("double_backward", "backward", "jvp", "forward")
 
 
