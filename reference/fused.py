@@ -42,16 +42,20 @@ from reference._arguments import (
     as_float_array,
     check_bias,
     check_ndim,
-    flag,
     non_negative,
     ntuple,
-    positive,
     real,
 )
-from reference.conv import check_grad_output, check_same_dtype, conv2d, conv2d_backward
+from reference.conv import (
+    check_grad_output,
+    check_same_dtype,
+    conv2d,
+    conv2d_backward,
+    conv_output_shape,
+)
 from reference.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from reference.normalization import batch_norm, batch_norm_backward
-from reference.pool import max_pool2d, max_pool2d_backward
+from reference.pool import PoolKnobs, max_pool2d, max_pool2d_backward, pool_knobs
 
 
 @dataclass(frozen=True)
@@ -196,29 +200,6 @@ def _conv_of_chain(input: object, weight: object, bias: object) -> tuple[np.ndar
     return (x[np.newaxis] if unbatched else x), unbatched
 
 
-PoolKnobs = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
-
-
-def _pool_knobs(
-    kernel_size: object, stride: object, padding: object, dilation: object, ceil_mode: object
-) -> PoolKnobs:
-    """The pooling's knobs checked under the chain's names (pool_kernel_size, ...), as
-    max_pool2d checks its own: two values each, positive (padding non-negative and at most
-    half the kernel), stride None meaning the kernel size."""
-    kernel = positive(ntuple(kernel_size, "pool_kernel_size", 2, True), "pool_kernel_size")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        strides = kernel
-    else:
-        strides = positive(ntuple(stride, "pool_stride", 2, True), "pool_stride")
-    pads = non_negative(ntuple(padding, "pool_padding", 2, True), "pool_padding")
-    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
-        raise ValueError(
-            f"pool_padding must be at most half of pool_kernel_size, got {pads} for {kernel}"
-        )
-    dilations = positive(ntuple(dilation, "pool_dilation", 2, True), "pool_dilation")
-    return kernel, strides, pads, dilations, flag(ceil_mode, "ceil_mode")
-
-
 def _pooled(c: np.ndarray, knobs: PoolKnobs) -> np.ndarray:
     """max_pool2d of the convolution's output; a window larger than it is named as such."""
     try:
@@ -249,7 +230,9 @@ def conv_max_pool(
     pool_stride, pool_padding, pool_dilation, ceil_mode); (C, H, W) or (N, C, H, W) input.
     pool_stride None means pool_kernel_size, as max_pool2d's stride."""
     x, unbatched = _conv_of_chain(input, weight, bias)
-    knobs = _pool_knobs(pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode)
+    knobs = pool_knobs(
+        2, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode, prefix="pool_"
+    )
     out = _pooled(conv2d(x, weight, bias, stride, padding, dilation, groups), knobs)
     return out[0] if unbatched else out
 
@@ -273,7 +256,9 @@ def conv_max_pool_backward(
     routes grad_output to each window's maximum of c (overlapping windows add up), and
     conv2d_backward carries that to the input, weight and bias."""
     x, unbatched = _conv_of_chain(input, weight, bias)
-    knobs = _pool_knobs(pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode)
+    knobs = pool_knobs(
+        2, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode, prefix="pool_"
+    )
     c = conv2d(x, weight, bias, stride, padding, dilation, groups)
     grad = check_grad_output(grad_output, _pooled(c, knobs).shape, unbatched, x.dtype)
     (grad_conv,) = max_pool2d_backward(grad, c, *knobs)
@@ -402,11 +387,7 @@ def conv_transpose_conv_backward(
         x, transpose_weight, transpose_bias, stride, padding, output_padding, dilation,
         conv_weight, conv_padding,
     )  # fmt: skip
-    out_shape = (
-        h.shape[0],
-        np.shape(conv_weight)[0],
-        *_conv_output_spatial(h, conv_weight, conv_padding),
-    )
+    out_shape = conv_output_shape(2, h, conv_weight, conv_bias, 1, conv_padding)
     grad = check_grad_output(grad_output, out_shape, unbatched, x.dtype)
     grad_h, grad_conv_weight, grad_conv_bias = conv2d_backward(
         grad, h, conv_weight, conv_bias, 1, conv_padding
@@ -420,17 +401,4 @@ def conv_transpose_conv_backward(
         grad_conv_weight,
         grad_transpose_bias,
         grad_conv_bias,
-    )
-
-
-def _conv_output_spatial(
-    h: np.ndarray, weight: np.ndarray, padding: IntOrTuple | str
-) -> tuple[int, ...]:
-    """A stride-1 conv2d's output size over h (padding 'same' keeps h's)."""
-    if padding == "same":
-        return tuple(h.shape[2:])
-    pads = (0, 0) if padding == "valid" else ntuple(padding, "conv_padding", 2, True)
-    return tuple(
-        size + 2 * p - k + 1
-        for size, k, p in zip(h.shape[2:], np.shape(weight)[2:], pads, strict=True)
     )

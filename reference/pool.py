@@ -81,9 +81,10 @@ class PoolPlan:
             return x
         return constant_pad(x, [(0, 0)] * (x.ndim - len(widths)) + widths, value)
 
-    def taps(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, *out_size, prod(kernel)): every window's elements in window order."""
-        view = windows(self.padded(x), self.kernel, self.stride, self.dilation, self.out_size)
+    def taps(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """(N, C, *out_size, prod(kernel)): every window's elements in window order, ``fill``
+        in the padding."""
+        view = windows(self.padded(x, fill), self.kernel, self.stride, self.dilation, self.out_size)
         return view.reshape(*view.shape[: 2 + len(self.kernel)], math.prod(self.kernel))
 
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
@@ -156,19 +157,50 @@ def plan_pool(
     input = as_float_array(input, "input")
     x, unbatched = batched(input, dims, op)
     check_spatial(x)
-    kernel = positive(ntuple(kernel_size, "kernel_size", dims, broadcast), "kernel_size")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        strides = kernel  # torch: stride None or empty means kernel_size
-    else:
-        strides = positive(ntuple(stride, "stride", dims, broadcast), "stride")
-    pads = non_negative(ntuple(padding, "padding", dims, broadcast), "padding")
-    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
-        raise ValueError(f"padding must be at most half of kernel_size, got {pads} for {kernel}")
-    dilations = positive(ntuple(dilation, "dilation", dims, broadcast), "dilation")
-    ceil = flag(ceil_mode, "ceil_mode")
+    kernel, strides, pads, dilations, ceil = pool_knobs(
+        dims, kernel_size, stride, padding, dilation, ceil_mode, broadcast
+    )
     out = pool_output_size(tuple(x.shape[2:]), kernel, strides, pads, dilations, ceil)
     assert isinstance(out, tuple)
     return PoolPlan(x, unbatched, kernel, strides, pads, dilations, out)
+
+
+PoolKnobs = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
+
+
+def pool_knobs(
+    dims: int,
+    kernel_size: object,
+    stride: object,
+    padding: object,
+    dilation: object,
+    ceil_mode: object,
+    broadcast: bool = True,
+    prefix: str = "",
+) -> PoolKnobs:
+    """(kernel, stride, padding, dilation, ceil_mode) checked, each spatial knob ``dims``
+    values: positive (padding non-negative and at most half the kernel), stride None or
+    empty meaning the kernel size (torch). Errors name the arguments with ``prefix``
+    (conv_max_pool's pool_kernel_size, ...)."""
+
+    def name(knob: str) -> str:
+        return prefix + knob
+
+    kernel = positive(
+        ntuple(kernel_size, name("kernel_size"), dims, broadcast), name("kernel_size")
+    )
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel  # torch: stride None or empty means kernel_size
+    else:
+        strides = positive(ntuple(stride, name("stride"), dims, broadcast), name("stride"))
+    pads = non_negative(ntuple(padding, name("padding"), dims, broadcast), name("padding"))
+    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):
+        raise ValueError(
+            f"{name('padding')} must be at most half of {name('kernel_size')}, got {pads} for "
+            f"{kernel}"
+        )
+    dilations = positive(ntuple(dilation, name("dilation"), dims, broadcast), name("dilation"))
+    return kernel, strides, pads, dilations, flag(ceil_mode, "ceil_mode")
 
 
 def first_max_index(taps: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -15,16 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.implementations.onnx_graphs import conv_spatial
-
-# conv_max_pool's pooling knobs under max_pool2d's names
-CHAIN_POOL_NAMES = {
-    "pool_kernel_size": "kernel_size",
-    "pool_stride": "stride",
-    "pool_padding": "padding",
-    "pool_dilation": "dilation",
-    "ceil_mode": "ceil_mode",
-}
+from conformance.catalogue.chains import chain_pooling, conv_spatial
 
 
 def _per_dim(value: Any, dims: int) -> tuple[Any, ...]:
@@ -112,9 +103,7 @@ def _chain_pool_reason(
         spatial = conv_spatial(input.shape, weight.shape, config)
     except (ValueError, TypeError):
         return None  # a convolution torch rejects: jax's own answer is judged
-    pooling = {name: config[knob] for knob, name in CHAIN_POOL_NAMES.items() if knob in config}
-    pooling.setdefault("kernel_size", 2)  # the chain's default
-    return _window_reason("max_pool2d", np.empty(spatial), pooling, direction)
+    return _window_reason("max_pool2d", np.empty(spatial), chain_pooling(config), direction)
 
 
 def unsupported_reason(

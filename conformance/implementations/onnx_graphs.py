@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from conformance.implementations import Unsupported
-from reference.shapes import conv_output_size
 
 # The newest opset whose every operator used here has a CPU kernel in onnxruntime 1.31.1
 # (it loads models up to opset 26, but Conv, pools, BatchNormalization and Col2Im last
@@ -101,38 +100,6 @@ def conv_pads(padding: Any, weight_shape: Sequence[int], dilation: Sequence[int]
         return [t // 2 for t in totals] + [t - t // 2 for t in totals]
     pads = per_axis(padding, dims)
     return pads + pads
-
-
-def conv_spatial(
-    x_shape: Sequence[int], weight_shape: Sequence[int], config: Mapping[str, Any]
-) -> list[int]:
-    """A 2-d convolution's output size, torch's ('same' keeps the input's)."""
-    padding = config.get("padding", 0)
-    if padding == "same":
-        return list(x_shape[-2:])
-    size = conv_output_size(
-        tuple(x_shape[-2:]),
-        tuple(weight_shape[2:]),
-        config.get("stride", 1),
-        0 if padding == "valid" else padding,
-        config.get("dilation", 1),
-    )
-    return per_axis(size, 2)
-
-
-# conv_max_pool's pooling knobs, and them under max_pool2d's names
-POOL_KNOBS = ("pool_kernel_size", "pool_stride", "pool_padding", "pool_dilation", "ceil_mode")
-
-
-def chain_pooling(config: Mapping[str, Any]) -> dict[str, Any]:
-    """conv_max_pool's pooling as a max_pool2d config (the reference's defaults)."""
-    return {
-        "kernel_size": config.get("pool_kernel_size", 2),
-        "stride": config.get("pool_stride"),
-        "padding": config.get("pool_padding", 0),
-        "dilation": config.get("pool_dilation", 1),
-        "ceil_mode": config.get("ceil_mode", False),
-    }
 
 
 PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}

@@ -8,15 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from conformance.catalogue.chains import chain_conv, chain_pooling, conv_spatial
 from conformance.implementations import Unsupported
 from conformance.implementations.onnx_graphs import (
-    POOL_KNOBS,
     GraphPlan,
     Node,
     Result,
-    chain_pooling,
     conv,
-    conv_spatial,
     input_feed,
     per_axis,
 )
@@ -95,8 +93,7 @@ def conv_max_pool(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> Graph
             "ONNX MaxPool defines no value for it (torch: -inf)"
         )
     attributes["storage_order"] = 0
-    knobs = {k: v for k, v in config.items() if k not in POOL_KNOBS}
-    plan = conv({"input": x, "weight": weight, "bias": arrays.get("bias")}, knobs, 2)
+    plan = conv({"input": x, "weight": weight, "bias": arrays.get("bias")}, chain_conv(config), 2)
     *before, last = plan.nodes
     nodes = [
         *before,

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from conformance.catalogue.chains import chain_pooling, conv_spatial
 from conformance.implementations import Unsupported
-from conformance.implementations.onnx_graphs import chain_pooling, conv_spatial
 from conformance.implementations.openvino_builders import (
     Arrays,
     Parameters,

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 import reference
+from conformance.catalogue.chains import chain_pooling
 from conformance.catalogue.spec import ToleranceContext
 from conformance.judge.block_bounds import _abs, _finished, _Steps, _with_bias, gammas
 from conformance.judge.error_model import (
@@ -38,22 +39,10 @@ from conformance.judge.error_model import (
     unknown_as_infinite,
 )
 from conformance.judge.fused_bounds import knobs_of
-from reference._windows import windows
 from reference.conv import Convolution
 from reference.pool import PoolPlan, plan_pool
 
 AXES = (0, 2, 3)
-
-
-def pool_knobs(config: dict) -> tuple[Any, Any, Any, Any, bool]:
-    """max_pool2d's (kernel_size, stride, padding, dilation, ceil_mode) of a chain's config."""
-    return (
-        config.get("pool_kernel_size", 2),
-        config.get("pool_stride"),
-        config.get("pool_padding", 0),
-        config.get("pool_dilation", 1),
-        bool(config.get("ceil_mode", False)),
-    )
 
 
 @dataclass
@@ -69,7 +58,7 @@ class _Chain:
     n: int  # terms of each convolution sum (taps and the bias)
     groups: int
     pool: PoolPlan
-    pool_args: tuple[Any, Any, Any, Any, bool]
+    pooling: dict[str, Any]  # max_pool2d's keywords
     steps: _Steps
 
     @classmethod
@@ -83,19 +72,11 @@ class _Chain:
         conv = Convolution(xb.shape, w.shape, *knobs)
         c = _with_bias(conv.forward(xb, w), b)
         magnitude = _with_bias(conv.forward(np.abs(xb), np.abs(w)), _abs(b))
-        pool_args = pool_knobs(config)
-        pool = plan_pool(2, "max_pool2d", c, *pool_args)
+        pooling = chain_pooling(config)
+        pool = plan_pool(2, "max_pool2d", c, **pooling)
         steps = _Steps(context.accumulation_dtype, context.dtype)
         n = math.prod(w.shape[1:]) + 1
-        return cls(xb, w, unbatched, conv, c, magnitude, n, knobs[3], pool, pool_args, steps)
-
-    def taps(self, array: np.ndarray, fill: float) -> np.ndarray:
-        """(N, C, *out, K): each window's elements of ``array``, ``fill`` in the padding."""
-        pool = self.pool
-        view = windows(
-            pool.padded(array, fill), pool.kernel, pool.stride, pool.dilation, pool.out_size
-        )
-        return view.reshape(*view.shape[:4], math.prod(pool.kernel))
+        return cls(xb, w, unbatched, conv, c, magnitude, n, knobs[3], pool, pooling, steps)
 
     def own(self, g: Callable[[int], float]) -> np.ndarray:
         """c's own error before its storage: gamma_n M, eta per term, inf where it may overflow."""
@@ -107,7 +88,9 @@ class _Chain:
 
 def _forward(chain: _Chain, g: Callable[[int], float]) -> np.ndarray:
     valid, _ = chain.pool.grids()
-    return np.where(valid, chain.taps(unknown_as_infinite(chain.own(g)), 0.0), 0.0).max(axis=-1)
+    return np.where(valid, chain.pool.taps(unknown_as_infinite(chain.own(g)), 0.0), 0.0).max(
+        axis=-1
+    )
 
 
 def _backward(
@@ -121,7 +104,7 @@ def _backward(
     grad_c, magnitudes = exact
     valid, _ = chain.pool.grids()
     e_c = keep(chain.c, chain.own(g))
-    c_taps, e_taps = chain.taps(chain.c, -np.inf), chain.taps(e_c, 0.0)
+    c_taps, e_taps = chain.pool.taps(chain.c, -np.inf), chain.pool.taps(e_c, 0.0)
     lowest = np.where(valid, c_taps - e_taps, -np.inf).max(axis=-1, keepdims=True)
     candidates = valid & (c_taps + e_taps >= lowest)
     ambiguous = candidates.sum(axis=-1, keepdims=True) > 1
@@ -155,7 +138,7 @@ def conv_max_pool_tolerances(context: ToleranceContext) -> dict[str, Tolerance]:
             return _finished(context, strict, scale, chain.n)
         assert context.grad_output is not None
         grad = context.grad_output[np.newaxis] if chain.unbatched else context.grad_output
-        (grad_c,) = reference.max_pool2d_backward(grad, chain.c, *chain.pool_args)
+        (grad_c,) = reference.max_pool2d_backward(grad, chain.c, **chain.pooling)
         a_gc = np.abs(grad_c)
         magnitudes = (
             chain.conv.grad_input(a_gc, np.abs(chain.w)),

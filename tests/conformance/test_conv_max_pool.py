@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from conformance.catalogue import BY_NAME
 from conformance.catalogue.example import Example
@@ -30,7 +30,7 @@ def route(request: pytest.FixtureRequest) -> Iterator[ModuleImplementation]:
 @pytest.mark.parametrize("route", ["last"], indirect=True)
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
 def test_the_last_of_tied_maxima_passes(route: ModuleImplementation, dtype: str) -> None:
-    @settings(max_examples=40, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=40, database=None)
     @given(example=SPEC.examples())
     def judged(example: Example) -> None:
         outcome = run_example(SPEC, route, dtype, "backward", example)
@@ -43,7 +43,7 @@ def test_the_last_of_tied_maxima_passes(route: ModuleImplementation, dtype: str)
 def test_the_window_minimum_fails(route: ModuleImplementation) -> None:
     verdicts = []
 
-    @settings(max_examples=40, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=40, database=None)
     @given(example=SPEC.examples())
     def judged(example: Example) -> None:
         verdicts.append(run_example(SPEC, route, "float64", "backward", example).row["verdict"])

@@ -6,29 +6,20 @@ leaves open), or "min", the window's minimum (a wrong implementation the bound m
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 import reference
-from reference._windows import windows
+from conformance.catalogue.chains import chain_conv, chain_pooling
 from reference.pool import plan_pool
 
 name = "conv-pool-routing"
 ROUTE = "last"
-POOL_KNOBS = ("pool_kernel_size", "pool_stride", "pool_padding", "pool_dilation", "ceil_mode")
-POOL_DEFAULTS = (2, None, 0, 1, False)
 
 
 def accumulation_dtype(dtype: str) -> str:
     return "float32" if dtype in ("float16", "bfloat16") else dtype
-
-
-def _split(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    conv = {k: v for k, v in config.items() if k not in POOL_KNOBS}
-    pool = tuple(config.get(k, d) for k, d in zip(POOL_KNOBS, POOL_DEFAULTS, strict=True))
-    return conv, pool
 
 
 def _f64(array: np.ndarray | None) -> np.ndarray | None:
@@ -36,26 +27,22 @@ def _f64(array: np.ndarray | None) -> np.ndarray | None:
 
 
 def conv_max_pool(input: np.ndarray, weight: np.ndarray, bias: Any = None, **config: Any) -> Any:
-    conv, pool = _split(config)
-    out = reference.conv_max_pool(
-        _f64(input), _f64(weight), _f64(bias), **conv, **dict(zip(POOL_KNOBS, pool, strict=True))
-    )
+    out = reference.conv_max_pool(_f64(input), _f64(weight), _f64(bias), **config)
     return out.astype(input.dtype)
 
 
 def conv_max_pool_backward(
     grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, bias: Any = None, **config: Any
 ) -> tuple[Any, ...]:
-    conv, pool = _split(config)
+    conv = chain_conv(config)
     x, w, b = _f64(input), _f64(weight), _f64(bias)
     unbatched = x.ndim == 3
     xb = x[np.newaxis] if unbatched else x
     g = grad_output.astype(np.float64)
     g = g[np.newaxis] if unbatched else g
     c = reference.conv2d(xb, w, b, **conv)
-    plan = plan_pool(2, "max_pool2d", c, *pool)
-    view = windows(plan.padded(c, -np.inf), plan.kernel, plan.stride, plan.dilation, plan.out_size)
-    taps = view.reshape(*view.shape[:4], math.prod(plan.kernel))
+    plan = plan_pool(2, "max_pool2d", c, **chain_pooling(config))
+    taps = plan.taps(c, -np.inf)
     valid, _ = plan.grids()
     if ROUTE == "last":
         best = taps.max(axis=-1, keepdims=True)
