@@ -284,14 +284,47 @@ class Convolution:
         dims = len(weight_shape) - 2
         if dims not in (1, 2, 3):
             raise ValueError(f"weight_shape must have 3, 4 or 5 entries, got {weight_shape}")
-        self.dtype = np.dtype(dtype)
-        zero = np.zeros((), self.dtype)
+        zero = np.zeros((), np.dtype(dtype))
         stand_ins = np.broadcast_to(zero, input_shape), np.broadcast_to(zero, weight_shape)
-        self._plan = plan_conv(
-            dims, f"conv{dims}d", *stand_ins, None, stride, padding, dilation, groups, padding_mode
-        )
-        self.input_shape, self.weight_shape = tuple(input_shape), tuple(weight_shape)
-        self.output_shape = self._plan.output_shape
+        self._adopt(
+            plan_conv(
+                dims, f"conv{dims}d", *stand_ins, None, stride, padding, dilation, groups,
+                padding_mode,
+            )
+        )  # fmt: skip
+
+    def _adopt(self, plan: ConvPlan) -> None:
+        self._plan, self.dtype = plan, plan.input.dtype
+        # the planned arrays as the caller gave them (stand-ins where only shapes were given)
+        self.input = plan.input[0] if plan.unbatched else plan.input
+        self.weight = plan.weight
+        self.input_shape, self.weight_shape = self.input.shape, plan.weight.shape
+        self.output_shape = plan.output_shape
+
+    @classmethod
+    def checked(
+        cls,
+        dims: int,
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> Convolution:
+        """The convolution of these arrays, checked as conv{dims}d checks its arguments (the
+        bias too, which the planned calls leave out); ``input`` and ``weight`` hold them as
+        float arrays."""
+        planned = cls.__new__(cls)
+        planned._adopt(
+            plan_conv(
+                dims, f"conv{dims}d", input, weight, bias, stride, padding, dilation, groups,
+                padding_mode,
+            )
+        )  # fmt: skip
+        return planned
 
     def _check(
         self, array: np.ndarray, name: str, shape: tuple[int, ...], batch: bool = True

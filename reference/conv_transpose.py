@@ -124,36 +124,116 @@ def plan_conv_transpose(
     return TransposePlan(x, unbatched, weight, bias, strides, pads, dilations, groups, full, out)
 
 
-def _forward(plan: TransposePlan) -> np.ndarray:
+def _scatter(plan: TransposePlan, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The batched transposed convolution of ``x`` with ``weight`` (the plan's shapes), no
+    bias."""
     full = _windows.correlate_backward_input(
-        plan.input, plan.weight, plan.stride, plan.dilation, plan.groups, plan.full_size
+        x, weight, plan.stride, plan.dilation, plan.groups, plan.full_size
     )
-    out = np.ascontiguousarray(crop(full, plan.padding, plan.out_size))
+    return np.ascontiguousarray(crop(full, plan.padding, plan.out_size))
+
+
+def _forward(plan: TransposePlan) -> np.ndarray:
+    out = _scatter(plan, plan.input, plan.weight)
     if plan.bias is not None:
         out += plan.bias.reshape(-1, *([1] * len(plan.stride)))
     return out[0] if plan.unbatched else out
 
 
-def _backward(grad_output: np.ndarray, plan: TransposePlan) -> Gradients:
-    batch = plan.input.shape[0]
-    out_channels = plan.weight.shape[1] * plan.groups
-    grad = check_grad_output(
-        grad_output, (batch, out_channels, *plan.out_size), plan.unbatched, plan.input.dtype
-    )
-    grad_full = np.zeros((batch, out_channels, *plan.full_size), dtype=grad.dtype)
+def _output_shape(plan: TransposePlan) -> tuple[int, ...]:
+    """The batched output's shape."""
+    return (plan.input.shape[0], plan.weight.shape[1] * plan.groups, *plan.out_size)
+
+
+def _grad_full(grad_output: np.ndarray, plan: TransposePlan) -> tuple[np.ndarray, np.ndarray]:
+    """(grad_output checked and batched, grad_output placed back into the uncropped size)."""
+    grad = check_grad_output(grad_output, _output_shape(plan), plan.unbatched, plan.input.dtype)
+    grad_full = np.zeros((*grad.shape[:2], *plan.full_size), dtype=grad.dtype)
     crop(grad_full, plan.padding, plan.out_size)[...] = grad
+    return grad, grad_full
+
+
+def _grad_input(grad_full: np.ndarray, plan: TransposePlan, weight: np.ndarray) -> np.ndarray:
     grad_input = _windows.correlate(
-        grad_full, plan.weight, plan.stride, plan.dilation, plan.groups, plan.input.shape[2:]
+        grad_full, weight, plan.stride, plan.dilation, plan.groups, plan.input.shape[2:]
     )
-    grad_weight = _windows.correlate_backward_weight(
-        grad_full, plan.input, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
+    return grad_input[0] if plan.unbatched else grad_input
+
+
+def _grad_weight(grad_full: np.ndarray, plan: TransposePlan, x: np.ndarray) -> np.ndarray:
+    """(``x`` batched)"""
+    return _windows.correlate_backward_weight(
+        grad_full, x, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
     )
+
+
+def _backward(grad_output: np.ndarray, plan: TransposePlan) -> Gradients:
+    grad, grad_full = _grad_full(grad_output, plan)
+    grad_input = _grad_input(grad_full, plan, plan.weight)
+    grad_weight = _grad_weight(grad_full, plan, plan.input)
     grad_bias = None
     if plan.bias is not None:
         grad_bias = grad.sum(axis=(0, *range(2, grad.ndim)))
-    if plan.unbatched:
-        grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
+
+
+class TransposedConvolution:
+    """conv_transpose{d}d of checked arguments, for the calls a derivative makes on other
+    arrays of the same shapes and dtype (conv.Convolution's counterpart): the forward without
+    bias, and each adjoint alone, bit for bit what conv_transpose{d}d and its backward give."""
+
+    def __init__(self, plan: TransposePlan) -> None:
+        self._plan, self.dtype = plan, plan.input.dtype
+        self.input = plan.input[0] if plan.unbatched else plan.input
+        self.weight = plan.weight
+        shape = _output_shape(plan)
+        self.output_shape = shape[1:] if plan.unbatched else shape
+
+    @classmethod
+    def checked(
+        cls,
+        dims: int,
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: IntOrTuple = 1,
+        padding: IntOrTuple = 0,
+        output_padding: IntOrTuple = 0,
+        groups: int = 1,
+        dilation: IntOrTuple = 1,
+    ) -> TransposedConvolution:
+        """Checked as conv_transpose{dims}d checks its arguments."""
+        return cls(
+            plan_conv_transpose(
+                dims, f"conv_transpose{dims}d", input, weight, bias, stride, padding,
+                output_padding, groups, dilation,
+            )
+        )  # fmt: skip
+
+    def _batched(self, array: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
+            raise ValueError(
+                f"{name} must be an array of shape {shape} and dtype {self.dtype} (the planned "
+                f"transposed convolution's), got {np.shape(array)}"
+            )
+        array = np.ascontiguousarray(array)
+        return array[np.newaxis] if self._plan.unbatched and name != "weight" else array
+
+    def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        x = self._batched(input, "input", self.input.shape)
+        out = _scatter(self._plan, x, self._batched(weight, "weight", self.weight.shape))
+        return out[0] if self._plan.unbatched else out
+
+    def grad_input(self, grad_output: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        _, grad_full = _grad_full(grad_output, self._plan)
+        return _grad_input(
+            grad_full, self._plan, self._batched(weight, "weight", self.weight.shape)
+        )
+
+    def grad_weight(self, grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
+        _, grad_full = _grad_full(grad_output, self._plan)
+        x = self._batched(input, "input", self.input.shape)
+        return _grad_weight(grad_full, self._plan, x)
 
 
 def _make_conv_transpose(dims: int) -> tuple[ConvTransposeFunction, ConvTransposeBackwardFunction]:

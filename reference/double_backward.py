@@ -55,10 +55,16 @@ def _grad(grad_output: object, like: np.ndarray) -> np.ndarray:
 
 
 def make_bilinear(
-    forward: Callable[..., np.ndarray], backward: Callable[..., Any]
+    forward: Callable[..., np.ndarray],
+    backward: Callable[..., Any],
+    planned: Callable[..., forward_mode.Bilinear] | None = None,
 ) -> Callable[..., Result]:
+    """``planned`` (the op's checked call) computes each part with one pass: the adjoint that
+    is read, and the tangent's terms without a primal forward; without it the parts are calls
+    of ``forward`` and ``backward``."""
     op = forward.__name__
     jvp = forward_mode.make_bilinear_jvp(forward)
+    names = ("input", "weight", "bias")
 
     def double_backward(
         grad_output: np.ndarray,
@@ -69,8 +75,24 @@ def make_bilinear(
         *args: Any,
         **config: Any,
     ) -> Result:
+        primals = tuple(zip(names, (input, weight, bias), strict=True))
+        if planned is not None:
+            call = planned(input, weight, bias, *args, **config)  # the primals' checks first
+            given = forward_mode.check_tangents(grad_grads, primals, op, "grad_grads")
+            forward_mode.check_same_dtypes(given, names, call.dtype, "grad_grads", op)
+            vx, vw, vb = [
+                None if p is None else (np.zeros(np.shape(p), call.dtype) if v is None else v)
+                for v, p in zip(given, (input, weight, bias), strict=True)
+            ]
+            assert vx is not None and vw is not None
+            g = check_grad_output(grad_output, call.output_shape, False, call.dtype)
+            return (
+                call.grad_input(g, vw),
+                call.grad_weight(g, vx),
+                _zeros(bias),
+                forward_mode.bilinear_tangent(call, vx, vw, vb),
+            )
         out = forward(input, weight, bias, *args, **config)  # the primals' own checks first
-        primals = (("input", input), ("weight", weight), ("bias", bias))
         vx, vw, vb = _filled(
             forward_mode.check_tangents(grad_grads, primals, op, "grad_grads"),
             [input, weight, bias],
@@ -436,17 +458,29 @@ def residual_block_double_backward(
     )
 
 
-conv1d_double_backward = make_bilinear(conv.conv1d, conv.conv1d_backward)
-conv2d_double_backward = make_bilinear(conv.conv2d, conv.conv2d_backward)
-conv3d_double_backward = make_bilinear(conv.conv3d, conv.conv3d_backward)
+conv1d_double_backward = make_bilinear(
+    conv.conv1d, conv.conv1d_backward, forward_mode.planned_conv(1)
+)
+conv2d_double_backward = make_bilinear(
+    conv.conv2d, conv.conv2d_backward, forward_mode.planned_conv(2)
+)
+conv3d_double_backward = make_bilinear(
+    conv.conv3d, conv.conv3d_backward, forward_mode.planned_conv(3)
+)
 conv_transpose1d_double_backward = make_bilinear(
-    conv_transpose.conv_transpose1d, conv_transpose.conv_transpose1d_backward
+    conv_transpose.conv_transpose1d,
+    conv_transpose.conv_transpose1d_backward,
+    forward_mode.planned_conv_transpose(1),
 )
 conv_transpose2d_double_backward = make_bilinear(
-    conv_transpose.conv_transpose2d, conv_transpose.conv_transpose2d_backward
+    conv_transpose.conv_transpose2d,
+    conv_transpose.conv_transpose2d_backward,
+    forward_mode.planned_conv_transpose(2),
 )
 conv_transpose3d_double_backward = make_bilinear(
-    conv_transpose.conv_transpose3d, conv_transpose.conv_transpose3d_backward
+    conv_transpose.conv_transpose3d,
+    conv_transpose.conv_transpose3d_backward,
+    forward_mode.planned_conv_transpose(3),
 )
 patch_embedding_double_backward = make_bilinear(
     blocks.patch_embedding, blocks.patch_embedding_backward

@@ -20,10 +20,11 @@ The result is the directional derivative of the op's (first) output, J(arrays) @
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -91,7 +92,58 @@ def _plus(*terms: np.ndarray | None) -> np.ndarray:
 # --- bilinear ops: (input, weight, bias) ---------------------------------------------------
 
 
-def make_bilinear_jvp(forward: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+class Bilinear(Protocol):
+    """A bilinear op's call checked once (conv.Convolution, conv_transpose.
+    TransposedConvolution): its arrays as float arrays, the output's shape, and the forward
+    without bias and each adjoint alone on other arrays of the same shapes and dtype."""
+
+    input: np.ndarray
+    weight: np.ndarray
+    dtype: np.dtype
+    output_shape: tuple[int, ...]
+
+    def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray: ...
+    def grad_input(self, grad_output: np.ndarray, weight: np.ndarray) -> np.ndarray: ...
+    def grad_weight(self, grad_output: np.ndarray, input: np.ndarray) -> np.ndarray: ...
+
+
+def check_same_dtypes(
+    arrays: Sequence[np.ndarray | None], names: Sequence[str], dtype: np.dtype, label: str, op: str
+) -> None:
+    """Tangents (or grad_grads) in the primals' dtype, as the op's own calls on them need."""
+    for array, name in zip(arrays, names, strict=True):
+        if array is not None and array.dtype != dtype:
+            raise TypeError(
+                f"{op}: {label} entry for {name} must have the primals' dtype ({dtype}), got "
+                f"{array.dtype}"
+            )
+
+
+def bilinear_tangent(
+    planned: Bilinear,
+    dx: np.ndarray | None,
+    dw: np.ndarray | None,
+    db: np.ndarray | None,
+) -> np.ndarray:
+    """f(dx, w) + f(x, dw) + db, each term as the op computes it (db on zeros, as the op adds
+    its bias: 0 + db)."""
+    terms: list[np.ndarray | None] = []
+    if dx is not None:
+        terms.append(planned.forward(dx, planned.weight))
+    if dw is not None:
+        terms.append(planned.forward(planned.input, dw))
+    if db is not None:
+        zeros = np.zeros(planned.output_shape, dtype=planned.dtype)
+        spatial = len(planned.weight.shape) - 2
+        terms.append(zeros + db.reshape(-1, *([1] * spatial)))
+    return _plus(*terms) if terms else np.zeros(planned.output_shape, dtype=planned.dtype)
+
+
+def make_bilinear_jvp(
+    forward: Callable[..., np.ndarray], planned: Callable[..., Bilinear] | None = None
+) -> Callable[..., np.ndarray]:
+    """``planned`` (the op's checked call, from its arguments) computes each term with one
+    pass and no primal forward; without it each term is a call of ``forward``."""
     op = forward.__name__
 
     def jvp(
@@ -102,10 +154,14 @@ def make_bilinear_jvp(forward: Callable[..., np.ndarray]) -> Callable[..., np.nd
         *args: Any,
         **config: Any,
     ) -> np.ndarray:
+        primals = (("input", input), ("weight", weight), ("bias", bias))
+        if planned is not None:
+            call = planned(input, weight, bias, *args, **config)  # the primals' checks first
+            dx, dw, db = check_tangents(tangents, primals, op)
+            check_same_dtypes((dx, dw, db), ("input", "weight", "bias"), call.dtype, "tangents", op)
+            return bilinear_tangent(call, dx, dw, db)
         out = forward(input, weight, bias, *args, **config)  # the primals' own checks first
-        dx, dw, db = check_tangents(
-            tangents, (("input", input), ("weight", weight), ("bias", bias)), op
-        )
+        dx, dw, db = check_tangents(tangents, primals, op)
         terms: list[np.ndarray | None] = []
         if dx is not None:
             terms.append(forward(dx, weight, None, *args, **config))
@@ -410,12 +466,20 @@ def residual_block_jvp(
     return residual_tangents(tangents, arrays, values, stride, eps)["output"]
 
 
-conv1d_jvp = make_bilinear_jvp(conv.conv1d)
-conv2d_jvp = make_bilinear_jvp(conv.conv2d)
-conv3d_jvp = make_bilinear_jvp(conv.conv3d)
-conv_transpose1d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose1d)
-conv_transpose2d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose2d)
-conv_transpose3d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose3d)
+def planned_conv(dims: int) -> Callable[..., Bilinear]:
+    return functools.partial(conv.Convolution.checked, dims)
+
+
+def planned_conv_transpose(dims: int) -> Callable[..., Bilinear]:
+    return functools.partial(conv_transpose.TransposedConvolution.checked, dims)
+
+
+conv1d_jvp = make_bilinear_jvp(conv.conv1d, planned_conv(1))
+conv2d_jvp = make_bilinear_jvp(conv.conv2d, planned_conv(2))
+conv3d_jvp = make_bilinear_jvp(conv.conv3d, planned_conv(3))
+conv_transpose1d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose1d, planned_conv_transpose(1))
+conv_transpose2d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose2d, planned_conv_transpose(2))
+conv_transpose3d_jvp = make_bilinear_jvp(conv_transpose.conv_transpose3d, planned_conv_transpose(3))
 patch_embedding_jvp = make_bilinear_jvp(blocks.patch_embedding)
 avg_pool1d_jvp = make_linear_jvp(pool.avg_pool1d)
 avg_pool2d_jvp = make_linear_jvp(pool.avg_pool2d)

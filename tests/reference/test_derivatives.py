@@ -187,3 +187,78 @@ def test_lp_double_backward_is_nan_where_a_window_sum_is_negative() -> None:
     window_alone = second_order.lp_pool1d_double_backward(g[:, 1:], (v[:, 2:],), *alone)
     assert np.allclose(grad_input[:, 2:], window_alone[0], rtol=1e-15, atol=0)
     assert np.allclose(grad_grad_output[:, 1:], window_alone[1], rtol=1e-15, atol=0)
+
+
+# --- the bilinear ops' planned derivatives: one pass a part, the unplanned formulas' bits ----
+
+PLANNED = [
+    spec
+    for spec in DIFFERENTIABLE
+    if spec.name.startswith(("conv1d", "conv2d", "conv3d", "conv_transpose"))
+]
+
+
+@pytest.mark.parametrize("spec", PLANNED, ids=[s.name for s in PLANNED])
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_planned_bilinear_derivatives_are_the_unplanned_formulas(spec: OpSpec, data) -> None:
+    """conv's and conv_transpose's jvp and double backward (each adjoint alone, no primal
+    forward) give the formulas' own bits, where each part is a call of the op or its backward
+    (second_order.make_bilinear without a plan): unbatched input, absent bias, grad_grads
+    left out, and inf/NaN (IEEE's) included."""
+    example = data.draw(spec.examples())
+    rng = np.random.default_rng(example.seed)
+    args = [None if a is None else rng.standard_normal(a.shape) for a in example.arrays.values()]
+    if data.draw(st.booleans(), label="a non-finite element"):
+        args[0].flat[0] = data.draw(st.sampled_from([np.inf, -np.inf, np.nan]))
+    config = dict(example.config)
+    out = spec.reference(*args, **config)
+    grad_output = rng.standard_normal(out.shape)
+    grad_grads = [
+        None
+        if a is None or data.draw(st.booleans(), label=f"leave out grad_grads {i}")
+        else rng.standard_normal(a.shape)
+        for i, a in enumerate(args)
+    ]
+    backward = spec.reference_backward
+    unplanned = second_order.make_bilinear(spec.reference, backward)
+    unplanned_jvp = reference.jvp.make_bilinear_jvp(spec.reference)
+    got = spec.reference_double_backward(grad_output, grad_grads, *args, **config)
+    want = unplanned(grad_output, grad_grads, *args, **config)
+    for mine, theirs in zip(got, want, strict=True):
+        if theirs is None:
+            assert mine is None
+            continue
+        assert mine.dtype == theirs.dtype
+        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(np.signbit(mine), np.signbit(theirs))
+    tangents = [None if a is None else rng.standard_normal(a.shape) for a in args]
+    np.testing.assert_array_equal(
+        spec.reference_jvp(tangents, *args, **config),
+        unplanned_jvp(tangents, *args, **config),
+    )
+
+
+def test_planned_derivatives_name_a_tangent_of_another_dtype() -> None:
+    x, w = np.ones((1, 2, 5)), np.ones((3, 2, 2))
+    with pytest.raises(TypeError, match="tangents entry for weight must have the primals' dtype"):
+        reference.conv1d_jvp([None, w.astype(np.float32), None], x, w)
+    with pytest.raises(TypeError, match="grad_grads entry for input must have the primals'"):
+        reference.conv_transpose1d_double_backward(
+            np.ones((1, 2, 3)), [x[:, :, :2].astype(np.float32), None, None], x[:, :, :2], w[:2]
+        )
+
+
+def test_a_planned_transposed_convolution_names_what_does_not_fit_its_plan() -> None:
+    from reference.conv_transpose import TransposedConvolution
+
+    with pytest.raises(ValueError, match="expects 3"):  # conv_transpose's own checks
+        TransposedConvolution.checked(1, np.ones((1, 2, 4)), np.ones((3, 2, 2)))
+    planned = TransposedConvolution.checked(1, np.ones((2, 4)), np.ones((2, 3, 2)), stride=2)
+    assert planned.output_shape == (3, 8)  # unbatched: (C_out, (4 - 1) * 2 + 2)
+    with pytest.raises(ValueError, match=r"input must be an array of shape \(2, 4\)"):
+        planned.forward(np.ones((1, 2, 4)), np.ones((2, 3, 2)))
+    with pytest.raises(ValueError, match=r"weight must be .* dtype float64"):
+        planned.grad_input(np.ones((3, 8)), np.ones((2, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have the output's shape \(3, 8\)"):
+        planned.grad_weight(np.ones((3, 7)), np.ones((2, 4)))
