@@ -293,10 +293,12 @@ def depthwise_separable_conv_double_backward(
     d G_z = P_z^T(g; Wp = v_Wp); d G_Wp = P_w^T(g; z = dz); d G_x = D_x^T(d G_z; Wd) +
     D_x^T(G_z; Wd = v_Wd); d G_Wd = D_w^T(d G_z; x) + D_w^T(G_z; x = v_x); d G_bd = sum d G_z;
     d G_bp = 0."""
-    blocks.depthwise_separable_conv(  # the arguments' own checks, under their own names
-        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-        padding, dilation,
-    )  # fmt: skip
+    # the arguments' own checks, under their own names (the depthwise's knobs by its call)
+    channels = blocks._check_separable(
+        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias
+    )
+    depthwise = {"stride": stride, "padding": padding, "dilation": dilation, "groups": channels}
+    hidden = conv.conv2d(input, depthwise_weight, depthwise_bias, **depthwise)
     input = as_float_array(input, "input")
     arrays = [input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias]
     names = ("input", "depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias")
@@ -305,37 +307,30 @@ def depthwise_separable_conv_double_backward(
     )
     vx, v_dw, v_pw, v_db, v_pb = _filled(given, arrays)
     assert vx is not None and v_dw is not None and v_pw is not None
-    channels = input.shape[-3] if input.ndim >= 3 else 0
-    depthwise = {"stride": stride, "padding": padding, "dilation": dilation, "groups": channels}
-    hidden = conv.conv2d(input, depthwise_weight, depthwise_bias, **depthwise)
-    out = conv.conv2d(hidden, pointwise_weight, pointwise_bias)
-    g = _grad(grad_output, out)
-    d_hidden = forward_mode.conv2d_jvp(
-        [vx, v_dw, v_db], input, depthwise_weight, depthwise_bias, **depthwise
-    )
-    backward = conv.conv2d_backward
-    g_hidden = backward(g, hidden, pointwise_weight, None)[0]
-    dg_hidden = backward(g, hidden, v_pw, None)[0]
-    dg_pointwise = backward(g, d_hidden, pointwise_weight, None)[1]
-    first = backward(dg_hidden, input, depthwise_weight, depthwise_bias, **depthwise)
-    dg_input = first[0] + backward(g_hidden, input, v_dw, None, **depthwise)[0]
-    dg_depthwise = first[1] + backward(g_hidden, vx, depthwise_weight, None, **depthwise)[1]
-    grad_grad_output = forward_mode.depthwise_separable_conv_jvp(
-        [vx, v_dw, v_pw, v_db, v_pb],
-        input,
-        depthwise_weight,
-        pointwise_weight,
-        depthwise_bias,
-        pointwise_bias,
-        stride,
-        padding,
-        dilation,
-    )
+    w_d = as_float_array(depthwise_weight, "depthwise_weight")
+    w_p = as_float_array(pointwise_weight, "pointwise_weight")
+    # each convolution planned once; each adjoint computed alone, where it is read
+    pointwise = conv.Convolution(hidden.shape, w_p.shape, dtype=hidden.dtype)
+    separable = conv.Convolution(input.shape, w_d.shape, **depthwise, dtype=input.dtype)
+    g = check_grad_output(grad_output, pointwise.output_shape, False, hidden.dtype)
+    d_hidden = forward_mode.conv2d_jvp([vx, v_dw, v_db], input, w_d, depthwise_bias, **depthwise)
+    g_hidden = pointwise.grad_input(g, w_p)
+    dg_hidden = pointwise.grad_input(g, v_pw)
+    dg_pointwise = pointwise.grad_weight(g, d_hidden)
+    dg_input = separable.grad_input(dg_hidden, w_d) + separable.grad_input(g_hidden, v_dw)
+    dg_depthwise = separable.grad_weight(dg_hidden, input) + separable.grad_weight(g_hidden, vx)
+    dg_depthwise_bias = None
+    if depthwise_bias is not None:  # conv2d_backward's grad_bias: the batched sum
+        batched = dg_hidden if dg_hidden.ndim == 4 else dg_hidden[np.newaxis]
+        dg_depthwise_bias = batched.sum(axis=(0, 2, 3))
+    grad_grad_output = forward_mode.conv2d_jvp(
+        [d_hidden, v_pw, v_pb], hidden, w_p, pointwise_bias
+    )  # depthwise_separable_conv_jvp's last link, d_hidden being its first
     return (
         dg_input,
         dg_depthwise,
         dg_pointwise,
-        None if depthwise_bias is None else first[2],
+        dg_depthwise_bias,
         _zeros(pointwise_bias),
         grad_grad_output,
     )
@@ -362,25 +357,22 @@ def residual_block_double_backward(
     (d G_x = C_x^T(dG; W) + C_x^T(G; v_W)), each weight gradient with its cotangent and its
     input's tangent, each batch norm's by batch_norm_second plus its backward of the changed
     cotangent, and the ReLU masks not at all (piecewise linear)."""
-    blocks.residual_block(  # the arguments' own checks, under their own names
+    # the arguments' own checks, under their own names, then the forward values
+    values = blocks._residual_forward(
         input, conv1_weight, bn1_weight, bn1_bias, conv2_weight, bn2_weight, bn2_bias,
         shortcut_weight, shortcut_bn_weight, shortcut_bn_bias, stride, eps,
     )  # fmt: skip
     arrays: list[np.ndarray | None] = [
-        as_float_array(input, "input"),
-        conv1_weight,
-        bn1_weight,
-        bn1_bias,
-        conv2_weight,
-        bn2_weight,
-        bn2_bias,
-        shortcut_weight,
-        shortcut_bn_weight,
-        shortcut_bn_bias,
-    ]
-    x = arrays[0]
-    assert x is not None
-    values = blocks._residual_forward(*arrays, stride, eps)  # type: ignore[arg-type, call-arg]
+        None if a is None else as_float_array(a, name)
+        for a, name in zip(
+            (input, conv1_weight, bn1_weight, bn1_bias, conv2_weight, bn2_weight, bn2_bias,
+             shortcut_weight, shortcut_bn_weight, shortcut_bn_bias),
+            forward_mode.RESIDUAL_ARRAYS,
+            strict=True,
+        )
+    ]  # fmt: skip
+    x, w1, w2, ws = arrays[0], arrays[1], arrays[4], arrays[7]
+    assert x is not None and w1 is not None and w2 is not None
     given = forward_mode.check_tangents(
         grad_grads,
         tuple(zip(forward_mode.RESIDUAL_ARRAYS, arrays, strict=True)),
@@ -392,22 +384,19 @@ def residual_block_double_backward(
     assert vx is not None and v_w1 is not None and v_w2 is not None
     t = forward_mode.residual_tangents(v, arrays, values, stride, eps)
     g = _grad(grad_output, values.body + values.skip)
-    bn_backward, conv_backward = normalization.batch_norm_backward, conv.conv2d_backward
+    bn_backward = normalization.batch_norm_backward
+    # each convolution planned once; each adjoint computed alone, where it is read
+    conv1 = conv.Convolution(x.shape, w1.shape, stride, 1, dtype=x.dtype)
+    conv2 = conv.Convolution(values.hidden.shape, w2.shape, 1, 1, dtype=x.dtype)
     g_z = np.where(values.body + values.skip > 0, g, 0.0)
 
     g_a2 = bn_backward(g_z, values.a2, None, None, bn2_weight, bn2_bias, True, 0.0, eps)[0]
     dg_a2, dg_bn2_w = batch_norm_second(
         g_z, values.a2, None, None, bn2_weight, True, eps, t["a2"], v_g2
     )
-    dg_hidden = (
-        conv_backward(dg_a2, values.hidden, conv2_weight, None, 1, 1)[0]
-        + conv_backward(g_a2, values.hidden, v_w2, None, 1, 1)[0]
-    )
-    dg_conv2 = (
-        conv_backward(dg_a2, values.hidden, conv2_weight, None, 1, 1)[1]
-        + conv_backward(g_a2, t["hidden"], conv2_weight, None, 1, 1)[1]
-    )
-    g_hidden = conv_backward(g_a2, values.hidden, conv2_weight, None, 1, 1)[0]
+    dg_hidden = conv2.grad_input(dg_a2, w2) + conv2.grad_input(g_a2, v_w2)
+    dg_conv2 = conv2.grad_weight(dg_a2, values.hidden) + conv2.grad_weight(g_a2, t["hidden"])
+    g_hidden = conv2.grad_input(g_a2, w2)
     on = values.b1 > 0
     g_b1, dg_b1 = np.where(on, g_hidden, 0.0), np.where(on, dg_hidden, 0.0)
     g_a1 = bn_backward(g_b1, values.a1, None, None, bn1_weight, bn1_bias, True, 0.0, eps)[0]
@@ -418,32 +407,20 @@ def residual_block_double_backward(
     dg_a1 = moved[0] + second_a1
     assert moved[1] is not None and second_bn1_w is not None
     dg_bn1_w, dg_bn1_b = moved[1] + second_bn1_w, moved[2]
-    dg_input = (
-        conv_backward(dg_a1, x, conv1_weight, None, stride, 1)[0]
-        + conv_backward(g_a1, x, v_w1, None, stride, 1)[0]
-    )
-    dg_conv1 = (
-        conv_backward(dg_a1, x, conv1_weight, None, stride, 1)[1]
-        + conv_backward(g_a1, vx, conv1_weight, None, stride, 1)[1]
-    )
+    dg_input = conv1.grad_input(dg_a1, w1) + conv1.grad_input(g_a1, v_w1)
+    dg_conv1 = conv1.grad_weight(dg_a1, x) + conv1.grad_weight(g_a1, vx)
     shortcut: tuple[np.ndarray | None, ...] = (None, None, None)
     if values.a_s is not None:
-        assert shortcut_weight is not None and v_ws is not None
+        assert ws is not None and v_ws is not None
+        projection = conv.Convolution(x.shape, ws.shape, stride, dtype=x.dtype)
         g_as = bn_backward(
             g_z, values.a_s, None, None, shortcut_bn_weight, shortcut_bn_bias, True, 0.0, eps
         )[0]
         dg_as, dg_short_bn_w = batch_norm_second(
             g_z, values.a_s, None, None, shortcut_bn_weight, True, eps, t["a_s"], v_gs
         )
-        dg_input = (
-            dg_input
-            + conv_backward(dg_as, x, shortcut_weight, None, stride)[0]
-            + conv_backward(g_as, x, v_ws, None, stride)[0]
-        )
-        dg_short = (
-            conv_backward(dg_as, x, shortcut_weight, None, stride)[1]
-            + conv_backward(g_as, vx, shortcut_weight, None, stride)[1]
-        )
+        dg_input = dg_input + projection.grad_input(dg_as, ws) + projection.grad_input(g_as, v_ws)
+        dg_short = projection.grad_weight(dg_as, x) + projection.grad_weight(g_as, vx)
         shortcut = (dg_short, dg_short_bn_w, _zeros(shortcut_bn_bias))
     return (
         dg_input,

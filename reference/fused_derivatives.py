@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from reference import fused
-from reference.conv import conv2d_backward
+from reference._arguments import as_float_array
+from reference.conv import Convolution
 from reference.double_backward import Cotangents, Result, _filled, _grad, _zeros
 from reference.jvp import Tangents, batch_norm_parts, check_tangents, conv2d_jvp
 
@@ -65,6 +66,19 @@ def conv_bn_relu_jvp(
         groups,
     )  # fmt: skip
     r, x_hat = batch_norm_parts(v.conv, running_mean, running_var, False, eps)
+    return _output_tangent(v, dc, r, x_hat, bn_weight, d_gamma, d_beta)
+
+
+def _output_tangent(
+    v: fused.ConvBnPass,
+    dc: np.ndarray,
+    r: np.ndarray,
+    x_hat: np.ndarray,
+    bn_weight: np.ndarray | None,
+    d_gamma: np.ndarray | None,
+    d_beta: np.ndarray | None,
+) -> np.ndarray:
+    """dy = m (gamma r dc + d_gamma x_hat + d_beta), from the convolution's tangent dc."""
     dz = _per_channel(bn_weight) * r * dc
     if d_gamma is not None:
         dz = dz + _per_channel(d_gamma) * x_hat
@@ -101,23 +115,20 @@ def conv_bn_relu_double_backward(
     assert vx is not None and vw is not None
     grad = _grad(grad_output, v.normalized[0] if v.unbatched else v.normalized)
     grad = grad[np.newaxis] if v.unbatched else grad
-    knobs = (stride, padding, dilation, groups)
-    r, _ = batch_norm_parts(v.conv, running_mean, running_var, False, eps)
+    r, x_hat = batch_norm_parts(v.conv, running_mean, running_var, False, eps)
     h = np.where(v.normalized > 0, grad, 0.0)  # g m
     k = h * _per_channel(bn_weight) * r
     q = h * _per_channel(v_gamma, 0.0) * r
-    dc = conv2d_jvp([vx[np.newaxis] if v.unbatched else vx, vw, vb], v.input, weight, bias, *knobs)
-    zeros_x = np.zeros_like(v.input, dtype=np.float64)
-    d_input = conv2d_backward(k, zeros_x, vw, None, *knobs)[0]
-    d_input = d_input + conv2d_backward(q, zeros_x, weight, None, *knobs)[0]
     vx_batched = vx[np.newaxis] if v.unbatched else vx
-    d_weight = conv2d_backward(k, vx_batched, weight, None, *knobs)[1]
-    d_weight = d_weight + conv2d_backward(q, v.input, weight, None, *knobs)[1]
+    knobs = (stride, padding, dilation, groups)
+    dc = conv2d_jvp([vx_batched, vw, vb], v.input, weight, bias, *knobs)
+    # the convolution planned once, each adjoint computed alone, where it is read
+    w = as_float_array(weight, "weight")
+    conv = Convolution(v.input.shape, w.shape, *knobs, dtype=np.float64)
+    d_input = conv.grad_input(k, vw) + conv.grad_input(q, w)
+    d_weight = conv.grad_weight(k, vx_batched) + conv.grad_weight(q, v.input)
     axes = (0, 2, 3)
-    grad_grad_output = conv_bn_relu_jvp(
-        [vx, vw, vb, v_gamma, v_beta], input, weight, bias, running_mean, running_var, bn_weight,
-        bn_bias, stride, padding, dilation, groups, eps,
-    )  # fmt: skip
+    grad_grad_output = _output_tangent(v, dc, r, x_hat, bn_weight, v_gamma, v_beta)
     return (
         d_input[0] if v.unbatched else d_input,
         d_weight,

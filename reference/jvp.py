@@ -357,10 +357,12 @@ def depthwise_separable_conv_jvp(
     dilation: Any = 1,
 ) -> np.ndarray:
     """The chain rule through the depthwise then the pointwise convolution."""
-    blocks.depthwise_separable_conv(  # the arguments' own checks, under their own names
-        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-        padding, dilation,
-    )  # fmt: skip
+    # the arguments' own checks, under their own names (the depthwise's knobs by its call)
+    channels = blocks._check_separable(
+        input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias
+    )
+    depthwise = {"stride": stride, "padding": padding, "dilation": dilation, "groups": channels}
+    hidden = conv.conv2d(input, depthwise_weight, depthwise_bias, **depthwise)
     input = as_float_array(input, "input")
     primals = (
         ("input", input),
@@ -370,9 +372,6 @@ def depthwise_separable_conv_jvp(
         ("pointwise_bias", pointwise_bias),
     )
     dx, d_dw, d_pw, d_db, d_pb = check_tangents(tangents, primals, "depthwise_separable_conv")
-    channels = input.shape[-3] if input.ndim >= 3 else 0
-    depthwise = {"stride": stride, "padding": padding, "dilation": dilation, "groups": channels}
-    hidden = conv.conv2d(input, depthwise_weight, depthwise_bias, **depthwise)
     d_hidden = conv2d_jvp([dx, d_dw, d_db], input, depthwise_weight, depthwise_bias, **depthwise)
     return conv2d_jvp([d_hidden, d_pw, d_pb], hidden, pointwise_weight, pointwise_bias)
 
@@ -446,7 +445,8 @@ def residual_block_jvp(
     eps: float = 1e-5,
 ) -> np.ndarray:
     """The chain rule through conv, batch norm (batch statistics), ReLU and the shortcut."""
-    blocks.residual_block(  # the arguments' own checks, under their own names
+    # the arguments' own checks, under their own names, then the forward values
+    values = blocks._residual_forward(
         input, conv1_weight, bn1_weight, bn1_bias, conv2_weight, bn2_weight, bn2_bias,
         shortcut_weight, shortcut_bn_weight, shortcut_bn_bias, stride, eps,
     )  # fmt: skip
@@ -462,7 +462,6 @@ def residual_block_jvp(
         shortcut_bn_weight,
         shortcut_bn_bias,
     )
-    values = blocks._residual_forward(*arrays, stride, eps)
     return residual_tangents(tangents, arrays, values, stride, eps)["output"]
 
 
