@@ -177,6 +177,24 @@ def _backward(grad_output: np.ndarray, plan: TransposePlan) -> Gradients:
     return grad_input, grad_weight, grad_bias
 
 
+def conv_transpose_output_shape(
+    dims: int,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> tuple[int, ...]:
+    """The shape conv_transpose{dims}d returns for these arguments, checked as it checks
+    them, without computing it."""
+    return TransposedConvolution.checked(
+        dims, input, weight, bias, stride, padding, output_padding, groups, dilation
+    ).output_shape
+
+
 class TransposedConvolution:
     """conv_transpose{d}d of checked arguments, for the calls a derivative makes on other
     arrays of the same shapes and dtype (conv.Convolution's counterpart): the forward without

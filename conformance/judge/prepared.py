@@ -125,8 +125,8 @@ def oracle(prepared: Prepared) -> None:
     updated = with_copies(oracle_in, spec.mutated)
     direction = prepared.direction
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if direction in ("backward", "double_backward") and spec.output_shape is not None:
-            # the forward's shape, without the forward: the gradients need no more of it
+        if direction != "forward" and spec.output_shape is not None:
+            # the forward's shape, without the forward: the derivatives need no more of it
             forward: tuple[Any, ...] = ()
             prepared.output_shape = tuple(spec.output_shape(*updated.values(), **config))
         else:

@@ -326,6 +326,31 @@ def test_conv_output_shape_is_the_forwards_shape(dims: int, data: st.DataObject)
     assert conv_output_shape(dims, x, weight, bias, **example.config) == forward.shape
 
 
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_transpose_output_shape_is_the_forwards_shape(dims: int, data: st.DataObject) -> None:
+    """The shape a jvp's or backward's oracle takes instead of running the forward."""
+    from reference.conv_transpose import conv_transpose_output_shape
+
+    example = data.draw(conv_transpose_examples(dims))
+    x, weight, bias = (example.arrays[n] for n in ("input", "weight", "bias"))
+    forward = reference.__dict__[f"conv_transpose{dims}d"](x, weight, bias, **example.config)
+    shape = conv_transpose_output_shape(dims, x, weight, bias, **example.config)
+    assert shape == forward.shape
+
+
+def test_conv_transpose_output_shape_refuses_what_the_forward_refuses() -> None:
+    from reference.conv_transpose import conv_transpose_output_shape
+
+    x, weight = np.zeros((1, 3, 4)), np.zeros((2, 3, 5))
+    with pytest.raises(ValueError, match="expects 2") as shape_error:
+        conv_transpose_output_shape(1, x, weight)
+    with pytest.raises(ValueError) as forward_error:
+        reference.conv_transpose1d(x, weight)
+    assert str(shape_error.value) == str(forward_error.value)
+
+
 def test_conv_output_shape_refuses_what_the_forward_refuses() -> None:
     from reference.conv import conv_output_shape
 

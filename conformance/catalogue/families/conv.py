@@ -13,6 +13,7 @@ from conformance.catalogue.spec import OpSpec, Region, per_dim
 from conformance.catalogue.strategies.conv import conv_examples, conv_transpose_examples
 from conformance.catalogue.strategies.knobs import omitting_defaults
 from reference.conv import conv_output_shape
+from reference.conv_transpose import conv_transpose_output_shape
 from reference.padding import PADDING_MODES
 from reference.shapes import same_padding
 
@@ -219,6 +220,7 @@ SPECS: tuple[OpSpec, ...] = (
             conv_transpose_terms,
             conv_transpose_regions,
             d,
+            partial(conv_transpose_output_shape, d),
         )
         for d in (1, 2, 3)
     ),
