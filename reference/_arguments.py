@@ -181,3 +181,61 @@ def check_bias(bias: object, channels: int, name: str = "bias") -> np.ndarray | 
     if array.shape != (channels,):
         raise ValueError(f"{name} must have shape ({channels},), got {array.shape}")
     return array
+
+
+# --- checked plans, remembered ---------------------------------------------------------------
+
+_PLAIN = (int, bool, str, float, type(None))
+
+
+def _typed(value: object) -> object:
+    """``value`` as a hashable key that tells apart what the checks tell apart (1, True and
+    1.0 are equal in Python and different to a check); None where it cannot be one."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind, value)
+    if kind is tuple:
+        items = tuple(_typed(item) for item in value)  # type: ignore[attr-defined]
+        return None if None in items else (tuple, items)
+    return None  # lists, NumPy scalars, anything else: planned afresh each time
+
+
+def plan_key(arrays: Sequence[object], knobs: Sequence[object]) -> tuple | None:
+    """What a plan's checks read of a call: each array's shape and dtype (a plain C-contiguous
+    float ndarray, which as_float_array returns as it is, or None) and each knob, typed; None
+    where the call has something else (then it is planned afresh)."""
+    parts: list[object] = []
+    for array in arrays:
+        if array is None:
+            parts.append(None)
+        elif type(array) is np.ndarray and array.dtype.kind == "f" and array.flags.c_contiguous:
+            parts.append((array.shape, array.dtype))
+        else:
+            return None
+    for knob in knobs:
+        typed = _typed(knob)
+        if typed is None:
+            return None
+        parts.append(typed)
+    return tuple(parts)
+
+
+class PlanCache:
+    """The checked geometry of calls already planned, by plan_key: a call with the same
+    arrays' shapes and dtypes and the same knobs passes the same checks and gets the same
+    geometry, so only the first pays for them (tens of microseconds a plan; an example's
+    oracle and bound plan the same call several times). Bounded: cleared when full."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: dict[tuple, tuple] = {}
+        self._size = size
+
+    def get(self, key: tuple | None) -> tuple | None:
+        return None if key is None else self._entries.get(key)
+
+    def put(self, key: tuple | None, geometry: tuple) -> None:
+        if key is None:
+            return
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[key] = geometry

@@ -19,6 +19,7 @@ import numpy as np
 from reference import _windows
 from reference._arguments import (
     IntOrTuple,
+    PlanCache,
     as_float_array,
     batched,
     check_bias,
@@ -26,6 +27,7 @@ from reference._arguments import (
     describe,
     non_negative,
     ntuple,
+    plan_key,
     positive,
     positive_int,
 )
@@ -109,6 +111,37 @@ def check_spatial(input: np.ndarray) -> None:
 
 
 def plan_conv(
+    dims: int,
+    op: str,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> ConvPlan:
+    knobs = (dims, op, stride, padding, dilation, groups, padding_mode)
+    key = plan_key((input, weight, bias), knobs)
+    known = _PLANS.get(key)
+    if known is not None:  # the same shapes, dtypes and knobs passed every check below
+        unbatched, *geometry = known
+        assert isinstance(input, np.ndarray)
+        x = input[np.newaxis] if unbatched else input
+        return ConvPlan(x, unbatched, weight, bias, *geometry)
+    plan = _plan_conv(
+        dims, op, input, weight, bias, stride, padding, dilation, groups, padding_mode
+    )
+    _PLANS.put(key, (plan.unbatched, plan.stride, plan.dilation, plan.pads, plan.padding_mode,
+                     plan.groups, plan.out_size))  # fmt: skip
+    return plan
+
+
+_PLANS = PlanCache()
+
+
+def _plan_conv(
     dims: int,
     op: str,
     input: np.ndarray,

@@ -17,11 +17,13 @@ import numpy as np
 from reference import _windows
 from reference._arguments import (
     IntOrTuple,
+    PlanCache,
     as_float_array,
     batched,
     check_bias,
     non_negative,
     ntuple,
+    plan_key,
     positive,
     positive_int,
 )
@@ -80,6 +82,37 @@ class TransposePlan:
 
 
 def plan_conv_transpose(
+    dims: int,
+    op: str,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> TransposePlan:
+    knobs = (dims, op, stride, padding, output_padding, groups, dilation)
+    key = plan_key((input, weight, bias), knobs)
+    known = _PLANS.get(key)
+    if known is not None:  # the same shapes, dtypes and knobs passed every check below
+        unbatched, *geometry = known
+        assert isinstance(input, np.ndarray)
+        x = input[np.newaxis] if unbatched else input
+        return TransposePlan(x, unbatched, weight, bias, *geometry)
+    plan = _plan_conv_transpose(
+        dims, op, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    _PLANS.put(key, (plan.unbatched, plan.stride, plan.padding, plan.dilation, plan.groups,
+                     plan.full_size, plan.out_size))  # fmt: skip
+    return plan
+
+
+_PLANS = PlanCache()
+
+
+def _plan_conv_transpose(
     dims: int,
     op: str,
     input: np.ndarray,

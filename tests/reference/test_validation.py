@@ -210,3 +210,49 @@ def test_bytes_are_not_a_tuple_of_sizes() -> None:
         reference.conv2d(X2, W2, padding=b"\x01\x01")
     with pytest.raises(TypeError, match="output_size"):
         reference.adaptive_avg_pool2d(P2, b"\x02\x02")
+
+
+# --- remembered plans: a call that passed its checks lends its geometry only to the same call
+
+
+def test_a_remembered_plan_is_only_lent_to_a_call_its_checks_would_pass() -> None:
+    """After a valid call, the same shapes with a knob that is equal in Python but not to a
+    check (True for 1, 1.0 for 1), another dtype, or a bias of another shape still fail
+    their checks; a list (not remembered) is checked each time."""
+    reference.conv2d(X2, W2, stride=1, padding=1)
+    reference.max_pool2d(X2, 2, stride=1)
+    reference.conv_transpose2d(X2, np.zeros((2, 3, 3, 3)), stride=1)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        reference.conv2d(X2, W2, stride=True, padding=1)
+    with pytest.raises(TypeError, match="padding must be an int"):
+        reference.conv2d(X2, W2, stride=1, padding=1.0)
+    with pytest.raises(TypeError, match="weight must have the same dtype as input"):
+        reference.conv2d(X2, W2.astype(np.float32), stride=1, padding=1)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        reference.conv2d(X2, W2, np.zeros(3), stride=1, padding=1)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        reference.max_pool2d(X2, 2, stride=True)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        reference.conv_transpose2d(X2, np.zeros((2, 3, 3, 3)), stride=True)
+    with pytest.raises(ValueError, match="stride must be positive"):
+        reference.conv2d(X2, W2, stride=[0], padding=1)
+    np.testing.assert_array_equal(
+        reference.conv2d(X2 + 1, W2 + 1, stride=[1], padding=1),
+        reference.conv2d(X2 + 1, W2 + 1, stride=1, padding=1),
+    )
+
+
+def test_plan_keys_tell_apart_what_the_checks_tell_apart() -> None:
+    from reference._arguments import plan_key
+
+    x = np.zeros((1, 2, 5))
+    assert plan_key((x,), (1,)) != plan_key((x,), (True,)) != plan_key((x,), (1.0,))
+    assert plan_key((x,), ((1, 2),)) != plan_key((x,), ((1, True),))
+    assert plan_key((x,), (1,)) != plan_key((x.astype(np.float32),), (1,))
+    assert plan_key((x, None), (1,)) != plan_key((x, np.zeros(2)), (1,))
+    # planned afresh: lists, NumPy scalars, non-contiguous or non-float arrays, array-likes
+    assert plan_key((x,), ([1],)) is None
+    assert plan_key((x,), (np.int64(1),)) is None
+    assert plan_key((x[..., ::2],), (1,)) is None
+    assert plan_key((x.astype(np.int64),), (1,)) is None
+    assert plan_key(([0.0],), (1,)) is None
