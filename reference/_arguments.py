@@ -185,19 +185,26 @@ def check_bias(bias: object, channels: int, name: str = "bias") -> np.ndarray | 
 
 # --- checked plans, remembered ---------------------------------------------------------------
 
-_PLAIN = (int, bool, str, float, type(None))
+_UNKEYED = object()  # a value no key is made of
 
 
 def _typed(value: object) -> object:
     """``value`` as a hashable key that tells apart what the checks tell apart (1, True and
-    1.0 are equal in Python and different to a check); None where it cannot be one."""
+    1.0 are equal in Python and different to a check: ints, strings and None stand for
+    themselves, which no other key equals, bools and floats carry their type); _UNKEYED
+    where it cannot be one."""
     kind = type(value)
-    if kind in _PLAIN:
-        return (kind, value)
+    if kind is int or kind is str or value is None:
+        return value
     if kind is tuple:
-        items = tuple(_typed(item) for item in value)  # type: ignore[attr-defined]
-        return None if None in items else (tuple, items)
-    return None  # lists, NumPy scalars, anything else: planned afresh each time
+        items: tuple = value  # type: ignore[assignment]
+        if all(type(item) is int for item in items):
+            return items
+        typed = tuple(_typed(item) for item in items)
+        return _UNKEYED if any(item is _UNKEYED for item in typed) else (tuple, typed)
+    if kind is bool or kind is float:
+        return (kind, value)
+    return _UNKEYED  # lists, NumPy scalars, anything else: planned afresh each time
 
 
 def plan_key(arrays: Sequence[object], knobs: Sequence[object]) -> tuple | None:
@@ -214,7 +221,7 @@ def plan_key(arrays: Sequence[object], knobs: Sequence[object]) -> tuple | None:
             return None
     for knob in knobs:
         typed = _typed(knob)
-        if typed is None:
+        if typed is _UNKEYED:
             return None
         parts.append(typed)
     return tuple(parts)
