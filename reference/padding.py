@@ -92,6 +92,7 @@ def pad_backward(
         size = spatial_shape[offset]
         moved = np.moveaxis(grad, axis, 0)
         folded = np.zeros((size, *moved.shape[1:]), dtype=grad.dtype)
-        np.add.at(folded, pad_indices(size, before, after, padding_mode), moved)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN, as IEEE says
+            np.add.at(folded, pad_indices(size, before, after, padding_mode), moved)
         grad = np.moveaxis(folded, 0, axis)
     return grad
