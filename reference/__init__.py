@@ -7,6 +7,7 @@ differentiable inputs as a tuple, in argument order; ``<op>_jvp`` (forward mode)
 reference.double_backward.
 """
 
+from reference._grouped import set_threads
 from reference._windows import set_im2col_budget
 from reference.adaptive import (
     adaptive_avg_pool1d,
@@ -296,6 +297,7 @@ __all__ = [
     "residual_block_jvp",
     "same_padding",
     "set_im2col_budget",
+    "set_threads",
     "unfold",
     "unfold_backward",
     "unfold_double_backward",

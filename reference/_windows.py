@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from reference import _grouped
 from reference._arguments import describe, is_int
 
 
@@ -177,6 +178,10 @@ def correlate(
     batch = x_padded.shape[0]
     out_channels, in_per_group = weight.shape[:2]
     kernel_size = weight.shape[2:]
+    macs = batch * out_channels * in_per_group * math.prod(kernel_size) * math.prod(out_size)
+    if _grouped.use(x_padded, weight, groups, macs):
+        geo = _grouped.geometry(x_padded.shape[2:], kernel_size, stride, dilation, out_size)
+        return _grouped.correlate(x_padded, weight, groups, geo)
     if per_tap(groups, in_per_group):
         return _correlate_per_tap(x_padded, weight, stride, dilation, groups, out_size)
     dims = len(kernel_size)
@@ -208,6 +213,11 @@ def correlate_backward_input(
 ) -> np.ndarray:
     """Adjoint of :func:`correlate` in x: col2im of W^T @ grad, onto (N, C, *padded_size);
     for a grouped conv, W_k^T @ grad added tap by tap (no (Cg*K, N*O) buffer per group)."""
+    kernel_size, out_size = weight.shape[2:], grad_output.shape[2:]
+    macs = math.prod(grad_output.shape) * weight.shape[1] * math.prod(kernel_size)
+    if _grouped.use(grad_output, weight, groups, macs) and np.isfinite(weight).all():
+        geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
+        return _grouped.correlate_backward_input(grad_output, weight, groups, geo)
     if groups > 1:
         return _backward_input_per_tap(grad_output, weight, stride, dilation, groups, padded_size)
     batch = grad_output.shape[0]
@@ -259,12 +269,20 @@ def correlate_backward_weight(
     groups: int,
 ) -> np.ndarray:
     """Adjoint of :func:`correlate` in W: grad @ cols^T, as (G*Co, Cg, *kernel_size)."""
+    out_size = grad_output.shape[2:]
+    macs = math.prod(grad_output.shape) * x_padded.shape[1] // groups * math.prod(kernel_size)
+    if _grouped.use(x_padded, grad_output, groups, macs):
+        geo = _grouped.geometry(x_padded.shape[2:], kernel_size, stride, dilation, out_size)
+        grad = _grouped.correlate_backward_weight(x_padded, grad_output, groups, geo)
+        if grad is not None:
+            return grad.reshape(*grad.shape[:2], *kernel_size)
     if per_tap(groups, x_padded.shape[1] // groups):
         return _backward_weight_per_tap(
             x_padded, grad_output, kernel_size, stride, dilation, groups
         )
     columns = _columns(x_padded, groups, kernel_size, stride, dilation, grad_output.shape[2:])
-    grad_weight = np.matmul(_grad_rows(grad_output, groups), columns.transpose(0, 2, 1))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as IEEE says
+        grad_weight = np.matmul(_grad_rows(grad_output, groups), columns.transpose(0, 2, 1))
     return grad_weight.reshape(grad_output.shape[1], x_padded.shape[1] // groups, *kernel_size)
 
 
@@ -279,7 +297,7 @@ def per_tap(groups: int, in_per_group: int) -> bool:
     return groups > 1 and in_per_group >= PER_TAP_MIN_CHANNELS
 
 
-def _grouped(array: np.ndarray, groups: int) -> np.ndarray:
+def _split_groups(array: np.ndarray, groups: int) -> np.ndarray:
     """(N, G*C, *S) as (N, G, C, *S), a view."""
     return array.reshape(array.shape[0], groups, array.shape[1] // groups, *array.shape[2:])
 
@@ -296,7 +314,7 @@ def _correlate_per_tap(
     batch, positions = x_padded.shape[0], math.prod(out_size)
     per_group, in_per_group = weight.shape[0] // groups, weight.shape[1]
     taps = weight.reshape(groups, per_group, in_per_group, *weight.shape[2:])
-    x = _grouped(x_padded, groups)
+    x = _split_groups(x_padded, groups)
     out = np.zeros((batch, groups, per_group, positions), dtype=np.result_type(x, weight))
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0, inf - inf: IEEE's NaN
         for tap in np.ndindex(*weight.shape[2:]):
@@ -319,7 +337,7 @@ def _backward_input_per_tap(
     positions, dims = math.prod(out_size), len(out_size)
     per_group, in_per_group = weight.shape[0] // groups, weight.shape[1]
     taps = weight.reshape(groups, per_group, in_per_group, *weight.shape[2:])
-    grad = _grouped(grad_output, groups)
+    grad = _split_groups(grad_output, groups)
     dtype = np.result_type(grad_output, weight)
     grad_x = np.zeros((batch, groups, in_per_group, *padded_size), dtype=dtype)
     for tap in np.ndindex(*weight.shape[2:]):
@@ -348,9 +366,9 @@ def _backward_weight_per_tap(
     batch, out_size = x_padded.shape[0], grad_output.shape[2:]
     positions = math.prod(out_size)
     per_group, in_per_group = grad_output.shape[1] // groups, x_padded.shape[1] // groups
-    planes = _grouped(grad_output, groups).reshape(batch, groups, per_group, positions)
+    planes = _split_groups(grad_output, groups).reshape(batch, groups, per_group, positions)
     grad = planes.transpose(1, 2, 0, 3).reshape(groups, per_group, batch * positions)
-    x = _grouped(x_padded, groups)
+    x = _split_groups(x_padded, groups)
     dtype = np.result_type(x_padded, grad_output)
     grad_weight = np.empty((groups, per_group, in_per_group, *kernel_size), dtype=dtype)
     for tap in np.ndindex(*kernel_size):

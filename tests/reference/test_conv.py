@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import reference
 from conformance.catalogue.example import Example
 from conformance.catalogue.strategies.conv import conv_examples, conv_transpose_examples
-from reference import _windows
+from reference import _grouped, _windows
 from reference.shapes import same_padding
 from tests.reference import brute_force
 
@@ -54,18 +54,24 @@ def conv_pads(config: dict, weight: np.ndarray) -> list[tuple[int, int]]:
 @contextlib.contextmanager
 def product_layout(layout: str) -> Iterator[None]:
     """Force correlate's NCHW-native product ("native"), its channel-major one
-    ("channel-major") or, for a grouped conv, its tap-by-tap one ("per-tap") whatever the
-    size, so that brute force checks each on every example."""
-    saved = _windows.native_layout, _windows.per_tap
+    ("channel-major"), for a grouped conv its tap-by-tap one ("per-tap") or the blocked,
+    threaded engine of large grouped convs ("blocked": two threads, one-group blocks, tiny
+    products) whatever the size, so that brute force checks each on every example."""
+    saved = _windows.native_layout, _windows.per_tap, dict(_grouped.GROUPED)
     _windows.native_layout = lambda *arguments: layout == "native"
     _windows.per_tap = lambda groups, channels: layout == "per-tap" and groups > 1
+    if layout == "blocked":
+        _grouped.GROUPED.update(
+            min_macs=0, thread_min_macs=0, threads=2, block_bytes=1, gemm_macs=64
+        )
     try:
         yield
     finally:
-        _windows.native_layout, _windows.per_tap = saved
+        _windows.native_layout, _windows.per_tap = saved[:2]
+        _grouped.GROUPED.update(saved[2])
 
 
-@pytest.mark.parametrize("layout", ["native", "channel-major", "per-tap"])
+@pytest.mark.parametrize("layout", ["native", "channel-major", "per-tap", "blocked"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
@@ -90,16 +96,18 @@ def test_conv_matches_brute_force(dims: int, layout: str, data: st.DataObject) -
     np.testing.assert_array_equal(batched(got, dims), expected)
 
 
+@pytest.mark.parametrize("layout", ["channel-major", "blocked"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_conv_transpose_matches_brute_force(dims: int, data: st.DataObject) -> None:
+def test_conv_transpose_matches_brute_force(dims: int, layout: str, data: st.DataObject) -> None:
     example = data.draw(conv_transpose_examples(dims))
     arrays = integer_arrays(example)
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
     assert x is not None and weight is not None
     config = example.config
-    got = reference.__dict__[f"conv_transpose{dims}d"](x, weight, bias, **config)
+    with product_layout(layout):
+        got = reference.__dict__[f"conv_transpose{dims}d"](x, weight, bias, **config)
     expected = brute_force.conv_transpose(
         batched(x, dims),
         weight,
@@ -136,7 +144,7 @@ def _linear_identities(op: str, example: Example) -> None:
         assert float(np.vdot(bias, grad_bias)) == with_bias - loss
 
 
-@pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
+@pytest.mark.parametrize("layout", ["channel-major", "per-tap", "blocked"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())
@@ -192,7 +200,7 @@ def test_a_planned_convolution_names_what_does_not_fit_its_plan() -> None:
         planned.grad_weight(np.ones((1, 3, 2)), [[1.0]])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("layout", ["channel-major", "per-tap"])
+@pytest.mark.parametrize("layout", ["channel-major", "per-tap", "blocked"])
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=40)
 @given(data=st.data())

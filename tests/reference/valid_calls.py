@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import reference
-from reference import _windows
+from reference import _grouped, _windows
 from reference import layers as layer_module
 from reference.layers import BatchNorm, Conv, ConvTranspose, Linear, Pool, Residual, Sequential
 from reference.receptive_field import Field
@@ -386,6 +386,19 @@ def _set_budget(limit: Any) -> int:
 
 
 TABLE["set_im2col_budget"] = Row(lambda: {"limit": 3 * 2**30}, {"limit": Count()}, _set_budget)
+
+
+def _set_threads(count: Any) -> int:
+    """Set the threads, read them back, and restore them whatever happens."""
+    before = _grouped.GROUPED["threads"]
+    try:
+        reference.set_threads(count)
+        return _grouped.GROUPED["threads"]
+    finally:
+        _grouped.GROUPED["threads"] = before
+
+
+TABLE["set_threads"] = Row(lambda: {"count": 2}, {"count": Count()}, _set_threads)
 
 
 def _shape_row(valid: Kwargs, **kinds: Kind) -> Row:

@@ -1,0 +1,390 @@
+"""Large grouped and depthwise convolutions: im2col in cache-sized blocks, on a thread pool.
+
+The engine of :mod:`reference._windows` builds one im2col matrix for the whole batch; for a
+grouped conv each group's slice of it is thin and out of cache, and every copy and product
+runs on one core. Here the work is cut into blocks of (image, a few groups) whose buffers fit
+in a core's L2 cache, and the blocks are shared among a few threads (NumPy's copies and
+OpenBLAS release the GIL).
+
+The columns are "wide": a padded input plane flattened, the output position q (row-major over
+the spatial axes) is laid at sum_a q_a * Q_a, the flat stride of axis a in the (phase) plane,
+so that each tap's column row is one contiguous run of the plane, x[offset_k : offset_k +
+span], and its copy is a memcpy. Positions q_a >= out_size[a] on the inner axes are garbage
+that the forward pass crops. A strided conv first splits each plane into stride-phase planes
+(x[..., p::s]), in which every tap is again a shift.
+
+Every output element is computed by one block and one thread, with the same products and
+sums, whatever the number of threads: results are bitwise the same on 1 or 16 threads.
+grad_weight's sum over the batch is a separate (N, ...) array reduced in batch order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reference._arguments import describe, is_int
+
+
+def _default_threads() -> int:
+    text = os.environ.get("REFERENCE_THREADS", "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"REFERENCE_THREADS must be a positive integer, got {text!r}")
+        return int(text)
+    return 1
+
+
+# The tuning of the engine (the tests set min_macs to 0 to send tiny convs through it):
+# - threads: the most threads one convolution uses (reference.set_threads; the environment
+#   variable REFERENCE_THREADS sets the default). One by default: on the 2-core bench
+#   machine, shared with other work, two threads measured no faster and often slower
+#   (depthwise 64 @56 forward 14.8 ms on one, 30.3 on two; g=32 256 @28 15.6 against 32.1;
+#   g=8 128 @28 13.7 and 13.6), and a campaign's pytest-xdist workers already fill the cores;
+# - min_macs: convolutions with fewer multiply-adds keep _windows' paths (a campaign's
+#   examples are far below: they pay no block loop, and their bits are what they were);
+# - thread_min_macs: below it one thread does all blocks (a pool's hand-off costs ~50 us);
+# - block_bytes: a block's column buffer, about a core's L2;
+# - gemm_macs: the largest product handed to BLAS at once. OpenBLAS runs a product of at
+#   most 4 * 65536 multiply-adds on the calling thread; a larger one wakes its own threads,
+#   which then fight ours for the cores (a 16x144x838 product: 4.8 GMAC/s against 21).
+GROUPED = {
+    "threads": _default_threads(),
+    "min_macs": 1 << 20,
+    "thread_min_macs": 1 << 22,
+    "block_bytes": 1 << 20,
+    "gemm_macs": 1 << 18,
+}
+
+
+def set_threads(count: int) -> None:
+    """Set the most threads one large grouped or depthwise convolution may use (the default
+    is 1, or the REFERENCE_THREADS environment variable). Results do not depend on it, bit
+    for bit."""
+    if not is_int(count):
+        raise TypeError(f"count (the reference's threads) must be an int, got {describe(count)}")
+    if count < 1:
+        raise ValueError(f"count (the reference's threads) must be at least 1, got {count}")
+    GROUPED["threads"] = int(count)
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's helper threads, created on first use and kept (grown when asked for
+    more)."""
+    with _POOL_LOCK:
+        pool = _POOL.get(0)
+        if pool is None or pool._max_workers < workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = _POOL[0] = ThreadPoolExecutor(workers, thread_name_prefix="reference")
+        return pool
+
+
+Block = tuple[int, int, int]  # (image, first group, end group)
+
+
+def _run(
+    blocks: list[Block], work: Callable[[Callable[[], Block | None]], None], macs: int
+) -> None:
+    """work(take) on the caller's thread and up to threads - 1 of the pool's, each calling
+    take() for its next block until it answers None. Blocks go to whichever thread is free
+    (a core shared with another process slows one thread, not the whole call); which thread
+    computes a block never changes its result."""
+    threads = min(GROUPED["threads"], len(blocks))
+    lock = threading.Lock()
+    queue = iter(blocks)
+
+    def take() -> Block | None:
+        with lock:
+            return next(queue, None)
+
+    if threads <= 1 or macs < GROUPED["thread_min_macs"]:
+        work(take)
+        return
+    futures: list[Future[None]] = [
+        _pool(threads - 1).submit(work, take) for _ in range(threads - 1)
+    ]
+    try:
+        work(take)
+    finally:
+        for future in futures:
+            future.result()
+
+
+def use(x: np.ndarray, weight: np.ndarray, groups: int, macs: int) -> bool:
+    """Whether this engine runs a conv: grouped, large, and in a dtype BLAS multiplies."""
+    return (
+        groups > 1
+        and macs >= GROUPED["min_macs"]
+        and x.dtype == weight.dtype
+        and x.dtype in (np.float32, np.float64)
+    )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where each tap's columns lie in the (phase-split) flattened padded planes."""
+
+    padded_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    phase_size: tuple[int, ...]  # Q: a stride-phase plane's size, ceil(padded / stride)
+    taps: tuple[tuple[int, int], ...]  # per tap (weight order): phase, flat offset
+    span: int  # wide columns from the first output to the last
+    wide: int  # out_size[0] rows of the phase plane: the wide buffer's length
+    # at stride 1, the taps' offsets as a lattice: (kernel_size, flat step per kernel axis)
+    lattice: tuple[tuple[int, ...], tuple[int, ...]] | None
+
+    @property
+    def phases(self) -> int:
+        return math.prod(self.stride)
+
+    @property
+    def plane(self) -> int:
+        return math.prod(self.phase_size)
+
+    def crop(self, wide: np.ndarray) -> np.ndarray:
+        """The valid outputs (..., *out_size) of wide buffers (..., wide)."""
+        rows = wide.reshape(*wide.shape[:-1], self.out_size[0], *self.phase_size[1:])
+        return rows[_at(*(slice(0, o) for o in self.out_size[1:]))]
+
+
+def geometry(
+    padded_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out_size: Sequence[int],
+) -> Geometry:
+    phase_size = tuple(-(-p // s) for p, s in zip(padded_size, stride, strict=True))
+    flat = [math.prod(phase_size[a + 1 :]) for a in range(len(phase_size))]
+    taps = []
+    for tap in np.ndindex(*kernel_size):
+        shifts = [k * d for k, d in zip(tap, dilation, strict=True)]
+        phase = [t % s for t, s in zip(shifts, stride, strict=True)]
+        offset = sum(t // s * f for t, s, f in zip(shifts, stride, flat, strict=True))
+        taps.append((int(np.ravel_multi_index(phase, stride)) if phase else 0, offset))
+    span = sum((o - 1) * f for o, f in zip(out_size, flat, strict=True)) + 1
+    lattice = None
+    if all(s == 1 for s in stride):
+        steps = tuple(d * f for d, f in zip(dilation, flat, strict=True))
+        lattice = (tuple(kernel_size), steps)
+    return Geometry(
+        tuple(padded_size), tuple(out_size), tuple(stride), phase_size, tuple(taps), span,
+        out_size[0] * flat[0], lattice,
+    )  # fmt: skip
+
+
+def _at(*parts: Any) -> tuple[Any, ...]:
+    """An index over the trailing axes: (..., *parts)."""
+    return (Ellipsis, *parts)
+
+
+def _phases_of(phase: tuple[int, ...], stride: tuple[int, ...]) -> tuple[Any, ...]:
+    return _at(*(slice(p, None, s) for p, s in zip(phase, stride, strict=True)))
+
+
+def _phase_split(x: np.ndarray, geo: Geometry) -> np.ndarray:
+    """x (B, C, *padded) as (B, C, phases, Q): the planes themselves at stride 1 (a view),
+    else each phase x[..., p::s] copied into a zero-filled plane."""
+    if geo.phases == 1:
+        return x.reshape(*x.shape[:2], 1, geo.plane)
+    out = np.zeros((*x.shape[:2], *geo.stride, *geo.phase_size), dtype=x.dtype)
+    for phase in np.ndindex(*geo.stride):
+        part = x[_phases_of(phase, geo.stride)]
+        out[_at(*phase, *(slice(0, n) for n in part.shape[2:]))] = part
+    return out.reshape(*x.shape[:2], geo.phases, geo.plane)
+
+
+def _phase_join(planes: np.ndarray, geo: Geometry, out: np.ndarray) -> None:
+    """The inverse of :func:`_phase_split`: planes (B, C, phases, Q) into out (B, C, *padded)."""
+    split = planes.reshape(*planes.shape[:2], *geo.stride, *geo.phase_size)
+    for phase in np.ndindex(*geo.stride):
+        target = out[_phases_of(phase, geo.stride)]
+        target[...] = split[_at(*phase, *(slice(0, n) for n in target.shape[2:]))]
+
+
+def _fill_columns(columns: np.ndarray, planes: np.ndarray, geo: Geometry) -> None:
+    """columns (B, Cg, taps, >= span) [..., :span] from planes (B, Cg, phases, Q): at stride
+    1 the taps' runs are one strided view of the planes, copied at once."""
+    if geo.lattice is not None:
+        shape = (*planes.shape[:2], *geo.lattice[0], geo.span)
+        strides = (
+            *planes.strides[:2],
+            *(planes.itemsize * f for f in geo.lattice[1]),
+            planes.itemsize,
+        )
+        view = np.lib.stride_tricks.as_strided(planes, shape, strides, writeable=False)
+        target = columns.reshape(*planes.shape[:2], *geo.lattice[0], columns.shape[-1])
+        target[..., : geo.span] = view
+        return
+    for k, (phase, offset) in enumerate(geo.taps):
+        columns[:, :, k, : geo.span] = planes[:, :, phase, offset : offset + geo.span]
+
+
+def _blocks(batch: int, groups: int, per_group_bytes: int) -> tuple[list[Block], int]:
+    size = max(1, min(groups, GROUPED["block_bytes"] // max(per_group_bytes, 1)))
+    blocks = [(n, g, min(groups, g + size)) for n in range(batch) for g in range(0, groups, size)]
+    return blocks, size
+
+
+def _chunk(rows: int, depth: int) -> int:
+    """Columns per product of a (rows, depth) matrix: at most gemm_macs multiply-adds, and
+    for a matrix-vector product (one row) at most 9216 matrix elements, where OpenBLAS's gemv
+    starts its threads."""
+    limit = GROUPED["gemm_macs"] if rows > 1 else min(GROUPED["gemm_macs"], 2304 * 4)
+    return max(1, limit // max(rows * depth, 1))
+
+
+def correlate(x_padded: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry) -> np.ndarray:
+    """:func:`reference._windows.correlate` for a large grouped conv."""
+    batch = x_padded.shape[0]
+    out_channels, in_per_group = weight.shape[:2]
+    per_group, taps = out_channels // groups, len(geo.taps)
+    depth = in_per_group * taps
+    matrix = weight.reshape(groups, per_group, depth)
+    out = np.empty((batch, out_channels, *geo.out_size), dtype=x_padded.dtype)
+    blocks, size = _blocks(batch, groups, depth * geo.wide * x_padded.itemsize)
+    step = _chunk(per_group, depth)
+
+    def work(take: Callable[[], Block | None]) -> None:
+        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=x_padded.dtype)
+        product = np.empty((size, per_group, geo.wide), dtype=x_padded.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as IEEE says
+            while (block := take()) is not None:
+                n, g0, g1 = block
+                planes = _phase_split(
+                    x_padded[n : n + 1, g0 * in_per_group : g1 * in_per_group], geo
+                )
+                cols = columns[: g1 - g0]
+                _fill_columns(cols, planes.reshape(g1 - g0, in_per_group, *planes.shape[2:]), geo)
+                cols = cols.reshape(g1 - g0, depth, geo.wide)
+                prod = product[: g1 - g0]
+                for t in range(0, geo.span, step):
+                    end = min(geo.span, t + step)
+                    np.matmul(matrix[g0:g1], cols[:, :, t:end], out=prod[:, :, t:end])
+                out[n, g0 * per_group : g1 * per_group] = geo.crop(
+                    prod.reshape((g1 - g0) * per_group, geo.wide)
+                )
+
+    _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
+    return out
+
+
+def correlate_backward_input(
+    grad_output: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry
+) -> np.ndarray:
+    """:func:`reference._windows.correlate_backward_input` for a large grouped conv with a
+    finite weight: per block the columns W^T @ grad, added tap by tap onto the planes.
+
+    The garbage columns of the wide grad are zeros, whose products (+-0 with a finite
+    weight) leave every sum as it was, started from +0 as it is."""
+    batch, out_channels = grad_output.shape[:2]
+    in_per_group = weight.shape[1]
+    per_group, taps = out_channels // groups, len(geo.taps)
+    depth = in_per_group * taps
+    transposed = weight.reshape(groups, per_group, depth).transpose(0, 2, 1)
+    dtype = grad_output.dtype
+    grad_x = np.zeros((batch, groups * in_per_group, *geo.padded_size), dtype=dtype)
+    blocks, size = _blocks(batch, groups, depth * geo.wide * dtype.itemsize)
+    step = _chunk(per_group, depth)
+
+    def work(take: Callable[[], Block | None]) -> None:
+        grad_wide = np.zeros((size, per_group, geo.wide), dtype=dtype)
+        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
+        split = (size, in_per_group, geo.phases, geo.plane)
+        scratch = np.empty(split, dtype=dtype) if geo.phases > 1 else None
+        with np.errstate(invalid="ignore", over="ignore"):
+            while (block := take()) is not None:
+                n, g0, g1 = block
+                count = g1 - g0
+                wide = grad_wide[:count]
+                rows = grad_output[n, g0 * per_group : g1 * per_group]
+                geo.crop(wide)[...] = rows.reshape(count, per_group, *geo.out_size)
+                cols = columns[:count].reshape(count, depth, geo.wide)
+                for t in range(0, geo.span, step):
+                    end = min(geo.span, t + step)
+                    if per_group == 1:  # an outer product: matmul's K = 1 loop is 6x slower
+                        np.multiply(transposed[g0:g1], wide[:, :, t:end], out=cols[:, :, t:end])
+                    else:
+                        np.matmul(transposed[g0:g1], wide[:, :, t:end], out=cols[:, :, t:end])
+                target = grad_x[n, g0 * in_per_group : g1 * in_per_group]
+                if scratch is None:
+                    planes = target.reshape(count, in_per_group, 1, geo.plane)
+                else:
+                    planes = scratch[:count]
+                    planes.fill(0)
+                taps_columns = columns[:count]
+                for k, (phase, offset) in enumerate(geo.taps):
+                    planes[:, :, phase, offset : offset + geo.span] += taps_columns[
+                        :, :, k, : geo.span
+                    ]
+                if scratch is not None:
+                    joined = planes.reshape(1, count * in_per_group, geo.phases, geo.plane)
+                    _phase_join(joined, geo, target[np.newaxis])
+
+    _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
+    return grad_x
+
+
+def correlate_backward_weight(
+    x_padded: np.ndarray, grad_output: np.ndarray, groups: int, geo: Geometry
+) -> np.ndarray | None:
+    """:func:`reference._windows.correlate_backward_weight` for a large grouped conv: per
+    image and group grad (Co, wide) @ columns^T, the images' terms then added in batch order.
+
+    None where the result has a NaN: the garbage columns' zero grads multiply real inputs,
+    and an inf there makes a NaN the true sum lacks; the caller recomputes those cases."""
+    batch, channels = x_padded.shape[:2]
+    out_channels = grad_output.shape[1]
+    in_per_group, per_group, taps = channels // groups, out_channels // groups, len(geo.taps)
+    depth = in_per_group * taps
+    dtype = x_padded.dtype
+    terms = np.empty((batch, groups, per_group, depth), dtype=dtype)
+    blocks, size = _blocks(batch, groups, depth * geo.wide * dtype.itemsize)
+    step = _chunk(min(per_group, depth), max(per_group, depth))
+
+    def work(take: Callable[[], Block | None]) -> None:
+        grad_wide = np.zeros((size, per_group, geo.wide), dtype=dtype)
+        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
+        partial = np.empty((size, per_group, depth), dtype=dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            while (block := take()) is not None:
+                n, g0, g1 = block
+                count = g1 - g0
+                wide = grad_wide[:count]
+                rows = grad_output[n, g0 * per_group : g1 * per_group]
+                geo.crop(wide)[...] = rows.reshape(count, per_group, *geo.out_size)
+                planes = _phase_split(
+                    x_padded[n : n + 1, g0 * in_per_group : g1 * in_per_group], geo
+                )
+                _fill_columns(
+                    columns[:count], planes.reshape(count, in_per_group, *planes.shape[2:]), geo
+                )
+                cols = columns[:count].reshape(count, depth, geo.wide).transpose(0, 2, 1)
+                target = terms[n, g0:g1]
+                for t in range(0, geo.span, step):
+                    end = min(geo.span, t + step)
+                    if t == 0:
+                        np.matmul(wide[:, :, t:end], cols[:, t:end], out=target)
+                    else:
+                        np.matmul(wide[:, :, t:end], cols[:, t:end], out=partial[:count])
+                        target += partial[:count]
+
+    _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
+    with np.errstate(invalid="ignore", over="ignore"):
+        grad_weight = terms.sum(axis=0)
+    if np.isnan(grad_weight).any():
+        return None
+    return grad_weight.reshape(out_channels, in_per_group, taps)  # the caller's kernel shape
