@@ -9,6 +9,7 @@ gradient of the family and the forward pass of transposed convolution.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -138,16 +139,33 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b if a.shape[-1] == 1 else np.matmul(a, b)
 
 
-def _tap_slices(
-    tap: Sequence[int], dilation: Sequence[int], out_size: Sequence[int], stride: Sequence[int]
-) -> tuple[Any, ...]:
-    """Index of the input positions q*stride + tap*dilation of every output q, one tap."""
-    return (
-        Ellipsis,
-        *(
-            slice(t * d, t * d + (o - 1) * s + 1, s)
-            for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
-        ),
+def _sizes(*sizes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """Sizes as tuples of ints (tap_slices's cache key)."""
+    return tuple(tuple(int(n) for n in size) for size in sizes)
+
+
+@functools.lru_cache(maxsize=1024)
+def tap_slices(
+    kernel_size: tuple[int, ...],
+    dilation: tuple[int, ...],
+    out_size: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> tuple[tuple[Any, Any], ...]:
+    """(tap, index) for every kernel tap in np.ndindex order: index selects the input
+    positions q*stride + tap*dilation of every output q. Kept per geometry (an example's
+    oracle and bound scatter through the same one many times)."""
+    return tuple(
+        (
+            tap,
+            (
+                Ellipsis,
+                *(
+                    slice(t * d, t * d + (o - 1) * s + 1, s)
+                    for t, d, o, s in zip(tap, dilation, out_size, stride, strict=True)
+                ),
+            ),
+        )
+        for tap in np.ndindex(*kernel_size)
     )
 
 
@@ -255,8 +273,8 @@ def scatter_windows(
     kernel_size = taps.shape[2 + dims :]
     grad = np.zeros((*taps.shape[:2], *padded_size), dtype=taps.dtype)
     with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN, as IEEE says
-        for tap in np.ndindex(*kernel_size):
-            grad[_tap_slices(tap, dilation, out_size, stride)] += taps[(Ellipsis, *tap)]
+        for tap, index in tap_slices(*_sizes(kernel_size, dilation, out_size, stride)):
+            grad[index] += taps[(Ellipsis, *tap)]
     return grad
 
 
@@ -317,8 +335,8 @@ def _correlate_per_tap(
     x = _split_groups(x_padded, groups)
     out = np.zeros((batch, groups, per_group, positions), dtype=np.result_type(x, weight))
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0, inf - inf: IEEE's NaN
-        for tap in np.ndindex(*weight.shape[2:]):
-            x_tap = x[_tap_slices(tap, dilation, out_size, stride)]
+        for tap, index in tap_slices(*_sizes(weight.shape[2:], dilation, out_size, stride)):
+            x_tap = x[index]
             out += np.matmul(taps[(Ellipsis, *tap)], x_tap.reshape(*x_tap.shape[:3], positions))
     return out.reshape(batch, groups * per_group, *out_size)
 
@@ -340,7 +358,7 @@ def _backward_input_per_tap(
     grad = _split_groups(grad_output, groups)
     dtype = np.result_type(grad_output, weight)
     grad_x = np.zeros((batch, groups, in_per_group, *padded_size), dtype=dtype)
-    for tap in np.ndindex(*weight.shape[2:]):
+    for tap, index in tap_slices(*_sizes(weight.shape[2:], dilation, out_size, stride)):
         w = taps[(Ellipsis, *tap)]  # (G, Co, Cg)
         with np.errstate(invalid="ignore", over="ignore"):
             if per_group == in_per_group == 1:
@@ -350,7 +368,7 @@ def _backward_input_per_tap(
                 term = np.matmul(w.transpose(0, 2, 1), flat).reshape(
                     batch, groups, in_per_group, *out_size
                 )
-            grad_x[_tap_slices(tap, dilation, out_size, stride)] += term
+            grad_x[index] += term
     return grad_x.reshape(batch, groups * in_per_group, *padded_size)
 
 
@@ -371,8 +389,8 @@ def _backward_weight_per_tap(
     x = _split_groups(x_padded, groups)
     dtype = np.result_type(x_padded, grad_output)
     grad_weight = np.empty((groups, per_group, in_per_group, *kernel_size), dtype=dtype)
-    for tap in np.ndindex(*kernel_size):
-        x_tap = x[_tap_slices(tap, dilation, out_size, stride)]
+    for tap, index in tap_slices(*_sizes(kernel_size, dilation, out_size, stride)):
+        x_tap = x[index]
         x_tap = x_tap.reshape(batch, groups, in_per_group, positions).transpose(1, 0, 3, 2)
         with np.errstate(invalid="ignore", over="ignore"):
             grad_weight[(Ellipsis, *tap)] = np.matmul(
