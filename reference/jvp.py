@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from reference import adaptive, blocks, conv, conv_transpose, normalization, pool
-from reference._arguments import as_float_array
+from reference._arguments import as_float_array, flag
 from reference.fold import fold, unfold
 
 Tangents = Sequence[np.ndarray | None]
@@ -211,8 +211,10 @@ def make_max_jvp(forward: Callable[..., Any], dims: int) -> Callable[..., np.nda
     op = forward.__name__
 
     def jvp(tangents: Tangents, input: np.ndarray, *args: Any, **config: Any) -> np.ndarray:
-        forward(input, *args, **config)  # the primal's own checks, return_indices included
+        # the primal's own checks, then its return_indices's, as the forward checks them
         values, indices = forward(input, *args, **{**config, "return_indices": True})
+        if "return_indices" in config:
+            flag(config["return_indices"], "return_indices")
         (dx,) = check_tangents(tangents, (("input", input),), op)
         if dx is None:
             return np.zeros_like(values)

@@ -383,6 +383,24 @@ def _make_max(dims: int) -> tuple[Pool, Pool]:
     return _named(max_pool, op), _named(max_pool_backward, f"{op}_backward")
 
 
+def max_pool_output_shape(
+    dims: int,
+    input: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> tuple[int, ...]:
+    """The shape of max_pool{dims}d's values (and indices) for these arguments, checked as it
+    checks them, without computing them."""
+    op = f"max_pool{dims}d"
+    plan = plan_pool(dims, op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    flag(return_indices, "return_indices")
+    return (*plan.input.shape[int(plan.unbatched) : 2], *plan.out_size)
+
+
 def _make_avg(dims: int) -> tuple[Pool, Pool]:
     op = f"avg_pool{dims}d"
 

@@ -232,3 +232,29 @@ def test_notebook_section_8_im2col() -> None:
     # columns are the four 2x2 patches, row-major: [1 2 4 5], [2 3 5 6], [4 5 7 8], [5 6 8 9]
     expected = np.array([[1, 2, 4, 5], [2, 3, 5, 6], [4, 5, 7, 8], [5, 6, 8, 9]], dtype=float).T
     np.testing.assert_array_equal(reference.unfold(x, 2)[0], expected)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_max_pool_output_shape_is_the_forwards_shape(dims: int, data: st.DataObject) -> None:
+    """The shape a derivative's oracle takes instead of running the forward."""
+    from reference.pool import max_pool_output_shape
+
+    example = data.draw(pool_examples(dims, "max"))
+    x = example.arrays["input"]
+    forward = getattr(reference, f"max_pool{dims}d")(x, **example.config)
+    values = forward[0] if isinstance(forward, tuple) else forward
+    assert max_pool_output_shape(dims, x, **example.config) == values.shape
+
+
+def test_max_pool_output_shape_refuses_what_the_forward_refuses() -> None:
+    from reference.pool import max_pool_output_shape
+
+    x = np.zeros((1, 2, 4, 4))
+    for kwargs in ({"kernel_size": 2, "padding": 2}, {"kernel_size": 2, "return_indices": 1}):
+        with pytest.raises((ValueError, TypeError)) as shape_error:
+            max_pool_output_shape(2, x, **kwargs)
+        with pytest.raises((ValueError, TypeError)) as forward_error:
+            reference.max_pool2d(x, **kwargs)
+        assert str(shape_error.value) == str(forward_error.value)

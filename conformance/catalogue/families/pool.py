@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from conformance.catalogue.strategies.pool import (
 )
 from conformance.judge.default_bounds import sum_of_products_tolerances
 from conformance.judge.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
+from reference.pool import max_pool_output_shape
 
 
 def _spatial(example: Example, dims: int) -> tuple[int, ...]:
@@ -433,7 +435,11 @@ def _pool_spec(dims: int, kind: str) -> OpSpec:
         tolerances=lp_tolerances(dims) if kind == "lp" else None,
     )
     if kind == "max":
-        return dataclasses.replace(spec, tolerances=max_tolerances(dims, spec))
+        return dataclasses.replace(
+            spec,
+            tolerances=max_tolerances(dims, spec),
+            output_shape=partial(max_pool_output_shape, dims),
+        )
     return spec
 
 
