@@ -125,9 +125,11 @@ def oracle(prepared: Prepared) -> None:
     updated = with_copies(oracle_in, spec.mutated)
     direction = prepared.direction
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if direction != "forward" and spec.output_shape is not None:
-            # the forward's shape, without the forward: the derivatives need no more of it
-            forward: tuple[Any, ...] = ()
+        if direction == "jvp":
+            forward: tuple[Any, ...] = ()  # no forward: the output's shape is the tangent's
+        elif direction != "forward" and spec.output_shape is not None:
+            # the forward's shape, without the forward: the gradients need no more of it
+            forward = ()
             prepared.output_shape = tuple(spec.output_shape(*updated.values(), **config))
         else:
             forward = as_tuple(spec.reference(*updated.values(), **config))
@@ -141,6 +143,7 @@ def oracle(prepared: Prepared) -> None:
             copies = with_copies(oracle_in, spec.mutated)
             expected = (spec.reference_jvp(tangents, *copies.values(), **config),)
             prepared.names = output_names(spec, direction)
+            prepared.output_shape = tuple(expected[0].shape)
         else:
             # the double backward multiplies grad_output by the grad_grads: scaled like the
             # arrays in float16 (FLOAT16_WIDE_SCALE), their products stay in range as the
