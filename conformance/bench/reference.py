@@ -85,6 +85,8 @@ def other_cases(batch: int, size: int) -> list[Case]:
              {"padding": 1, "groups": 64}),
         Case("grouped 3x3 g=8 128", "grouped conv", "conv2d", (batch, 128, s // 2, s // 2),
              (128, 16, 3, 3), {"padding": 1, "groups": 8}),
+        Case("grouped 3x3 g=32 256", "grouped conv", "conv2d", (batch, 256, s // 2, s // 2),
+             (256, 8, 3, 3), {"padding": 1, "groups": 32}),
         Case("strided 3x3/2 64->128", "dense conv", "conv2d", (batch, 64, s, s),
              (128, 64, 3, 3), {"stride": 2, "padding": 1}),
         Case("dilated 3x3 d=2 64->64", "dense conv", "conv2d", (batch, 64, s, s),
