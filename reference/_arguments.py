@@ -240,6 +240,16 @@ class PlanCache:
     def get(self, key: tuple | None) -> tuple | None:
         return None if key is None else self._entries.get(key)
 
+    def lend(self, key: tuple | None, input: object) -> tuple[np.ndarray, bool, list] | None:
+        """For a remembered call (its geometry put as (unbatched, *rest)): ``input`` with the
+        batch axis its plan adds, whether it was unbatched, and the rest; None otherwise."""
+        known = self.get(key)
+        if known is None:
+            return None
+        assert isinstance(input, np.ndarray)  # plan_key keys plain arrays only
+        unbatched, *geometry = known
+        return (input[np.newaxis] if unbatched else input), unbatched, geometry
+
     def put(self, key: tuple | None, geometry: tuple) -> None:
         if key is None:
             return

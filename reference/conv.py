@@ -122,37 +122,13 @@ def plan_conv(
     groups: int,
     padding_mode: str,
 ) -> ConvPlan:
-    knobs = (dims, op, stride, padding, dilation, groups, padding_mode)
-    key = plan_key((input, weight, bias), knobs)
-    known = _PLANS.get(key)
-    if known is not None:  # the same shapes, dtypes and knobs passed every check below
-        unbatched, *geometry = known
-        assert isinstance(input, np.ndarray)
-        x = input[np.newaxis] if unbatched else input
-        return ConvPlan(x, unbatched, weight, bias, *geometry)
-    plan = _plan_conv(
-        dims, op, input, weight, bias, stride, padding, dilation, groups, padding_mode
+    key = plan_key(
+        (input, weight, bias), (dims, op, stride, padding, dilation, groups, padding_mode)
     )
-    _PLANS.put(key, (plan.unbatched, plan.stride, plan.dilation, plan.pads, plan.padding_mode,
-                     plan.groups, plan.out_size))  # fmt: skip
-    return plan
-
-
-_PLANS = PlanCache()
-
-
-def _plan_conv(
-    dims: int,
-    op: str,
-    input: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    stride: IntOrTuple,
-    padding: PaddingArg,
-    dilation: IntOrTuple,
-    groups: int,
-    padding_mode: str,
-) -> ConvPlan:
+    known = _PLANS.lend(key, input)
+    if known is not None:  # the same shapes, dtypes and knobs passed every check below
+        x, unbatched, remembered = known
+        return ConvPlan(x, unbatched, weight, bias, *remembered)
     input = as_float_array(input, "input")
     weight = check_weight(weight, dims, op)
     x, unbatched = batched(input, dims, op)
@@ -200,9 +176,12 @@ def _plan_conv(
                 f"padded input size {padded} in spatial dimension {axis}"
             )
         out_size.append((padded - extent) // s + 1)
-    return ConvPlan(
-        x, unbatched, weight, bias, strides, dilations, pads, padding_mode, groups, tuple(out_size)
-    )
+    geometry = (strides, dilations, pads, padding_mode, groups, tuple(out_size))
+    _PLANS.put(key, (unbatched, *geometry))
+    return ConvPlan(x, unbatched, weight, bias, *geometry)
+
+
+_PLANS = PlanCache()
 
 
 def conv_output_shape(
@@ -296,6 +275,20 @@ def _described(value: object) -> str:
     return describe(value)
 
 
+def planned_array(
+    array: np.ndarray, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str
+) -> np.ndarray:
+    """``array`` checked against a planned call (``what``: whose plan, for the message),
+    contiguous as as_float_array makes the functions' arrays: the same sums, in the same
+    order, whatever the caller's layout."""
+    if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+        raise ValueError(
+            f"{name} must be an array of shape {shape} and dtype {dtype} (the planned {what}), "
+            f"got {_described(array)}"
+        )
+    return np.ascontiguousarray(array)
+
+
 class Convolution:
     """conv1d/2d/3d (the weight's rank says which) with its arguments checked once, for many
     calls on arrays of the same shapes and dtype (an error bound's magnitude passes, a running
@@ -364,14 +357,7 @@ class Convolution:
     ) -> np.ndarray:
         """array, checked against the plan, with a batch axis where the plan added one
         (``batch``: an input or grad_output, not a weight)."""
-        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
-            raise ValueError(
-                f"{name} must be an array of shape {shape} and dtype {self.dtype} (the planned "
-                f"convolution's), got {_described(array)}"
-            )
-        # contiguous, as as_float_array makes the functions' arrays: the same sums, in the
-        # same order, whatever the caller's layout
-        array = np.ascontiguousarray(array)
+        array = planned_array(array, name, shape, self.dtype, "convolution's")
         return array[np.newaxis] if batch and self._plan.unbatched else array
 
     def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray:

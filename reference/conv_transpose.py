@@ -34,6 +34,7 @@ from reference.conv import (
     check_same_dtype,
     check_spatial,
     check_weight,
+    planned_array,
 )
 from reference.shapes import conv_transpose_output_size
 
@@ -95,35 +96,10 @@ def plan_conv_transpose(
 ) -> TransposePlan:
     knobs = (dims, op, stride, padding, output_padding, groups, dilation)
     key = plan_key((input, weight, bias), knobs)
-    known = _PLANS.get(key)
+    known = _PLANS.lend(key, input)
     if known is not None:  # the same shapes, dtypes and knobs passed every check below
-        unbatched, *geometry = known
-        assert isinstance(input, np.ndarray)
-        x = input[np.newaxis] if unbatched else input
-        return TransposePlan(x, unbatched, weight, bias, *geometry)
-    plan = _plan_conv_transpose(
-        dims, op, input, weight, bias, stride, padding, output_padding, groups, dilation
-    )
-    _PLANS.put(key, (plan.unbatched, plan.stride, plan.padding, plan.dilation, plan.groups,
-                     plan.full_size, plan.out_size))  # fmt: skip
-    return plan
-
-
-_PLANS = PlanCache()
-
-
-def _plan_conv_transpose(
-    dims: int,
-    op: str,
-    input: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    stride: IntOrTuple,
-    padding: IntOrTuple,
-    output_padding: IntOrTuple,
-    groups: int,
-    dilation: IntOrTuple,
-) -> TransposePlan:
+        x, unbatched, remembered = known
+        return TransposePlan(x, unbatched, weight, bias, *remembered)
     input = as_float_array(input, "input")
     weight = check_weight(weight, dims, op)
     x, unbatched = batched(input, dims, op)
@@ -154,7 +130,12 @@ def _plan_conv_transpose(
         (n - 1) * s + d * (k - 1) + 1 + op_
         for n, s, d, k, op_ in zip(sizes, strides, dilations, kernel_size, extra, strict=True)
     )
-    return TransposePlan(x, unbatched, weight, bias, strides, pads, dilations, groups, full, out)
+    geometry = (strides, pads, dilations, groups, full, out)
+    _PLANS.put(key, (unbatched, *geometry))
+    return TransposePlan(x, unbatched, weight, bias, *geometry)
+
+
+_PLANS = PlanCache()
 
 
 def _scatter(plan: TransposePlan, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -262,12 +243,7 @@ class TransposedConvolution:
         )  # fmt: skip
 
     def _batched(self, array: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
-            raise ValueError(
-                f"{name} must be an array of shape {shape} and dtype {self.dtype} (the planned "
-                f"transposed convolution's), got {np.shape(array)}"
-            )
-        array = np.ascontiguousarray(array)
+        array = planned_array(array, name, shape, self.dtype, "transposed convolution's")
         return array[np.newaxis] if self._plan.unbatched and name != "weight" else array
 
     def forward(self, input: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -34,11 +34,13 @@ Result = tuple[np.ndarray | None, ...]
 
 
 def _filled(
-    given: list[np.ndarray | None], primals: Sequence[np.ndarray | None]
+    given: list[np.ndarray | None],
+    primals: Sequence[np.ndarray | None],
+    dtype: np.dtype | type = np.float64,
 ) -> list[np.ndarray | None]:
-    """Zeros for an omitted cotangent of a present argument."""
+    """Zeros (of ``dtype``) for an omitted cotangent of a present argument."""
     return [
-        None if p is None else (np.zeros_like(p, dtype=np.float64) if v is None else v)
+        None if p is None else (np.zeros_like(p, dtype=dtype) if v is None else v)
         for v, p in zip(given, primals, strict=True)
     ]
 
@@ -80,10 +82,7 @@ def make_bilinear(
             call = planned(input, weight, bias, *args, **config)  # the primals' checks first
             given = forward_mode.check_tangents(grad_grads, primals, op, "grad_grads")
             forward_mode.check_same_dtypes(given, names, call.dtype, "grad_grads", op)
-            vx, vw, vb = [
-                None if p is None else (np.zeros(np.shape(p), call.dtype) if v is None else v)
-                for v, p in zip(given, (input, weight, bias), strict=True)
-            ]
+            vx, vw, vb = _filled(given, [input, weight, bias], call.dtype)
             assert vx is not None and vw is not None
             g = check_grad_output(grad_output, call.output_shape, False, call.dtype)
             return (

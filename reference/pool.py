@@ -159,11 +159,10 @@ def plan_pool(
     key = plan_key(
         (input,), (dims, op, kernel_size, stride, padding, dilation, ceil_mode, broadcast)
     )
-    known = _PLANS.get(key)
+    known = _PLANS.lend(key, input)
     if known is not None:  # the same shape, dtype and knobs passed every check below
-        unbatched, *geometry = known
-        assert isinstance(input, np.ndarray)
-        return PoolPlan(input[np.newaxis] if unbatched else input, unbatched, *geometry)
+        x, unbatched, remembered = known
+        return PoolPlan(x, unbatched, *remembered)
     input = as_float_array(input, "input")
     x, unbatched = batched(input, dims, op)
     check_spatial(x)
