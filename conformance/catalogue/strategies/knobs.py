@@ -165,13 +165,14 @@ def omitting_defaults(
     drawn last so the other knobs keep theirs, says which: 0 omits nothing. An
     implementation whose defaults differ from torch's (pooling's stride None meaning the
     kernel, dilation 1, no bias) then meets its own default."""
-    from conformance.catalogue.example import omit_defaults
+    from conformance.catalogue.example import omit_defaults, signature_of
 
     inner = build.__wrapped__  # type: ignore[attr-defined]
+    parameters = signature_of(reference)  # once, not per example
 
     @knob_strategy
     def drawn(knobs: Knobs, *args: Any, **kwargs: Any) -> Any:
         example = inner(knobs, *args, **kwargs)
-        return omit_defaults(example, knobs.integer(0, 255), reference)
+        return omit_defaults(example, knobs.integer(0, 255), parameters)
 
     return drawn
