@@ -173,10 +173,9 @@ def make_lp(dims: int) -> Callable[..., Result]:
             return np.zeros(np.shape(input)), grad_grad_output
         x = plan.input
         tangent = v[np.newaxis] if plan.unbatched else v
-        taps = int(np.prod(plan.kernel))
 
         def scatter(per_window: np.ndarray) -> np.ndarray:
-            return plan.scatter(np.broadcast_to(per_window[..., np.newaxis], (*shape, taps)))
+            return pool._spread(plan, np.broadcast_to(per_window, shape))
 
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             d_sums = p * pool._window_sums(plan, np.power(x, p - 1.0) * tangent)

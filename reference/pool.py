@@ -538,11 +538,42 @@ def _make_lp(dims: int) -> tuple[Pool, Pool]:
         with np.errstate(invalid="ignore", divide="ignore"):
             sums = _window_sums(plan, np.power(plan.input, p))
             coefficients = _lp_coefficients(grad, sums, p)
-            taps = np.broadcast_to(coefficients[..., np.newaxis], (*shape, math.prod(plan.kernel)))
-            grad_input = plan.scatter(taps) * np.power(plan.input, p - 1.0)
+            grad_input = _spread(plan, coefficients) * np.power(plan.input, p - 1.0)
         return (plan.finish(grad_input.astype(plan.input.dtype)),)
 
     return _named(lp_pool, op), _named(lp_pool_backward, f"{op}_backward")
+
+
+def _spread(plan: PoolPlan, per_window: np.ndarray) -> np.ndarray:
+    """Each input element's sum of a (batched) per-window value over the windows holding it."""
+    shape = per_window.shape
+    return plan.scatter(
+        np.broadcast_to(per_window[..., np.newaxis], (*shape, math.prod(plan.kernel)))
+    )
+
+
+def lp_window_spread(
+    dims: int,
+    per_window: np.ndarray,
+    input: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """Each element of ``input``'s sum of ``per_window`` (a value per window of lp pooling's
+    geometry over ``input``: its output's shape) over the windows that hold it: lp pooling's
+    backward at norm_type 1 (the same values, bit for bit), without its window sums."""
+    op = f"lp_pool{dims}d"
+    plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode, False)
+    shape = (*plan.input.shape[:2], *plan.out_size)
+    values = as_float_array(per_window, "per_window")
+    expected = shape[1:] if plan.unbatched else shape
+    if values.shape != expected:
+        raise ValueError(
+            f"per_window must have the pooling's output shape {expected}, got {values.shape}"
+        )
+    batched_values = values[np.newaxis] if plan.unbatched else values
+    return plan.finish(_spread(plan, batched_values.astype(plan.input.dtype)))
 
 
 def _named(function: Pool, name: str) -> Pool:

@@ -258,3 +258,26 @@ def test_max_pool_output_shape_refuses_what_the_forward_refuses() -> None:
         with pytest.raises((ValueError, TypeError)) as forward_error:
             reference.max_pool2d(x, **kwargs)
         assert str(shape_error.value) == str(forward_error.value)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_lp_window_spread_is_the_window_sums_adjoint(dims: int, data: st.DataObject) -> None:
+    """The bound's spread of per-window values: lp pooling's backward at norm_type 1 bit for
+    bit, and the adjoint of its window sums (<spread(v), x> = <v, sums(x)>, exact on small
+    integers)."""
+    from reference.pool import lp_window_spread
+
+    example = data.draw(pool_examples(dims, "lp"))
+    config = {k: v for k, v in example.config.items() if k != "norm_type"}
+    rng = np.random.default_rng(example.seed)
+    x = rng.integers(-4, 5, example.arrays["input"].shape).astype(np.float64)
+    sums = getattr(reference, f"lp_pool{dims}d")(x, 1.0, **config)
+    v = rng.integers(-4, 5, sums.shape).astype(np.float64)
+    spread = lp_window_spread(dims, v, x, **config)
+    (backward,) = getattr(reference, f"lp_pool{dims}d_backward")(v, x, 1.0, **config)
+    assert same_bits(spread, backward)
+    assert float(np.sum(spread * x)) == float(np.sum(v * sums))
+    with pytest.raises(ValueError, match="per_window"):
+        lp_window_spread(dims, v[..., :0], x, **config)

@@ -37,7 +37,7 @@ from conformance.catalogue.strategies.pool import (
 )
 from conformance.judge.default_bounds import sum_of_products_tolerances
 from conformance.judge.error_model import ORACLE_ROUNDOFF, UNIT_ROUNDOFF, Tolerance, gamma
-from reference.pool import max_pool_output_shape
+from reference.pool import lp_window_spread, max_pool_output_shape
 
 
 def _spatial(example: Example, dims: int) -> tuple[int, ...]:
@@ -265,6 +265,16 @@ def _lp_call(dims: int, example: Example, x: np.ndarray, norm_type: float) -> np
         return np.asarray(op(x, norm_type, **knobs))
 
 
+def _lp_sums(dims: int, example: Example, x: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """(S, M): each window's sum of x**p and of |x|**p, in one pooling call (the two stacked
+    on the batch axis; each window's sum is its own, so the same values as two calls)."""
+    if x.ndim == dims + 1:  # unbatched: the two are a batch of two
+        both = _lp_call(dims, example, np.stack([np.power(x, p), np.power(np.abs(x), p)]), 1.0)
+        return both[0], both[1]
+    both = _lp_call(dims, example, np.concatenate([np.power(x, p), np.power(np.abs(x), p)]), 1.0)
+    return both[: len(x)], both[len(x) :]
+
+
 def _lp_zero_window(example: Example, dims: int, dtype: str = "float64") -> bool:
     """A window whose x**p sum to 0 as torch forms it, x as rounded to the tested dtype:
     normal values may cancel exactly once rounded (bfloat16: -1.78125 and 1.78125 in one
@@ -325,8 +335,7 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
         assert x is not None
         p = float(example.config["norm_type"])
         with np.errstate(all="ignore"):
-            sums = _lp_call(dims, example, np.power(x, p), 1.0)
-            magnitude = _lp_call(dims, example, np.power(np.abs(x), p), 1.0)
+            sums, magnitude = _lp_sums(dims, example, x, p)
             kappa = np.where(magnitude == 0, 0.0, magnitude / np.abs(sums))
             log_size = np.where(sums == 0, 0.0, np.abs(np.log(np.abs(sums))))
         knobs = _knobs(example, dims)
@@ -366,12 +375,11 @@ def lp_tolerances(dims: int) -> Callable[[ToleranceContext], dict[str, Tolerance
         if context.accumulation_dtype != context.dtype:
             products += 7 * u_out  # each step's result stored in the tested dtype
         eta_out, top = underflow_unit(context.dtype), largest(context.dtype)
-        backward = getattr(reference, f"lp_pool{dims}d_backward")
         knob_config = {k: v for k, v in example.config.items() if k != "norm_type"}
 
         def over_windows(per_window: np.ndarray) -> np.ndarray:
             """Each element's sum of a per-window value over the windows holding it."""
-            return backward(per_window, x, 1.0, **knob_config)[0]
+            return lp_window_spread(dims, per_window, x, **knob_config)
 
         with np.errstate(all="ignore"):
             # S**(1/p - 1) moves by at most (1 - r)**(1/p - 1) - 1 (~ |1/p - 1| r); without
