@@ -320,7 +320,8 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
             with np.errstate(invalid="ignore"):
                 crossing = nonzero & (S.error >= np.abs(S.value))
             slope = A.where(nonzero, A.power(S, 1.0 / p - 1.0))
-            inner = pooled(A.scale(A.mul(A.power(xb, p - 1.0), vb), p))
+            x_to_p_minus_1 = A.power(xb, p - 1.0)
+            inner = pooled(A.scale(A.mul(x_to_p_minus_1, vb), p))
             jvp = A.scale(A.mul(slope, inner), 1.0 / p)
         finish = (lambda a: a[0]) if plan.unbatched else (lambda a: a)
         jvp = Tracked(finish(jvp.value), finish(jvp.error))
@@ -333,9 +334,9 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
         if p == 1.0:
             grad_input = A.exact(np.zeros_like(plan.input))
         else:
-            S = pooled(A.power(xb, p))
-            first = A.linear(scatter, A.mul(g, A.where(nonzero, A.power(S, 1.0 / p - 1.0))), k)
-            d_sums = A.scale(pooled(A.mul(A.power(xb, p - 1.0), vb)), p)
+            # S, slope and x ** (p - 1) as the jvp's above
+            first = A.linear(scatter, A.mul(g, slope), k)
+            d_sums = A.scale(pooled(A.mul(x_to_p_minus_1, vb)), p)
             curvature = A.scale(A.where(nonzero, A.power(S, 1.0 / p - 2.0)), 1.0 / p - 1.0)
             second = A.linear(scatter, A.mul(A.mul(g, curvature), d_sums), k)
             left = A.mul(A.scale(A.mul(A.power(xb, p - 2.0), vb), p - 1.0), first)
@@ -346,7 +347,7 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
                 with np.errstate(invalid="ignore"):
                     undecided = (xb.value == 0) & (first.error >= np.abs(first.value))
                 unclaimed["grad_input"] = unclaimed["grad_input"] | finish(undecided)
-            grad_input = A.add(left, A.mul(A.power(xb, p - 1.0), second))
+            grad_input = A.add(left, A.mul(x_to_p_minus_1, second))
             grad_input = Tracked(
                 grad_input.value,
                 grad_input.error
