@@ -148,7 +148,6 @@ def make_lp(dims: int) -> Callable[..., Result]:
     element's G is not in L) or C = 0 (C moves by O(h^p) from x = 0 to h, dS/dx being
     p x^(p-1) = 0 there: v h^(p-1) C = o(h)), not inf * 0; elsewhere the one-sided +-inf."""
     op = f"lp_pool{dims}d"
-    jvp = forward_mode.make_lp_jvp(dims)
 
     def double_backward(
         grad_output: np.ndarray,
@@ -168,7 +167,7 @@ def make_lp(dims: int) -> Callable[..., Result]:
         assert v is not None
         shape = (*plan.input.shape[:2], *plan.out_size)
         g = check_grad_output(grad_output, shape, plan.unbatched, plan.input.dtype)
-        grad_grad_output = jvp([v], input, norm_type, kernel_size, stride, ceil_mode)
+        grad_grad_output = forward_mode.lp_tangent(plan, p, sums, v)  # the jvp in v
         if p == 1.0:
             return np.zeros(np.shape(input)), grad_grad_output
         x = plan.input

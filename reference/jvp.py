@@ -231,11 +231,11 @@ def make_max_jvp(forward: Callable[..., Any], dims: int) -> Callable[..., np.nda
 def lp_parts(
     dims: int, input: np.ndarray, norm_type: float, kernel_size: Any, stride: Any, ceil_mode: bool
 ) -> tuple[pool.PoolPlan, float, np.ndarray]:
-    """The pooling plan, p, and the window sums S of x ** p (batched, output-shaped)."""
-    lp_pool = getattr(pool, f"lp_pool{dims}d")
-    lp_pool(input, norm_type, kernel_size, stride, ceil_mode)  # the arguments' own checks
+    """The pooling plan, p, and the window sums S of x ** p (batched, output-shaped); the
+    forward's checks, in its order (p, then the plan without broadcasting: lp pooling's)."""
     p = pool._check_norm_type(norm_type)
-    plan = pool.plan_pool(dims, f"lp_pool{dims}d", input, kernel_size, stride, 0, 1, ceil_mode)
+    op = f"lp_pool{dims}d"
+    plan = pool.plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode, False)
     with np.errstate(invalid="ignore", over="ignore"):
         sums = pool._window_sums(plan, np.power(plan.input, p))
     return plan, p, sums
@@ -266,14 +266,19 @@ def make_lp_jvp(dims: int) -> Callable[..., np.ndarray]:
         (dx,) = check_tangents(tangents, (("input", input),), op)
         if dx is None:
             return plan.finish(np.zeros_like(sums))
-        tangent = dx[np.newaxis] if plan.unbatched else dx
-        with np.errstate(invalid="ignore", over="ignore"):
-            inner = pool._window_sums(plan, np.power(plan.input, p - 1.0) * tangent)
-            out = lp_root_power(sums, 1.0 / p - 1.0) * inner
-        return plan.finish(out.astype(plan.input.dtype))
+        return lp_tangent(plan, p, sums, dx)
 
     jvp.__name__ = jvp.__qualname__ = f"{op}_jvp"
     return jvp
+
+
+def lp_tangent(plan: pool.PoolPlan, p: float, sums: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """lp pooling's jvp for the checked tangent ``dx`` of the input (lp_parts' plan, p, S)."""
+    tangent = dx[np.newaxis] if plan.unbatched else dx
+    with np.errstate(invalid="ignore", over="ignore"):
+        inner = pool._window_sums(plan, np.power(plan.input, p - 1.0) * tangent)
+        out = lp_root_power(sums, 1.0 / p - 1.0) * inner
+    return plan.finish(out.astype(plan.input.dtype))
 
 
 # --- batch norm ----------------------------------------------------------------------------
