@@ -9,6 +9,7 @@ pooling has a bound of its own (lp_tolerances).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -66,30 +67,28 @@ def _windows_per_element(knobs: Mapping[str, tuple[int, ...]]) -> int:
 
 def _pool_grid(example: Example, dims: int) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
     knobs = _knobs(example, dims)
-    out = reference.pool_output_size(
-        _spatial(example, dims),
-        knobs["kernel"],
-        knobs["stride"],
-        knobs["padding"],
-        knobs["dilation"],
-        bool(example.config["ceil_mode"]),
-    )
-    assert isinstance(out, tuple)
+    out = _output_size(_spatial(example, dims), bool(example.config["ceil_mode"]), **knobs)
     return knobs, out
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_size(
+    spatial: tuple[int, ...],
+    ceil_mode: bool,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> tuple[int, ...]:
+    """The pooling's output size (remembered: several regions of every example ask)."""
+    out = reference.pool_output_size(spatial, kernel, stride, padding, dilation, ceil_mode)
+    assert isinstance(out, tuple)
+    return out
 
 
 def _ceil_adds_window(example: Example, dims: int) -> bool:
     knobs, out = _pool_grid(example, dims)
-    floor = reference.pool_output_size(
-        _spatial(example, dims),
-        knobs["kernel"],
-        knobs["stride"],
-        knobs["padding"],
-        knobs["dilation"],
-        False,
-    )
-    assert isinstance(floor, tuple)
-    return out != floor
+    return out != _output_size(_spatial(example, dims), False, **knobs)
 
 
 def _overhang(example: Example, dims: int) -> bool:
