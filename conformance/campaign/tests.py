@@ -37,7 +37,13 @@ from conformance.judge.invalid import (
     invalid_call_dtype,
     invalid_calls,
 )
-from conformance.reporting.baseline import KnownDiscrepancy, explain, isolating, on_platform
+from conformance.reporting.baseline import (
+    KnownDiscrepancy,
+    explain,
+    isolating,
+    isolating_in_group,
+    on_platform,
+)
 from conformance.reporting.results import FAILING
 
 CASES = [
@@ -137,11 +143,13 @@ def judge_in_batches(
     quarantine); a helper that dies is the verdict of the example it was judging, and the
     rest go on in a new one."""
     plan = []
+    group = {"op": spec.name, "implementation": implementation.name, "dtype": dtype,
+             "direction": direction}  # fmt: skip
+    isolates = isolating_in_group(baseline, group)  # most groups: none
     for example in examples:
         regions = regions_hit(spec, example, dtype)
-        where = {"op": spec.name, "implementation": implementation.name, "dtype": dtype,
-                 "direction": direction, "regions": ";".join(regions)}  # fmt: skip
-        plan.append((example, regions, isolating(baseline, where) is not None))
+        where = {**group, "regions": ";".join(regions)}
+        plan.append((example, regions, isolating(isolates, where) is not None))
     shared = {"baseline": baseline}  # sent once to each helper (stream compares identity)
     while plan:
         quarantine = plan[0][2]

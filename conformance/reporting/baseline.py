@@ -89,15 +89,19 @@ class KnownDiscrepancy:
         return {part.strip() for part in self.outputs.split(";") if part.strip()} or {"*"}
 
     def matches(self, row: Mapping[str, Any]) -> bool:
+        return self.in_group(row) and any(
+            fnmatch.fnmatchcase(region, self.region)
+            for region in str(row.get("regions") or "").split(";")
+        )
+
+    def in_group(self, row: Mapping[str, Any]) -> bool:
+        """Whether the entry can match the row's group (op, implementation, dtype,
+        direction), whatever its regions."""
         return (
             self.op in ("*", row["op"])
             and fnmatch.fnmatchcase(str(row["implementation"]), self.implementation)
             and self.dtype in ("*", row["dtype"])
             and self.direction in ("*", row["direction"])
-            and any(
-                fnmatch.fnmatchcase(region, self.region)
-                for region in str(row.get("regions") or "").split(";")
-            )
         )
 
 
@@ -197,6 +201,15 @@ def isolating(baseline: list[KnownDiscrepancy], row: Mapping[str, Any]) -> Known
     """The first isolate entry whose region the example is in: its call gets a process of
     its own."""
     return next((e for e in baseline if e.action == "isolate" and e.matches(row)), None)
+
+
+def isolating_in_group(
+    baseline: list[KnownDiscrepancy], group: Mapping[str, Any]
+) -> list[KnownDiscrepancy]:
+    """The isolate entries that can match an example of ``group`` (its op, implementation,
+    dtype and direction), in order: isolating() over them is isolating() over the whole
+    baseline for every example of the group, and looks at far fewer entries."""
+    return [e for e in baseline if e.action == "isolate" and e.in_group(group)]
 
 
 class _Rows:

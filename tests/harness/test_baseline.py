@@ -17,7 +17,10 @@ from conformance.reporting.baseline import (
     SHIPPED,
     KnownDiscrepancy,
     explain,
+    isolating,
+    isolating_in_group,
     load_baseline,
+    load_baselines,
 )
 from tests.harness.test_plugin import run_campaign
 
@@ -142,6 +145,25 @@ def test_isolate_entries_keep_their_calls_in_quarantine(
         result.assert_outcomes(failed=1)
         failing = frame[frame["verdict"] == "fail"].iloc[-1]
         assert failing["reproduced"] == "history-dependent"
+
+
+def test_a_groups_isolate_entries_decide_as_the_whole_baseline() -> None:
+    """The campaign asks isolating() of a group's own isolate entries: the same answer, for
+    every group and region of the shipped baseline (and a region no entry names)."""
+    entries = load_baselines()
+    isolates = [e for e in entries if e.action == "isolate"]
+    assert isolates, "the shipped baseline has isolate entries to try"
+    for entry in isolates:
+        for implementation in ("torch", "torch[cuda]", "jax", "onnxruntime"):
+            for dtype in ("float64", "float16"):
+                op = entry.op if entry.op != "*" else "conv2d"
+                direction = entry.direction if entry.direction != "*" else "forward"
+                group = {"op": op, "implementation": implementation, "dtype": dtype,
+                         "direction": direction}  # fmt: skip
+                own = isolating_in_group(entries, group)
+                for region in (entry.region, "nothing named", ""):
+                    row = {**group, "regions": f"unbatched;{region}"}
+                    assert isolating(own, row) is isolating(entries, row)
 
 
 def test_an_old_skip_entry_reads_as_isolate(tmp_path: Path) -> None:
