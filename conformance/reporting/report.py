@@ -19,6 +19,7 @@ import pandas as pd
 
 from conformance.catalogue.spec import OpSpec
 from conformance.reporting.baseline import KnownDiscrepancy, known_table, unconfirmed
+from conformance.reporting.csv_writer import CsvWriter
 from conformance.reporting.results import parquet_ready
 from conformance.reporting.scoreboard import (
     direction_matrix,
@@ -303,7 +304,8 @@ def write_report(
     late: Callable[[], Mapping[str, Any]] | None = None,
 ) -> None:
     """The five report files; each replaces its predecessor whole. header.json and summary.md
-    come last, with what ``late()`` adds to the header then (the report's own time, which
+    come last (results.csv of a large table is written meanwhile by a helper process:
+    csv_writer), with what ``late()`` adds to the header then (the report's own time, which
     report.html, written before it is known, does not state)."""
     from conformance.reporting.html import render_html  # matplotlib loads only for a report
 
@@ -311,11 +313,13 @@ def write_report(
     parquet = io.BytesIO()
     parquet_ready(frame).to_parquet(parquet, index=False)
     atomic_write(directory / "results.parquet", parquet.getvalue())
-    atomic_write(directory / "results.csv", frame.to_csv(index=False))
+    # a large table's CSV from results.parquet in a process of its own, meanwhile
+    csv = CsvWriter(frame, directory / "results.parquet", directory / "results.csv")
     for entry in discrepancies(frame):
         if isinstance(entry["row"].get("repro"), str):
             atomic_write(directory / repro_name(entry), entry["row"]["repro"])
     atomic_write(directory / "report.html", render_html(frame, header, catalogue, baseline))
+    csv.finish()
     if late is not None:
         header = {**header, **late()}
     atomic_write(directory / "header.json", json.dumps(dict(header), indent=1, default=str))
