@@ -303,7 +303,7 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
                 return reference_pool._window_sums(plan, a)
 
         def scatter(a: np.ndarray) -> np.ndarray:
-            return plan.scatter(np.broadcast_to(a[..., np.newaxis], (*shape, k)))
+            return reference_pool._spread(plan, np.broadcast_to(a, shape))
 
         def pooled(a: Tracked) -> Tracked:  # k * avg_pool: a window sum and two scalings
             return A.scale(A.scale(A.linear(window, a, k), 1.0 / k), float(k))
