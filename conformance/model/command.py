@@ -162,6 +162,7 @@ def main(options: argparse.Namespace) -> int:
         )
     finally:
         reference.set_im2col_budget(budget)
+        implementation.close()  # its helper processes and their log directory
     parameters = sum(p.numel() for p in model.parameters())
     result.header = {
         "model": options.spec,

@@ -208,3 +208,18 @@ def test_the_same_seed_gives_the_same_report(tmp_path: Path) -> None:
     columns = ["worst_bound_ratio", "mean_min", "std_max"]
     pd.testing.assert_frame_equal(first[columns], second[columns])
     assert not first["mean_min"].equals(other["mean_min"])
+
+
+def test_the_command_leaves_no_helper_directory_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The implementation's isolation (its helper processes' log directory) is closed when
+    the command ends: a session of model runs left a directory in /tmp each."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    code, table = run_model(tmp_path / "out", "tests.model.tiny:Unknown", "2,3,6,6")
+    assert code == 0 and table is not None
+    assert list(scratch.glob("conformance-isolation-*")) == []
