@@ -62,6 +62,22 @@ def phase(name: str) -> Iterator[None]:
         add(name, time.perf_counter() - began)
 
 
+class Away:
+    """Seconds spent away from a phase while inside it, to leave out of it: a generator's
+    caller at each of its yields (``with away: yield item``), whose time (recording the row)
+    is a phase of its own."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._left = 0.0
+
+    def __enter__(self) -> None:
+        self._left = time.perf_counter()
+
+    def __exit__(self, *exception: object) -> None:
+        self.seconds += time.perf_counter() - self._left
+
+
 def mark(name: str) -> None:
     """The first time a point of the session is reached (the first test)."""
     MARKS.setdefault(name, time.time())
