@@ -5,7 +5,7 @@ pandas writes CSV at about 35 MB a second (a thorough campaign's 485,000 rows: 4
 on one core, at the end of a run whose workers have finished and left the other cores idle.
 The report's results.parquet holds the same table (every object column as strings, which
 CSV writes alike): a helper process reads it and writes results.csv, whole or not at all
-(report.atomic_write), byte for byte the CSV of the frame itself. Small tables, and any
+(results.atomic_write), byte for byte the CSV of the frame itself. Small tables, and any
 helper that fails, are written here, as before.
 
     python -m conformance.reporting.csv_writer RESULTS.parquet RESULTS.csv
@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from conformance.reporting.results import atomic_write
 
 # below this many rows a helper's start (interpreter, pandas: about a second) costs more
 # than the CSV it would take off this process
@@ -52,16 +54,12 @@ class CsvWriter:
                 self.process = None
 
     def finish(self) -> None:
-        from conformance.reporting.report import atomic_write
-
         if self.process is not None and self.process.wait() == 0:
             return
         atomic_write(self.target, csv_text(self.frame))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from conformance.reporting.report import atomic_write
-
     parquet, target = (argv if argv is not None else sys.argv[1:])[:2]
     atomic_write(Path(target), csv_text(pd.read_parquet(parquet)))
     return 0

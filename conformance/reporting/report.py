@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pandas as pd
 from conformance.catalogue.spec import OpSpec
 from conformance.reporting.baseline import KnownDiscrepancy, known_table, unconfirmed
 from conformance.reporting.csv_writer import CsvWriter
-from conformance.reporting.results import parquet_ready
+from conformance.reporting.results import atomic_write, parquet_ready
 from conformance.reporting.scoreboard import (
     direction_matrix,
     scoreboard_matrix,
@@ -44,20 +42,6 @@ from conformance.reporting.verdict import (
     verdict_lines,
     wrapped,
 )
-
-
-def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from other users
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _markdown(table: pd.DataFrame, **options: Any) -> str:
