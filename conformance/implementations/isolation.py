@@ -50,7 +50,7 @@ from conformance.implementations.calls import (
     error_name,
     is_call,
 )
-from conformance.implementations.zygote import _Zygote
+from conformance.implementations.zygote import _Zygote, remove_logs
 
 __all__ = [
     "Call",
@@ -138,7 +138,9 @@ class Isolated(_Remembering):
         self.device = device
         self.environment = dict(environment or {})
         self.time_limit = float(time_limit)
-        self._logs = Path(tempfile.mkdtemp(prefix="conformance-isolation-"))
+        # the helpers' standard error, made when the first helper starts (an implementation
+        # never called makes none); the zygote removes it when its caller is gone, killed too
+        self._logs: Path | None = None
         self._zygote: _Zygote | None = None
         self._helpers: dict[str, tuple[int, Connection] | None] = {MAIN: None, QUARANTINE: None}
         self._shared: dict[str, dict[str, Any]] = {MAIN: {}, QUARANTINE: {}}
@@ -152,6 +154,8 @@ class Isolated(_Remembering):
 
     def _fork(self) -> tuple[int, Connection]:
         if self._zygote is None or not self._zygote.alive():
+            if self._logs is None:
+                self._logs = Path(tempfile.mkdtemp(prefix="conformance-isolation-"))
             self._zygote = _Zygote(self.spec, self.device, self.environment, self._logs)
         return self._zygote.fork()
 
@@ -303,9 +307,6 @@ class Isolated(_Remembering):
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
-        for path in self._logs.glob("*"):
-            path.unlink(missing_ok=True)
-        try:
-            self._logs.rmdir()
-        except OSError:
-            pass
+        if self._logs is not None:
+            remove_logs(self._logs)
+            self._logs = None

@@ -111,12 +111,13 @@ def zygote_main(options: Mapping[str, Any]) -> None:
     children: set[int] = set()
     while True:
         command = _receive_command(control)
-        if not command:  # the caller is gone: so are its children
+        if not command:  # the caller is gone (closed, or killed): so are its children
             for pid in children:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            remove_logs(logs)  # a killed caller cannot
             os._exit(0)
         if command == b"fork":
             mine, theirs = socket.socketpair()
@@ -153,11 +154,22 @@ _BOOT = (
 # the caller's side
 
 
+def remove_logs(logs: Path) -> None:
+    """The helpers' log directory and what is in it, if still there."""
+    for path in logs.glob("*"):
+        path.unlink(missing_ok=True)
+    try:
+        logs.rmdir()
+    except OSError:
+        pass
+
+
 class _Zygote:
     def __init__(
         self, spec: str, device: str | None, environment: Mapping[str, str], logs: Path
     ) -> None:
         self.logs = logs
+        logs.mkdir(exist_ok=True)  # a zygote before this one removed it as it ended
         self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         options = {
             "fd": theirs.fileno(),

@@ -139,6 +139,39 @@ def test_isolated_calls_carry_results_in_place_updates_and_errors() -> None:
         isolated.close()
 
 
+KILLED_CALLER = """
+import os, sys
+import numpy as np
+from conformance.implementations import load_implementation
+from conformance.implementations.isolation import Isolated
+isolated = Isolated("reference", load_implementation("reference"), time_limit=30)
+print(isolated._logs is None, flush=True)
+isolated.conv1d(np.ones((1, 1, 4)), np.ones((1, 1, 2)))
+print(isolated._logs, flush=True)
+os._exit(3)  # killed: no close, no cleanup of its own
+"""
+
+
+def test_a_killed_caller_leaves_no_log_directory() -> None:
+    """The helpers' log directory is made with the first helper and removed by the zygote
+    once its caller is gone, closed or killed (a killed xdist worker left one in /tmp)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_CALLER], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, done.stderr
+    before_call, logs = done.stdout.split()
+    assert before_call == "True"  # none made before a helper starts
+    deadline = time.monotonic() + 30
+    while Path(logs).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(logs).exists()
+
+
 def test_unsupported_travels_back_as_itself() -> None:
     class Refusing:
         name = "refusing"
