@@ -219,15 +219,20 @@ def _forward(plan: ConvPlan) -> np.ndarray:
 
 
 def check_grad_output(
-    grad_output: object, expected_shape: tuple[int, ...], unbatched: bool, dtype: np.dtype
+    grad_output: object,
+    expected_shape: tuple[int, ...],
+    unbatched: bool,
+    dtype: np.dtype,
+    name: str = "grad_output",
 ) -> np.ndarray:
-    """grad_output must have the forward output's shape (and the input's batching)."""
-    grad = as_float_array(grad_output, "grad_output")
+    """grad_output (an output-shaped argument ``name``) must have the forward output's shape
+    (and the input's batching) and the input's dtype."""
+    grad = as_float_array(grad_output, name)
     shape = expected_shape[1:] if unbatched else expected_shape
     if grad.shape != shape:
-        raise ValueError(f"grad_output must have the output's shape {shape}, got {grad.shape}")
+        raise ValueError(f"{name} must have the output's shape {shape}, got {grad.shape}")
     if grad.dtype != dtype:
-        raise TypeError(f"grad_output must have the input's dtype ({dtype}), got {grad.dtype}")
+        raise TypeError(f"{name} must have the input's dtype ({dtype}), got {grad.dtype}")
     return grad[np.newaxis] if unbatched else grad
 
 

@@ -546,10 +546,8 @@ def _make_lp(dims: int) -> tuple[Pool, Pool]:
 
 def _spread(plan: PoolPlan, per_window: np.ndarray) -> np.ndarray:
     """Each input element's sum of a (batched) per-window value over the windows holding it."""
-    shape = per_window.shape
-    return plan.scatter(
-        np.broadcast_to(per_window[..., np.newaxis], (*shape, math.prod(plan.kernel)))
-    )
+    taps = (*per_window.shape, math.prod(plan.kernel))
+    return plan.scatter(np.broadcast_to(per_window[..., np.newaxis], taps))
 
 
 def lp_window_spread(
@@ -566,14 +564,8 @@ def lp_window_spread(
     op = f"lp_pool{dims}d"
     plan = plan_pool(dims, op, input, kernel_size, stride, 0, 1, ceil_mode, False)
     shape = (*plan.input.shape[:2], *plan.out_size)
-    values = as_float_array(per_window, "per_window")
-    expected = shape[1:] if plan.unbatched else shape
-    if values.shape != expected:
-        raise ValueError(
-            f"per_window must have the pooling's output shape {expected}, got {values.shape}"
-        )
-    batched_values = values[np.newaxis] if plan.unbatched else values
-    return plan.finish(_spread(plan, batched_values.astype(plan.input.dtype)))
+    values = check_grad_output(per_window, shape, plan.unbatched, plan.input.dtype, "per_window")
+    return plan.finish(_spread(plan, values))
 
 
 def _named(function: Pool, name: str) -> Pool:

@@ -178,8 +178,10 @@ def judge_in_batches(
             outcome = died_outcome(
                 spec, implementation, dtype, direction, example, regions, died, history, quarantine
             )
-            yield settle(outcome, baseline, time.perf_counter() - began)
+            judged = settle(outcome, baseline, time.perf_counter() - began)
             done += 1
+            with away:
+                yield judged
         finally:
             timing.add("check", time.perf_counter() - began - away.seconds)
         plan = plan[done:]
@@ -330,7 +332,8 @@ def invalid_rows(
             row = died_on_invalid_call(spec, implementation, example, rule, dtype, died)
             row["regions"] = rule.name
             done += 1
-            yield row
+            with away:
+                yield row
         finally:
             timing.add("check", time.perf_counter() - began - away.seconds)
         calls = calls[done:]

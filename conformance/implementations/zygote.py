@@ -39,6 +39,16 @@ def _portable(error: BaseException) -> BaseException:
     return error
 
 
+def remove_logs(logs: Path) -> None:
+    """The helpers' log directory and what is in it, if still there."""
+    for path in logs.glob("*"):
+        path.unlink(missing_ok=True)
+    try:
+        logs.rmdir()
+    except OSError:
+        pass
+
+
 def _serve(connection: Connection, implementation: Any) -> None:
     """Answer until the caller hangs up. ('call', attribute, args, kwargs): one call, answered
     ('ok', result, arrays updated in place) or ('raised', exception). ('job', target,
@@ -154,22 +164,11 @@ _BOOT = (
 # the caller's side
 
 
-def remove_logs(logs: Path) -> None:
-    """The helpers' log directory and what is in it, if still there."""
-    for path in logs.glob("*"):
-        path.unlink(missing_ok=True)
-    try:
-        logs.rmdir()
-    except OSError:
-        pass
-
-
 class _Zygote:
     def __init__(
         self, spec: str, device: str | None, environment: Mapping[str, str], logs: Path
     ) -> None:
         self.logs = logs
-        logs.mkdir(exist_ok=True)  # a zygote before this one removed it as it ended
         self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         options = {
             "fd": theirs.fileno(),

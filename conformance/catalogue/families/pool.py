@@ -267,11 +267,11 @@ def _lp_call(dims: int, example: Example, x: np.ndarray, norm_type: float) -> np
 def _lp_sums(dims: int, example: Example, x: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
     """(S, M): each window's sum of x**p and of |x|**p, in one pooling call (the two stacked
     on the batch axis; each window's sum is its own, so the same values as two calls)."""
-    if x.ndim == dims + 1:  # unbatched: the two are a batch of two
-        both = _lp_call(dims, example, np.stack([np.power(x, p), np.power(np.abs(x), p)]), 1.0)
-        return both[0], both[1]
-    both = _lp_call(dims, example, np.concatenate([np.power(x, p), np.power(np.abs(x), p)]), 1.0)
-    return both[: len(x)], both[len(x) :]
+    unbatched = x.ndim == dims + 1
+    xb = x[np.newaxis] if unbatched else x
+    both = _lp_call(dims, example, np.concatenate([np.power(xb, p), np.power(np.abs(xb), p)]), 1.0)
+    sums, magnitude = both[: len(xb)], both[len(xb) :]
+    return (sums[0], magnitude[0]) if unbatched else (sums, magnitude)
 
 
 def _lp_zero_window(example: Example, dims: int, dtype: str = "float64") -> bool:

@@ -15,6 +15,7 @@ of a range, so a strategy weights what it wants weighted (small, optional, repea
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -165,10 +166,10 @@ def omitting_defaults(
     drawn last so the other knobs keep theirs, says which: 0 omits nothing. An
     implementation whose defaults differ from torch's (pooling's stride None meaning the
     kernel, dilation 1, no bias) then meets its own default."""
-    from conformance.catalogue.example import omit_defaults, signature_of
+    from conformance.catalogue.example import omit_defaults
 
     inner = build.__wrapped__  # type: ignore[attr-defined]
-    parameters = signature_of(reference)  # once, not per example
+    parameters = inspect.signature(reference).parameters  # once, not per example
 
     @knob_strategy
     def drawn(knobs: Knobs, *args: Any, **kwargs: Any) -> Any:
