@@ -54,13 +54,16 @@ def _default_threads() -> int:
 # - block_bytes: a block's column buffer, about a core's L2;
 # - gemm_macs: the largest product handed to BLAS at once. OpenBLAS runs a product of at
 #   most 4 * 65536 multiply-adds on the calling thread; a larger one wakes its own threads,
-#   which then fight ours for the cores (a 16x144x838 product: 4.8 GMAC/s against 21).
+#   which then fight ours for the cores (a 16x144x838 product: 4.8 GMAC/s against 21);
+# - gemv_elements: the largest matrix-vector product (or dot) handed to BLAS at once, where
+#   OpenBLAS's gemv starts its threads.
 GROUPED = {
     "threads": _default_threads(),
     "min_macs": 1 << 20,
     "thread_min_macs": 1 << 22,
     "block_bytes": 1 << 20,
     "gemm_macs": 1 << 18,
+    "gemv_elements": 2304 * 4,
 }
 
 
@@ -92,6 +95,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 Block = tuple[int, int, int]  # (image, first group, end group)
+Pads = tuple[tuple[int, int], ...]  # (before, after) zeros per spatial axis
 
 
 def _run(
@@ -195,24 +199,90 @@ def _phases_of(phase: tuple[int, ...], stride: tuple[int, ...]) -> tuple[Any, ..
     return _at(*(slice(p, None, s) for p, s in zip(phase, stride, strict=True)))
 
 
-def _phase_split(x: np.ndarray, geo: Geometry) -> np.ndarray:
-    """x (B, C, *padded) as (B, C, phases, Q): the planes themselves at stride 1 (a view),
-    else each phase x[..., p::s] copied into a zero-filled plane."""
+def _phase_split(block: np.ndarray, geo: Geometry) -> np.ndarray:
+    """block (C, *padded) as (C, phases, Q): the planes themselves at stride 1 (a view of a
+    contiguous block), else each phase block[..., p::s] copied into a zero-filled plane."""
     if geo.phases == 1:
-        return x.reshape(*x.shape[:2], 1, geo.plane)
-    out = np.zeros((*x.shape[:2], *geo.stride, *geo.phase_size), dtype=x.dtype)
+        return block.reshape(block.shape[0], 1, geo.plane)
+    out = np.zeros((block.shape[0], *geo.stride, *geo.phase_size), dtype=block.dtype)
     for phase in np.ndindex(*geo.stride):
-        part = x[_phases_of(phase, geo.stride)]
-        out[_at(*phase, *(slice(0, n) for n in part.shape[2:]))] = part
-    return out.reshape(*x.shape[:2], geo.phases, geo.plane)
+        part = block[_phases_of(phase, geo.stride)]
+        out[_at(*phase, *(slice(0, n) for n in part.shape[1:]))] = part
+    return out.reshape(block.shape[0], geo.phases, geo.plane)
 
 
 def _phase_join(planes: np.ndarray, geo: Geometry, out: np.ndarray) -> None:
-    """The inverse of :func:`_phase_split`: planes (B, C, phases, Q) into out (B, C, *padded)."""
-    split = planes.reshape(*planes.shape[:2], *geo.stride, *geo.phase_size)
+    """The inverse of :func:`_phase_split`: planes (C, phases, Q) into out (C, *padded), every
+    element of which lies in one phase."""
+    split = planes.reshape(planes.shape[0], *geo.stride, *geo.phase_size)
     for phase in np.ndindex(*geo.stride):
         target = out[_phases_of(phase, geo.stride)]
-        target[...] = split[_at(*phase, *(slice(0, n) for n in target.shape[2:]))]
+        target[...] = split[_at(*phase, *(slice(0, n) for n in target.shape[1:]))]
+
+
+def _interior(pads: Pads, size: Sequence[int]) -> tuple[Any, ...]:
+    """The unpadded input's place in a padded plane."""
+    return _at(*(slice(before, before + n) for (before, _), n in zip(pads, size, strict=True)))
+
+
+class _Planes:
+    """A block's input planes, (channels, phases, Q): x[n, c0:c1] itself when x comes padded;
+    with ``pads`` (x unpadded, zero padding) x[n, c0:c1] copied into the interior of a
+    scratch buffer whose zero border is never written. The whole padded input is never
+    made: its copy costs as much as a depthwise conv's products."""
+
+    def __init__(self, x: np.ndarray, pads: Pads | None, geo: Geometry, channels: int) -> None:
+        self.x, self.geo = x, geo
+        self.scratch = None
+        if pads is not None:
+            self.scratch = np.zeros((channels, *geo.padded_size), dtype=x.dtype)
+            self.inside = _interior(pads, x.shape[2:])
+
+    def __call__(self, n: int, c0: int, c1: int) -> np.ndarray:
+        block = self.x[n, c0:c1]
+        if self.scratch is not None:
+            padded = self.scratch[: c1 - c0]
+            padded[self.inside] = block
+            block = padded
+        return _phase_split(block, self.geo)
+
+
+class _GradPlanes:
+    """Where a block's grad_input is summed, (channels, phases, Q), from +0: grad_x's own
+    padded planes at stride 1 without pads, else a scratch buffer that :meth:`commit` joins
+    from its phases and, with ``pads`` (grad_x unpadded), crops to the input's size."""
+
+    def __init__(self, grad_x: np.ndarray, pads: Pads | None, geo: Geometry, channels: int) -> None:
+        self.grad_x, self.pads, self.geo = grad_x, pads, geo
+        dtype = grad_x.dtype
+        self.scratch = self.padded = None
+        if pads is not None or geo.phases > 1:
+            self.scratch = np.empty((channels, geo.phases, geo.plane), dtype=dtype)
+        if pads is not None:
+            self.inside = _interior(pads, grad_x.shape[2:])
+            if geo.phases > 1:
+                self.padded = np.empty((channels, *geo.padded_size), dtype=dtype)
+
+    def planes(self, n: int, c0: int, c1: int) -> np.ndarray:
+        if self.scratch is None:  # grad_x is zeros
+            return self.grad_x[n, c0:c1].reshape(c1 - c0, 1, self.geo.plane)
+        planes = self.scratch[: c1 - c0]
+        planes.fill(0)
+        return planes
+
+    def commit(self, n: int, c0: int, c1: int, planes: np.ndarray) -> None:
+        if self.scratch is None:
+            return
+        target = self.grad_x[n, c0:c1]
+        if self.pads is None:
+            _phase_join(planes, self.geo, target)
+            return
+        if self.padded is None:
+            padded = planes.reshape(c1 - c0, *self.geo.padded_size)
+        else:
+            padded = self.padded[: c1 - c0]
+            _phase_join(planes, self.geo, padded)
+        target[...] = padded[self.inside]
 
 
 def _fill_columns(columns: np.ndarray, planes: np.ndarray, geo: Geometry) -> None:
@@ -241,41 +311,108 @@ def _blocks(batch: int, groups: int, per_group_bytes: int) -> tuple[list[Block],
 
 def _chunk(rows: int, depth: int) -> int:
     """Columns per product of a (rows, depth) matrix: at most gemm_macs multiply-adds, and
-    for a matrix-vector product (one row) at most 9216 matrix elements, where OpenBLAS's gemv
-    starts its threads."""
-    limit = GROUPED["gemm_macs"] if rows > 1 else min(GROUPED["gemm_macs"], 2304 * 4)
+    for a matrix-vector product (one row) at most gemv_elements matrix elements."""
+    limit = (
+        GROUPED["gemm_macs"] if rows > 1 else min(GROUPED["gemm_macs"], GROUPED["gemv_elements"])
+    )
     return max(1, limit // max(rows * depth, 1))
 
 
-def correlate(x_padded: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry) -> np.ndarray:
-    """:func:`reference._windows.correlate` for a large grouped conv."""
-    batch = x_padded.shape[0]
+# One input channel per group (depthwise, with any channel multiplier): no columns. Each
+# output is summed tap by tap, a broadcast product of a weight and the tap's run of the
+# plane: im2col's copies with a 1 x taps product cost twice as much (bench, float64, 64
+# channels at 112x112, batch 8: forward 70 -> 50 ms, grad_input 115 -> 55, grad_weight 72 ->
+# 22, each without the whole input's padding).
+
+
+def _taps_forward(
+    planes: np.ndarray, weights: np.ndarray, geo: Geometry, total: np.ndarray, term: np.ndarray
+) -> None:
+    """total (G, Co, span) = sum over taps, in weight order, of weights[g, o, k] times the
+    tap's run of plane g (G, phases, Q)."""
+    for k, (phase, offset) in enumerate(geo.taps):
+        run = planes[:, np.newaxis, phase, offset : offset + geo.span]
+        if k == 0:
+            np.multiply(run, weights[:, :, k, np.newaxis], out=total)
+        else:
+            np.multiply(run, weights[:, :, k, np.newaxis], out=term)
+            total += term
+
+
+def _taps_backward_input(
+    grads: np.ndarray, weights: np.ndarray, geo: Geometry, planes: np.ndarray, term: np.ndarray
+) -> None:
+    """planes (G, phases, Q) += weights[g, o, k] * grads[g, o] (G, Co, span) on each tap's
+    run, tap by tap and output by output."""
+    for k, (phase, offset) in enumerate(geo.taps):
+        run = planes[:, phase, offset : offset + geo.span]
+        for o in range(grads.shape[1]):
+            np.multiply(grads[:, o], weights[:, o, k, np.newaxis], out=term)
+            run += term
+
+
+def _taps_backward_weight(
+    grads: np.ndarray, planes: np.ndarray, geo: Geometry, terms: np.ndarray, partial: np.ndarray
+) -> None:
+    """terms (G, Co, taps): per tap the dot of grads[g, o] (G, Co, span) with the tap's run of
+    plane g, in runs short enough for one thread's gemv."""
+    step = max(1, GROUPED["gemv_elements"] // grads.shape[1])
+    for k, (phase, offset) in enumerate(geo.taps):
+        run = planes[:, phase, offset : offset + geo.span, np.newaxis]
+        target = terms[:, :, k : k + 1]
+        for t in range(0, geo.span, step):
+            end = min(geo.span, t + step)
+            if t == 0:
+                np.matmul(grads[:, :, t:end], run[:, t:end], out=target)
+            else:
+                np.matmul(grads[:, :, t:end], run[:, t:end], out=partial)
+                target += partial
+
+
+def unpadded_size(padded_size: Sequence[int], pads: Pads) -> tuple[int, ...]:
+    return tuple(n - a - b for n, (a, b) in zip(padded_size, pads, strict=True))
+
+
+def correlate(
+    x: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry, pads: Pads | None = None
+) -> np.ndarray:
+    """:func:`reference._windows.correlate` for a large grouped conv; ``pads``: x is unpadded
+    and zero-padded by them, block by block."""
+    batch = x.shape[0]
     out_channels, in_per_group = weight.shape[:2]
     per_group, taps = out_channels // groups, len(geo.taps)
     depth = in_per_group * taps
     matrix = weight.reshape(groups, per_group, depth)
-    out = np.empty((batch, out_channels, *geo.out_size), dtype=x_padded.dtype)
-    blocks, size = _blocks(batch, groups, depth * geo.wide * x_padded.itemsize)
+    out = np.empty((batch, out_channels, *geo.out_size), dtype=x.dtype)
+    by_taps = in_per_group == 1
+    per_block = geo.phases * geo.plane + 2 * per_group * geo.wide if by_taps else depth * geo.wide
+    blocks, size = _blocks(batch, groups, per_block * x.itemsize)
     step = _chunk(per_group, depth)
 
     def work(take: Callable[[], Block | None]) -> None:
-        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=x_padded.dtype)
-        product = np.empty((size, per_group, geo.wide), dtype=x_padded.dtype)
+        source = _Planes(x, pads, geo, size * in_per_group)
+        product = np.empty((size, per_group, geo.wide), dtype=x.dtype)
+        if by_taps:
+            term = np.empty((size, per_group, geo.span), dtype=x.dtype)
+        else:
+            columns = np.empty((size, in_per_group, taps, geo.wide), dtype=x.dtype)
         with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as IEEE says
             while (block := take()) is not None:
                 n, g0, g1 = block
-                planes = _phase_split(
-                    x_padded[n : n + 1, g0 * in_per_group : g1 * in_per_group], geo
-                )
-                cols = columns[: g1 - g0]
-                _fill_columns(cols, planes.reshape(g1 - g0, in_per_group, *planes.shape[2:]), geo)
-                cols = cols.reshape(g1 - g0, depth, geo.wide)
-                prod = product[: g1 - g0]
-                for t in range(0, geo.span, step):
-                    end = min(geo.span, t + step)
-                    np.matmul(matrix[g0:g1], cols[:, :, t:end], out=prod[:, :, t:end])
+                count = g1 - g0
+                planes = source(n, g0 * in_per_group, g1 * in_per_group)
+                prod = product[:count]
+                if by_taps:
+                    _taps_forward(planes, matrix[g0:g1], geo, prod[..., : geo.span], term[:count])
+                else:
+                    cols = columns[:count]
+                    _fill_columns(cols, planes.reshape(count, in_per_group, *planes.shape[1:]), geo)
+                    cols = cols.reshape(count, depth, geo.wide)
+                    for t in range(0, geo.span, step):
+                        end = min(geo.span, t + step)
+                        np.matmul(matrix[g0:g1], cols[:, :, t:end], out=prod[:, :, t:end])
                 out[n, g0 * per_group : g1 * per_group] = geo.crop(
-                    prod.reshape((g1 - g0) * per_group, geo.wide)
+                    prod.reshape(count * per_group, geo.wide)
                 )
 
     _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
@@ -283,10 +420,13 @@ def correlate(x_padded: np.ndarray, weight: np.ndarray, groups: int, geo: Geomet
 
 
 def correlate_backward_input(
-    grad_output: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry
-) -> np.ndarray:
+    grad_output: np.ndarray, weight: np.ndarray, groups: int, geo: Geometry,
+    pads: Pads | None = None,
+) -> np.ndarray:  # fmt: skip
     """:func:`reference._windows.correlate_backward_input` for a large grouped conv with a
-    finite weight: per block the columns W^T @ grad, added tap by tap onto the planes.
+    finite weight: per block W^T @ grad added tap by tap onto the planes (as columns, or
+    straight from the grad with one input channel per group). With ``pads`` (zero padding)
+    the gradient of the unpadded input.
 
     The garbage columns of the wide grad are zeros, whose products (+-0 with a finite
     weight) leave every sum as it was, started from +0 as it is."""
@@ -296,22 +436,42 @@ def correlate_backward_input(
     depth = in_per_group * taps
     transposed = weight.reshape(groups, per_group, depth).transpose(0, 2, 1)
     dtype = grad_output.dtype
-    grad_x = np.zeros((batch, groups * in_per_group, *geo.padded_size), dtype=dtype)
-    blocks, size = _blocks(batch, groups, depth * geo.wide * dtype.itemsize)
+    channels = groups * in_per_group
+    if pads is None:
+        grad_x = np.zeros((batch, channels, *geo.padded_size), dtype=dtype)
+    else:  # every element written by its block
+        grad_x = np.empty((batch, channels, *unpadded_size(geo.padded_size, pads)), dtype=dtype)
+    by_taps = in_per_group == 1
+    per_block = (
+        per_group * geo.wide + 2 * geo.phases * geo.plane + geo.span
+        if by_taps
+        else depth * geo.wide
+    )
+    blocks, size = _blocks(batch, groups, per_block * dtype.itemsize)
     step = _chunk(per_group, depth)
 
     def work(take: Callable[[], Block | None]) -> None:
         grad_wide = np.zeros((size, per_group, geo.wide), dtype=dtype)
-        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
-        split = (size, in_per_group, geo.phases, geo.plane)
-        scratch = np.empty(split, dtype=dtype) if geo.phases > 1 else None
+        sink = _GradPlanes(grad_x, pads, geo, size * in_per_group)
+        if by_taps:
+            term = np.empty((size, geo.span), dtype=dtype)
+        else:
+            columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             while (block := take()) is not None:
                 n, g0, g1 = block
                 count = g1 - g0
+                c0, c1 = g0 * in_per_group, g1 * in_per_group
                 wide = grad_wide[:count]
                 rows = grad_output[n, g0 * per_group : g1 * per_group]
                 geo.crop(wide)[...] = rows.reshape(count, per_group, *geo.out_size)
+                planes = sink.planes(n, c0, c1)
+                if by_taps:
+                    weights = weight.reshape(groups, per_group, taps)[g0:g1]
+                    grads = wide[..., : geo.span]
+                    _taps_backward_input(grads, weights, geo, planes, term[:count])
+                    sink.commit(n, c0, c1, planes)
+                    continue
                 cols = columns[:count].reshape(count, depth, geo.wide)
                 for t in range(0, geo.span, step):
                     end = min(geo.span, t + step)
@@ -319,46 +479,46 @@ def correlate_backward_input(
                         np.multiply(transposed[g0:g1], wide[:, :, t:end], out=cols[:, :, t:end])
                     else:
                         np.matmul(transposed[g0:g1], wide[:, :, t:end], out=cols[:, :, t:end])
-                target = grad_x[n, g0 * in_per_group : g1 * in_per_group]
-                if scratch is None:
-                    planes = target.reshape(count, in_per_group, 1, geo.plane)
-                else:
-                    planes = scratch[:count]
-                    planes.fill(0)
+                split = planes.reshape(count, in_per_group, geo.phases, geo.plane)
                 taps_columns = columns[:count]
                 for k, (phase, offset) in enumerate(geo.taps):
-                    planes[:, :, phase, offset : offset + geo.span] += taps_columns[
+                    split[:, :, phase, offset : offset + geo.span] += taps_columns[
                         :, :, k, : geo.span
                     ]
-                if scratch is not None:
-                    joined = planes.reshape(1, count * in_per_group, geo.phases, geo.plane)
-                    _phase_join(joined, geo, target[np.newaxis])
+                sink.commit(n, c0, c1, planes)
 
     _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
     return grad_x
 
 
 def correlate_backward_weight(
-    x_padded: np.ndarray, grad_output: np.ndarray, groups: int, geo: Geometry
-) -> np.ndarray | None:
+    x: np.ndarray, grad_output: np.ndarray, groups: int, geo: Geometry,
+    pads: Pads | None = None,
+) -> np.ndarray | None:  # fmt: skip
     """:func:`reference._windows.correlate_backward_weight` for a large grouped conv: per
-    image and group grad (Co, wide) @ columns^T, the images' terms then added in batch order.
+    image and group grad (Co, wide) @ columns^T (or, with one input channel per group, one
+    dot per tap), the images' terms then added in batch order. ``pads``: x is unpadded and
+    zero-padded by them.
 
     None where the result has a NaN: the garbage columns' zero grads multiply real inputs,
     and an inf there makes a NaN the true sum lacks; the caller recomputes those cases."""
-    batch, channels = x_padded.shape[:2]
+    batch, channels = x.shape[:2]
     out_channels = grad_output.shape[1]
     in_per_group, per_group, taps = channels // groups, out_channels // groups, len(geo.taps)
     depth = in_per_group * taps
-    dtype = x_padded.dtype
+    dtype = x.dtype
     terms = np.empty((batch, groups, per_group, depth), dtype=dtype)
-    blocks, size = _blocks(batch, groups, depth * geo.wide * dtype.itemsize)
+    by_taps = in_per_group == 1
+    per_block = per_group * geo.wide + geo.phases * geo.plane if by_taps else depth * geo.wide
+    blocks, size = _blocks(batch, groups, per_block * dtype.itemsize)
     step = _chunk(min(per_group, depth), max(per_group, depth))
 
     def work(take: Callable[[], Block | None]) -> None:
         grad_wide = np.zeros((size, per_group, geo.wide), dtype=dtype)
-        columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
-        partial = np.empty((size, per_group, depth), dtype=dtype)
+        source = _Planes(x, pads, geo, size * in_per_group)
+        if not by_taps:
+            columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
+        partial = np.empty((size, per_group, 1 if by_taps else depth), dtype=dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             while (block := take()) is not None:
                 n, g0, g1 = block
@@ -366,14 +526,15 @@ def correlate_backward_weight(
                 wide = grad_wide[:count]
                 rows = grad_output[n, g0 * per_group : g1 * per_group]
                 geo.crop(wide)[...] = rows.reshape(count, per_group, *geo.out_size)
-                planes = _phase_split(
-                    x_padded[n : n + 1, g0 * in_per_group : g1 * in_per_group], geo
-                )
-                _fill_columns(
-                    columns[:count], planes.reshape(count, in_per_group, *planes.shape[2:]), geo
-                )
-                cols = columns[:count].reshape(count, depth, geo.wide).transpose(0, 2, 1)
+                planes = source(n, g0 * in_per_group, g1 * in_per_group)
                 target = terms[n, g0:g1]
+                if by_taps:
+                    grads = wide[..., : geo.span]
+                    _taps_backward_weight(grads, planes, geo, target, partial[:count])
+                    continue
+                planes = planes.reshape(count, in_per_group, *planes.shape[1:])
+                _fill_columns(columns[:count], planes, geo)
+                cols = columns[:count].reshape(count, depth, geo.wide).transpose(0, 2, 1)
                 for t in range(0, geo.span, step):
                     end = min(geo.span, t + step)
                     if t == 0:

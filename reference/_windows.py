@@ -175,6 +175,22 @@ def tap_slices(
 NATIVE_MIN_POSITIONS = 64
 
 
+Pads = _grouped.Pads
+
+
+def _padded_size(size: Sequence[int], pads: Pads | None) -> tuple[int, ...]:
+    if pads is None:
+        return tuple(size)
+    return tuple(n + a + b for n, (a, b) in zip(size, pads, strict=True))
+
+
+def _zero_pad(x: np.ndarray, pads: Pads | None) -> np.ndarray:
+    """x (N, C, *S) zero-padded by pads over S (x itself where there are none)."""
+    if pads is None or not any(a or b for a, b in pads):
+        return x
+    return constant_pad(x, ((0, 0), (0, 0), *pads))
+
+
 def native_layout(positions: int, kernel_size: Sequence[int], groups: int) -> bool:
     """Whether :func:`correlate` multiplies per image in NCHW (W @ columns (N, G, Cg*K, O))
     rather than channel-major. It wins where its columns cost nothing (a 1x1 kernel, whose
@@ -191,15 +207,21 @@ def correlate(
     dilation: Sequence[int],
     groups: int,
     out_size: Sequence[int],
+    pads: Pads | None = None,
 ) -> np.ndarray:
-    """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation]."""
+    """y[n, g*Co+o, q] = sum_{c, k} W[g*Co+o, c, k] * x[n, g*Cg+c, q*stride + k*dilation].
+
+    ``pads``: x_padded is the unpadded input, zero-padded by pads ((before, after) per spatial
+    axis) here; the blocked engine pads block by block, never the whole input."""
     batch = x_padded.shape[0]
     out_channels, in_per_group = weight.shape[:2]
     kernel_size = weight.shape[2:]
     macs = batch * out_channels * in_per_group * math.prod(kernel_size) * math.prod(out_size)
     if _grouped.use(x_padded, weight, groups, macs):
-        geo = _grouped.geometry(x_padded.shape[2:], kernel_size, stride, dilation, out_size)
-        return _grouped.correlate(x_padded, weight, groups, geo)
+        padded_size = _padded_size(x_padded.shape[2:], pads)
+        geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
+        return _grouped.correlate(x_padded, weight, groups, geo, pads)
+    x_padded = _zero_pad(x_padded, pads)
     if per_tap(groups, in_per_group):
         return _correlate_per_tap(x_padded, weight, stride, dilation, groups, out_size)
     dims = len(kernel_size)
@@ -228,14 +250,30 @@ def correlate_backward_input(
     dilation: Sequence[int],
     groups: int,
     padded_size: Sequence[int],
+    pads: Pads | None = None,
 ) -> np.ndarray:
     """Adjoint of :func:`correlate` in x: col2im of W^T @ grad, onto (N, C, *padded_size);
-    for a grouped conv, W_k^T @ grad added tap by tap (no (Cg*K, N*O) buffer per group)."""
+    for a grouped conv, W_k^T @ grad added tap by tap (no (Cg*K, N*O) buffer per group).
+    With ``pads`` (zero padding), the gradient of the unpadded input: the padded one cropped."""
     kernel_size, out_size = weight.shape[2:], grad_output.shape[2:]
     macs = math.prod(grad_output.shape) * weight.shape[1] * math.prod(kernel_size)
     if _grouped.use(grad_output, weight, groups, macs) and np.isfinite(weight).all():
         geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
-        return _grouped.correlate_backward_input(grad_output, weight, groups, geo)
+        return _grouped.correlate_backward_input(grad_output, weight, groups, geo, pads)
+    grad = _backward_input(grad_output, weight, stride, dilation, groups, padded_size)
+    if pads is None:
+        return grad
+    return crop(grad, [before for before, _ in pads], _grouped.unpadded_size(padded_size, pads))
+
+
+def _backward_input(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    padded_size: Sequence[int],
+) -> np.ndarray:
     if groups > 1:
         return _backward_input_per_tap(grad_output, weight, stride, dilation, groups, padded_size)
     batch = grad_output.shape[0]
@@ -285,15 +323,19 @@ def correlate_backward_weight(
     stride: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    pads: Pads | None = None,
 ) -> np.ndarray:
-    """Adjoint of :func:`correlate` in W: grad @ cols^T, as (G*Co, Cg, *kernel_size)."""
+    """Adjoint of :func:`correlate` in W: grad @ cols^T, as (G*Co, Cg, *kernel_size).
+    ``pads``: x_padded is unpadded, zero-padded by pads (as in :func:`correlate`)."""
     out_size = grad_output.shape[2:]
     macs = math.prod(grad_output.shape) * x_padded.shape[1] // groups * math.prod(kernel_size)
     if _grouped.use(x_padded, grad_output, groups, macs):
-        geo = _grouped.geometry(x_padded.shape[2:], kernel_size, stride, dilation, out_size)
-        grad = _grouped.correlate_backward_weight(x_padded, grad_output, groups, geo)
+        padded_size = _padded_size(x_padded.shape[2:], pads)
+        geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
+        grad = _grouped.correlate_backward_weight(x_padded, grad_output, groups, geo, pads)
         if grad is not None:
             return grad.reshape(*grad.shape[:2], *kernel_size)
+    x_padded = _zero_pad(x_padded, pads)
     if per_tap(groups, x_padded.shape[1] // groups):
         return _backward_weight_per_tap(
             x_padded, grad_output, kernel_size, stride, dilation, groups

@@ -207,12 +207,22 @@ def _expand_bias(bias: np.ndarray, dims: int) -> np.ndarray:
     return bias.reshape(-1, *([1] * dims))
 
 
+def _correlate(plan: ConvPlan, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The batched ``x`` correlated with ``weight`` per the plan, no bias. Zero padding is
+    left to the correlation, which pads large grouped convs block by block."""
+    if plan.padding_mode == "zeros":
+        return _windows.correlate(
+            x, weight, plan.stride, plan.dilation, plan.groups, plan.out_size, plan.pads
+        )
+    padded = pad(x, plan.pads, plan.padding_mode)
+    return _windows.correlate(
+        padded, weight, plan.stride, plan.dilation, plan.groups, plan.out_size
+    )
+
+
 def _forward(plan: ConvPlan) -> np.ndarray:
     dims = len(plan.stride)
-    padded = pad(plan.input, plan.pads, plan.padding_mode)
-    out = _windows.correlate(
-        padded, plan.weight, plan.stride, plan.dilation, plan.groups, plan.out_size
-    )
+    out = _correlate(plan, plan.input, plan.weight)
     if plan.bias is not None:
         out += _expand_bias(plan.bias, dims)
     return out[0] if plan.unbatched else out
@@ -247,10 +257,15 @@ def _grad_input(grad: np.ndarray, plan: ConvPlan, weight: np.ndarray | None = No
     padded_size = tuple(
         n + a + b for n, (a, b) in zip(plan.input.shape[2:], plan.pads, strict=True)
     )
-    grad_padded = _windows.correlate_backward_input(
-        grad, weight, plan.stride, plan.dilation, plan.groups, padded_size
-    )
-    grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
+    if plan.padding_mode == "zeros":
+        grad_input = _windows.correlate_backward_input(
+            grad, weight, plan.stride, plan.dilation, plan.groups, padded_size, plan.pads
+        )
+    else:
+        grad_padded = _windows.correlate_backward_input(
+            grad, weight, plan.stride, plan.dilation, plan.groups, padded_size
+        )
+        grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
     if plan.unbatched:
         grad_input = grad_input[0]
     return np.ascontiguousarray(grad_input)
@@ -259,10 +274,15 @@ def _grad_input(grad: np.ndarray, plan: ConvPlan, weight: np.ndarray | None = No
 def _grad_weight(grad: np.ndarray, plan: ConvPlan, input: np.ndarray | None = None) -> np.ndarray:
     """grad_weight of the plan's convolution (with the batched ``input`` in place of the
     plan's)."""
-    padded = pad(plan.input if input is None else input, plan.pads, plan.padding_mode)
+    x = plan.input if input is None else input
+    if plan.padding_mode == "zeros":
+        return _windows.correlate_backward_weight(
+            x, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups, plan.pads
+        )
     return _windows.correlate_backward_weight(
-        padded, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups
-    )
+        pad(x, plan.pads, plan.padding_mode), grad, plan.weight.shape[2:], plan.stride,
+        plan.dilation, plan.groups,
+    )  # fmt: skip
 
 
 def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:
@@ -369,10 +389,7 @@ class Convolution:
         plan = self._plan
         x = self._check(input, "input", self.input_shape)
         weight = self._check(weight, "weight", self.weight_shape, batch=False)
-        out = _windows.correlate(
-            pad(x, plan.pads, plan.padding_mode), weight, plan.stride, plan.dilation,
-            plan.groups, plan.out_size,
-        )  # fmt: skip
+        out = _correlate(plan, x, weight)
         return out[0] if plan.unbatched else out
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray) -> np.ndarray:

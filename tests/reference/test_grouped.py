@@ -47,6 +47,10 @@ CASES = [
     ((2, 4, 8, 9), (8, 1, 3, 3), dict(groups=4, padding=1, padding_mode="reflect")),
     ((1, 6, 5, 6, 7), (6, 1, 3, 2, 3), dict(groups=6, stride=(1, 2, 2), dilation=(2, 1, 1))),
     ((2, 4, 5, 4, 6), (4, 2, 2, 2, 2), dict(groups=2, padding=1, padding_mode="circular")),
+    # one input channel per group, tap by tap: a channel multiplier of 2 with zero padding
+    # (padded block by block) and a stride; 3-d, dilated, padded on one axis only
+    ((2, 4, 9, 8), (8, 1, 3, 3), dict(groups=4, stride=2, padding=(2, 1))),
+    ((2, 3, 4, 6, 5), (3, 1, 2, 3, 2), dict(groups=3, dilation=(1, 2, 1), padding=(0, 2, 0))),
     ((9, 7, 8), (6, 3, 3, 3), dict(groups=3, padding=1)),  # unbatched
     ((0, 4, 7, 7), (4, 1, 3, 3), dict(groups=4, padding=1)),  # empty batch
 ]
@@ -89,6 +93,17 @@ def test_the_engine_gives_the_windows_paths_sums(case: tuple) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_products_cut_into_short_runs_still_give_the_sums(case: tuple) -> None:
+    """Every product handed to BLAS a few columns at a time (the partial products summed):
+    integer data, exact sums."""
+    x, weight, config = integer_case(case, 3)
+    with windows_paths():
+        expected = conv_all(x, weight, 4, config)
+    with engine(gemm_macs=8, gemv_elements=3):
+        assert_same(conv_all(x, weight, 4, config), expected)
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_threads_and_blocks_do_not_change_a_bit(case: tuple) -> None:
     """Random data (sums rounded): one thread with every group in one block, against two or
     three threads with one group a block; inf and NaN among the inputs."""
@@ -104,7 +119,7 @@ def test_threads_and_blocks_do_not_change_a_bit(case: tuple) -> None:
             assert_same(conv_all(x, weight, 3, config), expected)
 
 
-@pytest.mark.parametrize("case", CASES[:8])
+@pytest.mark.parametrize("case", CASES[:10])
 @pytest.mark.parametrize("where", ["input", "weight"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_special_values_land_where_the_windows_paths_put_them(
