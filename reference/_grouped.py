@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +64,7 @@ GROUPED = {
     "block_bytes": 1 << 20,
     "gemm_macs": 1 << 18,
     "gemv_elements": 2304 * 4,
+    "panel_bytes": 1 << 20,
 }
 
 
@@ -285,22 +286,43 @@ class _GradPlanes:
         target[...] = padded[self.inside]
 
 
-def _fill_columns(columns: np.ndarray, planes: np.ndarray, geo: Geometry) -> None:
-    """columns (B, Cg, taps, >= span) [..., :span] from planes (B, Cg, phases, Q): at stride
-    1 the taps' runs are one strided view of the planes, copied at once."""
-    if geo.lattice is not None:
-        shape = (*planes.shape[:2], *geo.lattice[0], geo.span)
-        strides = (
-            *planes.strides[:2],
-            *(planes.itemsize * f for f in geo.lattice[1]),
-            planes.itemsize,
-        )
-        view = np.lib.stride_tricks.as_strided(planes, shape, strides, writeable=False)
-        target = columns.reshape(*planes.shape[:2], *geo.lattice[0], columns.shape[-1])
-        target[..., : geo.span] = view
-        return
-    for k, (phase, offset) in enumerate(geo.taps):
-        columns[:, :, k, : geo.span] = planes[:, :, phase, offset : offset + geo.span]
+class _Columns:
+    """A block's im2col columns, (count, Cg * taps, columns), a panel of several products'
+    columns at a time (about panel_bytes, a whole number of products): filled at once (one
+    strided copy at stride 1, one per tap otherwise), then read by its products while still
+    in cache. Column t of tap k is column offset_k + t of the tap's phase plane."""
+
+    def __init__(self, size: int, depth: int, step: int, dtype: np.dtype) -> None:
+        steps = GROUPED["panel_bytes"] // max(size * depth * step * dtype.itemsize, 1)
+        self.panel = step * max(1, steps)
+        self.buffer = np.empty(size * depth * self.panel, dtype=dtype)
+
+    def panels(self, planes: np.ndarray, geo: Geometry) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, end, the columns start to end) of planes (count, Cg, phases, Q)."""
+        count, in_per_group = planes.shape[:2]
+        view = None
+        if geo.lattice is not None:
+            shape = (count, in_per_group, *geo.lattice[0], geo.span)
+            strides = (
+                *planes.strides[:2],
+                *(planes.itemsize * f for f in geo.lattice[1]),
+                planes.itemsize,
+            )
+            view = np.lib.stride_tricks.as_strided(planes, shape, strides, writeable=False)
+        for start in range(0, geo.span, self.panel):
+            end = min(geo.span, start + self.panel)
+            columns = _buffer(self.buffer, (count, in_per_group, len(geo.taps), end - start))
+            if view is not None:
+                columns.reshape(*view.shape[:-1], end - start)[...] = view[..., start:end]
+            else:
+                for k, (phase, offset) in enumerate(geo.taps):
+                    columns[:, :, k] = planes[:, :, phase, offset + start : offset + end]
+            yield start, end, columns.reshape(count, -1, end - start)
+
+
+def _buffer(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A contiguous array of this shape at the start of a flat scratch buffer."""
+    return flat[: math.prod(shape)].reshape(shape)
 
 
 def _blocks(batch: int, groups: int, per_group_bytes: int) -> tuple[list[Block], int]:
@@ -385,9 +407,10 @@ def correlate(
     matrix = weight.reshape(groups, per_group, depth)
     out = np.empty((batch, out_channels, *geo.out_size), dtype=x.dtype)
     by_taps = in_per_group == 1
-    per_block = geo.phases * geo.plane + 2 * per_group * geo.wide if by_taps else depth * geo.wide
-    blocks, size = _blocks(batch, groups, per_block * x.itemsize)
     step = _chunk(per_group, depth)
+    planes_size = in_per_group * geo.phases * geo.plane
+    per_block = planes_size + (2 if by_taps else 1) * per_group * geo.wide
+    blocks, size = _blocks(batch, groups, per_block * x.itemsize)
 
     def work(take: Callable[[], Block | None]) -> None:
         source = _Planes(x, pads, geo, size * in_per_group)
@@ -395,7 +418,7 @@ def correlate(
         if by_taps:
             term = np.empty((size, per_group, geo.span), dtype=x.dtype)
         else:
-            columns = np.empty((size, in_per_group, taps, geo.wide), dtype=x.dtype)
+            columns = _Columns(size, depth, step, x.dtype)
         with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as IEEE says
             while (block := take()) is not None:
                 n, g0, g1 = block
@@ -405,12 +428,12 @@ def correlate(
                 if by_taps:
                     _taps_forward(planes, matrix[g0:g1], geo, prod[..., : geo.span], term[:count])
                 else:
-                    cols = columns[:count]
-                    _fill_columns(cols, planes.reshape(count, in_per_group, *planes.shape[1:]), geo)
-                    cols = cols.reshape(count, depth, geo.wide)
-                    for t in range(0, geo.span, step):
-                        end = min(geo.span, t + step)
-                        np.matmul(matrix[g0:g1], cols[:, :, t:end], out=prod[:, :, t:end])
+                    planes = planes.reshape(count, in_per_group, *planes.shape[1:])
+                    for start, stop, cols in columns.panels(planes, geo):
+                        for t in range(start, stop, step):
+                            end = min(stop, t + step)
+                            part = cols[:, :, t - start : end - start]
+                            np.matmul(matrix[g0:g1], part, out=prod[:, :, t:end])
                 out[n, g0 * per_group : g1 * per_group] = geo.crop(
                     prod.reshape(count * per_group, geo.wide)
                 )
@@ -509,7 +532,7 @@ def correlate_backward_weight(
     dtype = x.dtype
     terms = np.empty((batch, groups, per_group, depth), dtype=dtype)
     by_taps = in_per_group == 1
-    per_block = per_group * geo.wide + geo.phases * geo.plane if by_taps else depth * geo.wide
+    per_block = per_group * geo.wide + in_per_group * geo.phases * geo.plane
     blocks, size = _blocks(batch, groups, per_block * dtype.itemsize)
     step = _chunk(min(per_group, depth), max(per_group, depth))
 
@@ -517,7 +540,7 @@ def correlate_backward_weight(
         grad_wide = np.zeros((size, per_group, geo.wide), dtype=dtype)
         source = _Planes(x, pads, geo, size * in_per_group)
         if not by_taps:
-            columns = np.empty((size, in_per_group, taps, geo.wide), dtype=dtype)
+            columns = _Columns(size, depth, step, dtype)
         partial = np.empty((size, per_group, 1 if by_taps else depth), dtype=dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             while (block := take()) is not None:
@@ -533,15 +556,15 @@ def correlate_backward_weight(
                     _taps_backward_weight(grads, planes, geo, target, partial[:count])
                     continue
                 planes = planes.reshape(count, in_per_group, *planes.shape[1:])
-                _fill_columns(columns[:count], planes, geo)
-                cols = columns[:count].reshape(count, depth, geo.wide).transpose(0, 2, 1)
-                for t in range(0, geo.span, step):
-                    end = min(geo.span, t + step)
-                    if t == 0:
-                        np.matmul(wide[:, :, t:end], cols[:, t:end], out=target)
-                    else:
-                        np.matmul(wide[:, :, t:end], cols[:, t:end], out=partial[:count])
-                        target += partial[:count]
+                for start, stop, cols in columns.panels(planes, geo):
+                    for t in range(start, stop, step):
+                        end = min(stop, t + step)
+                        part = cols[:, :, t - start : end - start].transpose(0, 2, 1)
+                        if t == 0:
+                            np.matmul(wide[:, :, t:end], part, out=target)
+                        else:
+                            np.matmul(wide[:, :, t:end], part, out=partial[:count])
+                            target += partial[:count]
 
     _run(blocks, work, batch * out_channels * depth * math.prod(geo.out_size))
     with np.errstate(invalid="ignore", over="ignore"):

@@ -93,13 +93,14 @@ def test_the_engine_gives_the_windows_paths_sums(case: tuple) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_products_cut_into_short_runs_still_give_the_sums(case: tuple) -> None:
-    """Every product handed to BLAS a few columns at a time (the partial products summed):
-    integer data, exact sums."""
+@pytest.mark.parametrize("panel_bytes", [1, 2**20])
+def test_products_cut_into_short_runs_still_give_the_sums(case: tuple, panel_bytes: int) -> None:
+    """Every product handed to BLAS a few columns at a time (the partial products summed),
+    its columns filled one product at a time or many: integer data, exact sums."""
     x, weight, config = integer_case(case, 3)
     with windows_paths():
         expected = conv_all(x, weight, 4, config)
-    with engine(gemm_macs=8, gemv_elements=3):
+    with engine(gemm_macs=8, gemv_elements=3, panel_bytes=panel_bytes):
         assert_same(conv_all(x, weight, 4, config), expected)
 
 
