@@ -172,6 +172,9 @@ def geometry(
     dilation: Sequence[int],
     out_size: Sequence[int],
 ) -> Geometry:
+    fits = zip(padded_size, kernel_size, stride, dilation, out_size, strict=True)
+    # every tap's run lies inside its plane (the column views read no further)
+    assert all(o <= 0 or (p - d * (k - 1) - 1) // s + 1 >= o for p, k, s, d, o in fits)
     phase_size = tuple(-(-p // s) for p, s in zip(padded_size, stride, strict=True))
     flat = [math.prod(phase_size[a + 1 :]) for a in range(len(phase_size))]
     taps = []

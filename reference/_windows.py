@@ -258,12 +258,49 @@ def correlate_backward_input(
     kernel_size, out_size = weight.shape[2:], grad_output.shape[2:]
     macs = math.prod(grad_output.shape) * weight.shape[1] * math.prod(kernel_size)
     if _grouped.use(grad_output, weight, groups, macs) and np.isfinite(weight).all():
+        if all(s == 1 for s in stride):
+            gathered = _gathered(grad_output, weight, dilation, groups, padded_size, pads)
+            if gathered is not None:
+                return gathered
         geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
         return _grouped.correlate_backward_input(grad_output, weight, groups, geo, pads)
     grad = _backward_input(grad_output, weight, stride, dilation, groups, padded_size)
     if pads is None:
         return grad
     return crop(grad, [before for before, _ in pads], _grouped.unpadded_size(padded_size, pads))
+
+
+def _gathered(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    dilation: Sequence[int],
+    groups: int,
+    padded_size: Sequence[int],
+    pads: Pads | None,
+) -> np.ndarray | None:
+    """A large grouped conv's adjoint in x at stride 1 as a correlation, which the blocked
+    engine runs from columns: grad_x[c, p] = sum_{o, k} W[o, c, k] grad[o, p - k * dilation]
+    is grad, zero-padded by the kernel's reach before and by what the padded size has past
+    the output after (reach, and a transposed conv's output padding), less the conv's own
+    padding (grad_x of the unpadded input), correlated with the kernel flipped and each
+    group's channels swapped. None where that makes a negative pad. Measured against adding
+    W^T @ grad tap by tap (float64, batch 8, planes 14 to 112 wide): g=8 and g=32 0.45-0.9x
+    the time, depthwise 0.4-1.0x."""
+    dims = len(dilation)
+    kernel_size = weight.shape[2:]
+    reach = [(k - 1) * d for k, d in zip(kernel_size, dilation, strict=True)]
+    past = [p - o for p, o in zip(padded_size, grad_output.shape[2:], strict=True)]
+    edges = [(0, 0)] * dims if pads is None else list(pads)
+    widths = tuple((r - a, e - b) for r, e, (a, b) in zip(reach, past, edges, strict=True))
+    if any(w < 0 for pair in widths for w in pair):
+        return None
+    out_channels, in_per_group = weight.shape[:2]
+    per_group = out_channels // groups
+    flipped = np.flip(weight, axis=tuple(range(2, 2 + dims)))
+    swapped = flipped.reshape(groups, per_group, in_per_group, *kernel_size).swapaxes(1, 2)
+    swapped = np.ascontiguousarray(swapped).reshape(groups * in_per_group, per_group, *kernel_size)
+    size = padded_size if pads is None else _grouped.unpadded_size(padded_size, pads)
+    return correlate(grad_output, swapped, (1,) * dims, dilation, groups, size, widths)
 
 
 def _backward_input(

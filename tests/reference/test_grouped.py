@@ -51,6 +51,8 @@ CASES = [
     # (padded block by block) and a stride; 3-d, dilated, padded on one axis only
     ((2, 4, 9, 8), (8, 1, 3, 3), dict(groups=4, stride=2, padding=(2, 1))),
     ((2, 3, 4, 6, 5), (3, 1, 2, 3, 2), dict(groups=3, dilation=(1, 2, 1), padding=(0, 2, 0))),
+    # padding past the kernel's reach: grad_input added tap by tap, not gathered
+    ((2, 4, 6, 5), (4, 2, 2, 3), dict(groups=2, padding=(2, 1), dilation=(1, 2))),
     ((9, 7, 8), (6, 3, 3, 3), dict(groups=3, padding=1)),  # unbatched
     ((0, 4, 7, 7), (4, 1, 3, 3), dict(groups=4, padding=1)),  # empty batch
 ]
@@ -102,6 +104,27 @@ def test_products_cut_into_short_runs_still_give_the_sums(case: tuple, panel_byt
         expected = conv_all(x, weight, 4, config)
     with engine(gemm_macs=8, gemv_elements=3, panel_bytes=panel_bytes):
         assert_same(conv_all(x, weight, 4, config), expected)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(groups=2, dilation=2, output_padding=1),  # past the reach: output padding
+        dict(groups=2, padding=1),
+        dict(groups=2, stride=2, output_padding=1),  # strided: added tap by tap
+    ],
+)
+def test_a_transposed_conv_through_the_engine_gives_the_windows_paths_sums(config: dict) -> None:
+    """A transposed conv is the adjoint of a conv: through the engine its forward is a
+    correlation of the input padded past the reach (gathered at stride 1)."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(-3, 4, (2, 4, 7, 6)).astype(np.float64)
+    weight = rng.integers(-3, 4, (4, 3, 3, 2)).astype(np.float64)
+    with windows_paths():
+        expected = reference.conv_transpose2d(x, weight, **config)
+    with engine():
+        got = reference.conv_transpose2d(x, weight, **config)
+    assert_same((got,), (expected,))
 
 
 @pytest.mark.parametrize("case", CASES)
