@@ -238,6 +238,13 @@ def _parser() -> argparse.ArgumentParser:
         "--size", type=int, default=56, help="input height and width of the ResNet stem"
     )
     bench.add_argument("--batch", type=int, default=8)
+    bench.add_argument(
+        "--reference-threads",
+        type=int,
+        default=None,
+        help="threads of the reference's large grouped convolutions (default: torch's, so "
+        "that each side has the same cores)",
+    )
     bench.add_argument("--quick", action="store_true", help="a few small cases only")
     bench.add_argument(
         "--model",

@@ -47,7 +47,10 @@ def _default_threads() -> int:
 #   variable REFERENCE_THREADS sets the default). One by default: on the 2-core bench
 #   machine, shared with other work, two threads measured no faster and often slower
 #   (depthwise 64 @56 forward 14.8 ms on one, 30.3 on two; g=32 256 @28 15.6 against 32.1;
-#   g=8 128 @28 13.7 and 13.6), and a campaign's pytest-xdist workers already fill the cores;
+#   g=8 128 @28 13.7 and 13.6), and a campaign's pytest-xdist workers already fill the cores.
+#   On an idle machine two threads now do better at real sizes (bench, batch 8, planes 56
+#   and 112 wide: g=32 forward 114 -> 63 ms, g=8 83 -> 55, depthwise backward 128 -> 110),
+#   so the bench gives the reference as many threads as torch has;
 # - min_macs: convolutions with fewer multiply-adds keep _windows' paths (a campaign's
 #   examples are far below: they pay no block loop, and their bits are what they were);
 # - thread_min_macs: below it one thread does all blocks (a pool's hand-off costs ~50 us);
@@ -68,15 +71,17 @@ GROUPED = {
 }
 
 
-def set_threads(count: int) -> None:
+def set_threads(count: int) -> int:
     """Set the most threads one large grouped or depthwise convolution may use (the default
     is 1, or the REFERENCE_THREADS environment variable). Results do not depend on it, bit
-    for bit."""
+    for bit. Returns the count it replaces."""
     if not is_int(count):
         raise TypeError(f"count (the reference's threads) must be an int, got {describe(count)}")
     if count < 1:
         raise ValueError(f"count (the reference's threads) must be at least 1, got {count}")
+    before = GROUPED["threads"]
     GROUPED["threads"] = int(count)
+    return before
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}

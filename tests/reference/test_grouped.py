@@ -184,8 +184,10 @@ def test_a_large_grouped_conv_takes_the_engine_and_a_dense_one_does_not() -> Non
 def test_set_threads_checks_its_argument() -> None:
     before = _grouped.GROUPED["threads"]
     try:
-        reference.set_threads(3)
+        assert reference.set_threads(3) == before  # the count it replaced
         assert _grouped.GROUPED["threads"] == 3
+        assert reference.set_threads(4) == 3
+        reference.set_threads(3)
         with pytest.raises(TypeError, match=r"count .* must be an int, got bool"):
             reference.set_threads(True)
         with pytest.raises(TypeError, match=r"count .* must be an int, got float"):
