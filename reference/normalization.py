@@ -183,8 +183,11 @@ def channel_statistics(input: np.ndarray, correction: int = 1) -> tuple[np.ndarr
         raise ValueError(f"input must be (N, C, *), got shape {input.shape}")
     correction = int_arg(correction, "correction")
     axes = _channel_axes(input)
-    count = input.size // input.shape[1]
-    mean = input.mean(axis=axes)
+    count = input.size // input.shape[1] if input.shape[1] else 0
+    if count == 0:  # an empty batch or space: NaN, as torch gives (np.mean would warn)
+        mean = np.full(input.shape[1], np.nan, dtype=input.dtype)
+    else:
+        mean = input.mean(axis=axes)
     centered = input - _per_channel(mean, input.ndim)
     with np.errstate(divide="ignore", invalid="ignore"):
         var = (centered * centered).sum(axis=axes) / max(count - correction, 0)

@@ -348,12 +348,14 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
                     undecided = (xb.value == 0) & (first.error >= np.abs(first.value))
                 unclaimed["grad_input"] = unclaimed["grad_input"] | finish(undecided)
             grad_input = A.add(left, A.mul(x_to_p_minus_1, second))
+            with np.errstate(divide="ignore"):  # 0 ** (p - 2) is inf for p < 2, as above
+                curvature_factor = np.abs(xb.value) ** (p - 2.0)
             grad_input = Tracked(
                 grad_input.value,
                 grad_input.error
                 + _underflow_in_any_order(
                     A,
-                    [abs(p - 1.0), np.abs(xb.value) ** (p - 2.0), np.abs(vb.value)],
+                    [abs(p - 1.0), curvature_factor, np.abs(vb.value)],
                     scatter(_at_least_one(g.value, np.abs(S.value) ** (1.0 / p - 1.0))),
                 )
                 + _underflow_in_any_order(

@@ -77,13 +77,16 @@ class Arithmetic:
         return Tracked(-a.value, a.error)
 
     def mul(self, a: Tracked, b: Tracked) -> Tracked:
-        value = a.value * b.value
-        error = (
-            np.abs(a.value) * b.error
-            + np.abs(b.value) * a.error
-            + a.error * b.error
-            + self.r * np.abs(value)
-        )
+        # inf * 0 is NaN, value or error: an error NaN is unknown, read as no claim
+        # (unknown_as_infinite) where the bound is finished
+        with np.errstate(invalid="ignore"):
+            value = a.value * b.value
+            error = (
+                np.abs(a.value) * b.error
+                + np.abs(b.value) * a.error
+                + a.error * b.error
+                + self.r * np.abs(value)
+            )
         return self.rounded(value, error)
 
     def product(self, a: Tracked, b: Tracked, c: Tracked) -> Tracked:

@@ -74,6 +74,8 @@ def _shapes(result: Any) -> list[tuple[int, ...] | None]:
     return [None if r is None else tuple(np.shape(r)) for r in items]
 
 
+# torch's var_mean warns about the empty batch it is asked for: the call under test
+@pytest.mark.filterwarnings("ignore:var_mean.*degrees of freedom is <= 0:UserWarning")
 @pytest.mark.parametrize("spec", CATALOGUE, ids=[spec.name for spec in CATALOGUE])
 @settings(max_examples=15, database=None)
 @given(data=st.data())
