@@ -157,9 +157,10 @@ def normalizer_errors(
     shape = (-1, *([1] * (x.ndim - 2)))
     s = var + eps
     r = (1 / np.sqrt(s)).reshape(shape)
-    rises = (d_var + u * s) / s  # var's error and eps's addition, relative to s
-    falls = (np.maximum(d_var - d_mean**2, 0.0) + u * s) / s
+    # an infinite variance (inf / inf) or error makes NaN: unknown, no claim downstream
     with np.errstate(divide="ignore", invalid="ignore"):
+        rises = (d_var + u * s) / s  # var's error and eps's addition, relative to s
+        falls = (np.maximum(d_var - d_mean**2, 0.0) + u * s) / s
         up = 1 / np.sqrt(1 - np.minimum(falls, 1)) - 1
         rho = np.maximum(1 - 1 / np.sqrt(1 + rises), np.where(falls < 1, up, np.inf))
     rho = (1 + rho) * (1 + u) ** 2 - 1  # the square root and the division

@@ -348,29 +348,30 @@ def lp_derivative_tolerances(spec: OpSpec) -> CustomTolerances:
                     undecided = (xb.value == 0) & (first.error >= np.abs(first.value))
                 unclaimed["grad_input"] = unclaimed["grad_input"] | finish(undecided)
             grad_input = A.add(left, A.mul(x_to_p_minus_1, second))
-            with np.errstate(divide="ignore"):  # 0 ** (p - 2) is inf for p < 2, as above
-                curvature_factor = np.abs(xb.value) ** (p - 2.0)
-            grad_input = Tracked(
-                grad_input.value,
-                grad_input.error
-                + _underflow_in_any_order(
-                    A,
-                    [abs(p - 1.0), curvature_factor, np.abs(vb.value)],
-                    scatter(_at_least_one(g.value, np.abs(S.value) ** (1.0 / p - 1.0))),
-                )
-                + _underflow_in_any_order(
-                    A,
-                    [np.abs(xb.value) ** (p - 1.0)],
-                    scatter(
-                        _at_least_one(
-                            g.value,
-                            abs(1.0 / p - 1.0),
-                            np.abs(S.value) ** (1.0 / p - 2.0),
-                            d_sums.value,
-                        )
+            # 0 ** (p - 2) is inf for p < 2, as above, and a window's S = 0 makes its
+            # powers inf: the underflow terms are then inf, no claim
+            with np.errstate(divide="ignore"):
+                grad_input = Tracked(
+                    grad_input.value,
+                    grad_input.error
+                    + _underflow_in_any_order(
+                        A,
+                        [abs(p - 1.0), np.abs(xb.value) ** (p - 2.0), np.abs(vb.value)],
+                        scatter(_at_least_one(g.value, np.abs(S.value) ** (1.0 / p - 1.0))),
+                    )
+                    + _underflow_in_any_order(
+                        A,
+                        [np.abs(xb.value) ** (p - 1.0)],
+                        scatter(
+                            _at_least_one(
+                                g.value,
+                                abs(1.0 / p - 1.0),
+                                np.abs(S.value) ** (1.0 / p - 2.0),
+                                d_sums.value,
+                            )
+                        ),
                     ),
-                ),
-            )
+                )
         grad_input = Tracked(finish(grad_input.value), finish(grad_input.error))
         found = _tolerances(context, {"grad_input": grad_input, GRAD_GRAD_OUTPUT: jvp}, 3 * k + 12)
         return _no_claim(found, unclaimed)

@@ -116,7 +116,8 @@ def _rounded(array: np.ndarray | None, scale: float, stored: Any) -> np.ndarray 
     """``array`` times ``scale``, rounded to the tested dtype (one pass where scale is 1)."""
     if array is None:
         return None
-    return (array if scale == 1 else array * scale).astype(stored)
+    with np.errstate(over="ignore"):  # past the dtype's range: inf, as torch's cast gives
+        return (array if scale == 1 else array * scale).astype(stored)
 
 
 def oracle(prepared: Prepared) -> None:

@@ -120,8 +120,8 @@ class Arithmetic:
 
     def sqrt(self, a: Tracked) -> Tracked:
         value = np.sqrt(a.value)
-        low = np.sqrt(np.maximum(a.value - a.error, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf: NaN, no claim
+            low = np.sqrt(np.maximum(a.value - a.error, 0.0))
             error = np.where(a.error > 0, a.error / (value + low), 0.0) + self.r * value
         return self.rounded(value, error)
 
