@@ -264,7 +264,10 @@ def correlate_backward_input(
                 return gathered
         geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
         return _grouped.correlate_backward_input(grad_output, weight, groups, geo, pads)
-    grad = _backward_input(grad_output, weight, stride, dilation, groups, padded_size)
+    if groups > 1:
+        grad = _backward_input_per_tap(grad_output, weight, stride, dilation, groups, padded_size)
+    else:
+        grad = _col2im_backward_input(grad_output, weight, stride, dilation, padded_size)
     if pads is None:
         return grad
     return crop(grad, [before for before, _ in pads], _grouped.unpadded_size(padded_size, pads))
@@ -303,32 +306,25 @@ def _gathered(
     return correlate(grad_output, swapped, (1,) * dims, dilation, groups, size, widths)
 
 
-def _backward_input(
-    grad_output: np.ndarray,
-    weight: np.ndarray,
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    padded_size: Sequence[int],
-) -> np.ndarray:
-    if groups > 1:
-        return _backward_input_per_tap(grad_output, weight, stride, dilation, groups, padded_size)
+def _col2im_backward_input(
+    grad_output: np.ndarray, weight: np.ndarray, stride: Sequence[int],
+    dilation: Sequence[int], padded_size: Sequence[int],
+) -> np.ndarray:  # fmt: skip
+    """A dense conv's adjoint in x: W^T @ grad as columns, added at their windows (col2im)."""
     batch = grad_output.shape[0]
     out_size = grad_output.shape[2:]
     kernel_size = weight.shape[2:]
     dims = len(kernel_size)
     in_per_group = weight.shape[1]
-    weight_matrix = weight.reshape(
-        groups, weight.shape[0] // groups, in_per_group * math.prod(kernel_size)
-    )
+    weight_matrix = weight.reshape(1, weight.shape[0], in_per_group * math.prod(kernel_size))
     check_im2col_budget(
         batch * math.prod(out_size),
         weight_matrix.shape[-1],
-        groups,
+        1,
         np.result_type(grad_output, weight).itemsize,
     )
-    grad_columns = _matmul(weight_matrix.transpose(0, 2, 1), _grad_rows(grad_output, groups))
-    grad_columns = grad_columns.reshape(groups * in_per_group, *kernel_size, batch, *out_size)
+    grad_columns = _matmul(weight_matrix.transpose(0, 2, 1), _grad_rows(grad_output, 1))
+    grad_columns = grad_columns.reshape(in_per_group, *kernel_size, batch, *out_size)
     order = (1 + dims, 0, *range(2 + dims, 2 + 2 * dims), *range(1, 1 + dims))
     return scatter_windows(grad_columns.transpose(order), padded_size, stride, dilation)
 
