@@ -101,7 +101,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 Block = tuple[int, int, int]  # (image, first group, end group)
-Pads = tuple[tuple[int, int], ...]  # (before, after) zeros per spatial axis
+Pads = Sequence[tuple[int, int]]  # (before, after) zeros per spatial axis
 
 
 def _run(
@@ -446,7 +446,8 @@ def correlate_backward_input(
     in_per_group = weight.shape[1]
     per_group, taps = out_channels // groups, len(geo.taps)
     depth = in_per_group * taps
-    transposed = weight.reshape(groups, per_group, depth).transpose(0, 2, 1)
+    matrix = weight.reshape(groups, per_group, depth)  # depth = taps with one channel a group
+    transposed = matrix.transpose(0, 2, 1)
     dtype = grad_output.dtype
     channels = groups * in_per_group
     if pads is None:
@@ -479,9 +480,8 @@ def correlate_backward_input(
                 geo.crop(wide)[...] = rows.reshape(count, per_group, *geo.out_size)
                 planes = sink.planes(n, c0, c1)
                 if by_taps:
-                    weights = weight.reshape(groups, per_group, taps)[g0:g1]
                     grads = wide[..., : geo.span]
-                    _taps_backward_input(grads, weights, geo, planes, term[:count])
+                    _taps_backward_input(grads, matrix[g0:g1], geo, planes, term[:count])
                     sink.commit(n, c0, c1, planes)
                     continue
                 cols = columns[:count].reshape(count, depth, geo.wide)

@@ -184,11 +184,12 @@ def _padded_size(size: Sequence[int], pads: Pads | None) -> tuple[int, ...]:
     return tuple(n + a + b for n, (a, b) in zip(size, pads, strict=True))
 
 
-def _zero_pad(x: np.ndarray, pads: Pads | None) -> np.ndarray:
-    """x (N, C, *S) zero-padded by pads over S (x itself where there are none)."""
+def zero_pad(x: np.ndarray, pads: Pads | None) -> np.ndarray:
+    """x zero-padded by pads over its trailing len(pads) axes (x itself where there are
+    none)."""
     if pads is None or not any(a or b for a, b in pads):
         return x
-    return constant_pad(x, ((0, 0), (0, 0), *pads))
+    return constant_pad(x, [(0, 0)] * (x.ndim - len(pads)) + list(pads))
 
 
 def native_layout(positions: int, kernel_size: Sequence[int], groups: int) -> bool:
@@ -221,7 +222,7 @@ def correlate(
         padded_size = _padded_size(x_padded.shape[2:], pads)
         geo = _grouped.geometry(padded_size, kernel_size, stride, dilation, out_size)
         return _grouped.correlate(x_padded, weight, groups, geo, pads)
-    x_padded = _zero_pad(x_padded, pads)
+    x_padded = zero_pad(x_padded, pads)
     if per_tap(groups, in_per_group):
         return _correlate_per_tap(x_padded, weight, stride, dilation, groups, out_size)
     dims = len(kernel_size)
@@ -368,7 +369,7 @@ def correlate_backward_weight(
         grad = _grouped.correlate_backward_weight(x_padded, grad_output, groups, geo, pads)
         if grad is not None:
             return grad.reshape(*grad.shape[:2], *kernel_size)
-    x_padded = _zero_pad(x_padded, pads)
+    x_padded = zero_pad(x_padded, pads)
     if per_tap(groups, x_padded.shape[1] // groups):
         return _backward_weight_per_tap(
             x_padded, grad_output, kernel_size, stride, dilation, groups

@@ -31,7 +31,7 @@ from reference._arguments import (
     positive,
     positive_int,
 )
-from reference.padding import check_padding_mode, check_pads_fit, pad, pad_backward
+from reference.padding import Pads, check_padding_mode, check_pads_fit, pad, pad_backward
 from reference.shapes import same_padding
 
 PaddingArg = str | IntOrTuple
@@ -207,17 +207,24 @@ def _expand_bias(bias: np.ndarray, dims: int) -> np.ndarray:
     return bias.reshape(-1, *([1] * dims))
 
 
+def _zero_pads(plan: ConvPlan) -> Pads | None:
+    """The pads the correlations apply themselves (zero padding: large grouped convs pad
+    block by block, never the whole input); None where the plan's padding mode is applied
+    here (pad, pad_backward)."""
+    return plan.pads if plan.padding_mode == "zeros" else None
+
+
+def _padded(plan: ConvPlan, x: np.ndarray) -> np.ndarray:
+    """The batched ``x`` as the correlations take it: padded here unless they pad it."""
+    return x if plan.padding_mode == "zeros" else pad(x, plan.pads, plan.padding_mode)
+
+
 def _correlate(plan: ConvPlan, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """The batched ``x`` correlated with ``weight`` per the plan, no bias. Zero padding is
-    left to the correlation, which pads large grouped convs block by block."""
-    if plan.padding_mode == "zeros":
-        return _windows.correlate(
-            x, weight, plan.stride, plan.dilation, plan.groups, plan.out_size, plan.pads
-        )
-    padded = pad(x, plan.pads, plan.padding_mode)
+    """The batched ``x`` correlated with ``weight`` per the plan, no bias."""
     return _windows.correlate(
-        padded, weight, plan.stride, plan.dilation, plan.groups, plan.out_size
-    )
+        _padded(plan, x), weight, plan.stride, plan.dilation, plan.groups, plan.out_size,
+        _zero_pads(plan),
+    )  # fmt: skip
 
 
 def _forward(plan: ConvPlan) -> np.ndarray:
@@ -257,15 +264,11 @@ def _grad_input(grad: np.ndarray, plan: ConvPlan, weight: np.ndarray | None = No
     padded_size = tuple(
         n + a + b for n, (a, b) in zip(plan.input.shape[2:], plan.pads, strict=True)
     )
-    if plan.padding_mode == "zeros":
-        grad_input = _windows.correlate_backward_input(
-            grad, weight, plan.stride, plan.dilation, plan.groups, padded_size, plan.pads
-        )
-    else:
-        grad_padded = _windows.correlate_backward_input(
-            grad, weight, plan.stride, plan.dilation, plan.groups, padded_size
-        )
-        grad_input = pad_backward(grad_padded, plan.input.shape[2:], plan.pads, plan.padding_mode)
+    grad_input = _windows.correlate_backward_input(
+        grad, weight, plan.stride, plan.dilation, plan.groups, padded_size, _zero_pads(plan)
+    )
+    if plan.padding_mode != "zeros":  # the correlation's gradient is the padded input's
+        grad_input = pad_backward(grad_input, plan.input.shape[2:], plan.pads, plan.padding_mode)
     if plan.unbatched:
         grad_input = grad_input[0]
     return np.ascontiguousarray(grad_input)
@@ -274,15 +277,10 @@ def _grad_input(grad: np.ndarray, plan: ConvPlan, weight: np.ndarray | None = No
 def _grad_weight(grad: np.ndarray, plan: ConvPlan, input: np.ndarray | None = None) -> np.ndarray:
     """grad_weight of the plan's convolution (with the batched ``input`` in place of the
     plan's)."""
-    x = plan.input if input is None else input
-    if plan.padding_mode == "zeros":
-        return _windows.correlate_backward_weight(
-            x, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups, plan.pads
-        )
+    x = _padded(plan, plan.input if input is None else input)
     return _windows.correlate_backward_weight(
-        pad(x, plan.pads, plan.padding_mode), grad, plan.weight.shape[2:], plan.stride,
-        plan.dilation, plan.groups,
-    )  # fmt: skip
+        x, grad, plan.weight.shape[2:], plan.stride, plan.dilation, plan.groups, _zero_pads(plan)
+    )
 
 
 def _backward(grad_output: np.ndarray, plan: ConvPlan) -> Gradients:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reference._windows import constant_pad, crop
+from reference._windows import crop, zero_pad
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -63,12 +63,9 @@ def pad_indices(size: int, before: int, after: int, padding_mode: str) -> np.nda
 
 def pad(x: np.ndarray, pads: Pads, padding_mode: str) -> np.ndarray:
     """Pad the trailing ``len(pads)`` axes of ``x``; ``pads[i] = (before, after)``."""
-    first_spatial = x.ndim - len(pads)
     if padding_mode == "zeros":
-        if not any(before or after for before, after in pads):
-            return x
-        widths = [(0, 0)] * first_spatial + [(before, after) for before, after in pads]
-        return constant_pad(x, widths)
+        return zero_pad(x, pads)
+    first_spatial = x.ndim - len(pads)
     for offset, (before, after) in enumerate(pads):
         axis = first_spatial + offset
         if before or after:

@@ -272,7 +272,9 @@ def main(options: argparse.Namespace) -> int:
         else resnet50_cases(options.batch, options.size) + other_cases(options.batch, options.size)
     )
     allocator = keep_freed_memory()
-    threads = getattr(options, "reference_threads", None) or torch.get_num_threads()
+    threads = options.reference_threads
+    if threads is None:  # as many as torch: each side has the same cores
+        threads = torch.get_num_threads()
     saved = reference.set_threads(threads)
     began = time.monotonic()
     try:

@@ -159,31 +159,32 @@ def judge_in_batches(
         earlier = _sent(implementation, quarantine)
         done = 0
         began = time.perf_counter()
-        away = timing.Away()  # the caller's time at each yield (recording): not the check's
-        try:
-            for judged in implementation.stream(TARGET, arguments, shared, quarantine):
-                earlier.append((spec, dtype, direction, run[done][0]))
+        # the caller's time at each yield (recording the row) is not the check's
+        with timing.phase("check") as away:
+            try:
+                for judged in implementation.stream(TARGET, arguments, shared, quarantine):
+                    earlier.append((spec, dtype, direction, run[done][0]))
+                    done += 1
+                    with away:
+                        yield judged
+            except ProcessDied as died:
+                # the example it was judging; past the last (it died tidying up after the
+                # batch, a heap damaged before), the last: its history holds the calls that
+                # did it
+                done = min(done, len(run) - 1)
+                if earlier and earlier[-1][3] is run[done][0]:
+                    earlier.pop()
+                example, regions = run[done]
+                history = [call_of(*sent) for sent in earlier]
+                earlier.clear()  # that process is gone
+                outcome = died_outcome(
+                    spec, implementation, dtype, direction, example, regions, died, history,
+                    quarantine,
+                )  # fmt: skip
+                judged = settle(outcome, baseline, time.perf_counter() - began)
                 done += 1
                 with away:
                     yield judged
-        except ProcessDied as died:
-            # the example it was judging; past the last (it died tidying up after the batch,
-            # a heap damaged before), the last: its history holds the calls that did it
-            done = min(done, len(run) - 1)
-            if earlier and earlier[-1][3] is run[done][0]:
-                earlier.pop()
-            example, regions = run[done]
-            history = [call_of(*sent) for sent in earlier]
-            earlier.clear()  # that process is gone
-            outcome = died_outcome(
-                spec, implementation, dtype, direction, example, regions, died, history, quarantine
-            )
-            judged = settle(outcome, baseline, time.perf_counter() - began)
-            done += 1
-            with away:
-                yield judged
-        finally:
-            timing.add("check", time.perf_counter() - began - away.seconds)
         plan = plan[done:]
 
 
@@ -320,20 +321,18 @@ def invalid_rows(
     while calls:
         items = [(example, rule.name) for example, rule in calls]
         done = 0
-        began = time.perf_counter()
-        away = timing.Away()  # the caller's time at each yield (recording): not the check's
-        try:
-            for row in implementation.stream(INVALID_TARGET, (spec.name, dtype, items)):
+        # the caller's time at each yield (recording the row) is not the check's
+        with timing.phase("check") as away:
+            try:
+                for row in implementation.stream(INVALID_TARGET, (spec.name, dtype, items)):
+                    done += 1
+                    with away:
+                        yield row
+            except ProcessDied as died:
+                example, rule = calls[done]
+                row = died_on_invalid_call(spec, implementation, example, rule, dtype, died)
+                row["regions"] = rule.name
                 done += 1
                 with away:
                     yield row
-        except ProcessDied as died:
-            example, rule = calls[done]
-            row = died_on_invalid_call(spec, implementation, example, rule, dtype, died)
-            row["regions"] = rule.name
-            done += 1
-            with away:
-                yield row
-        finally:
-            timing.add("check", time.perf_counter() - began - away.seconds)
         calls = calls[done:]

@@ -53,15 +53,6 @@ def add(phase: str, seconds: float) -> None:
     TOTALS[phase] = TOTALS.get(phase, 0.0) + seconds
 
 
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    began = time.perf_counter()
-    try:
-        yield
-    finally:
-        add(name, time.perf_counter() - began)
-
-
 class Away:
     """Seconds spent away from a phase while inside it, to leave out of it: a generator's
     caller at each of its yields (``with away: yield item``), whose time (recording the row)
@@ -76,6 +67,17 @@ class Away:
 
     def __exit__(self, *exception: object) -> None:
         self.seconds += time.perf_counter() - self._left
+
+
+@contextmanager
+def phase(name: str) -> Iterator[Away]:
+    """Time inside the block, less what it spends ``with away:`` (yielded)."""
+    began = time.perf_counter()
+    away = Away()
+    try:
+        yield away
+    finally:
+        add(name, time.perf_counter() - began - away.seconds)
 
 
 def mark(name: str) -> None:
