@@ -4,21 +4,15 @@ layers coloured by verdict."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: files only
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from conformance.model import report
 from conformance.model.run import ModelRun
+from conformance.reporting.figures import png_base64, pyplot
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1300px; }
@@ -39,17 +33,13 @@ COLOURS = {"pass": "#2e8b57", "fail": "#c0392b", "known": "#d4a017", "unsupporte
 
 
 def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
+    return f"<img alt='plot' src='data:image/png;base64,{png_base64(figure, dpi=100)}'>"
 
 
 def plots(table: pd.DataFrame) -> str:
     """Per layer (x: position in the forward pass): the worst bound ratio of each checked
     layer (log scale; above 1 fails), the activation statistics, and the receptive field."""
-    figure, axes = plt.subplots(3, 1, figsize=(12, 9.5), sharex=True)
+    figure, axes = pyplot().subplots(3, 1, figsize=(12, 9.5), sharex=True)
     figure.subplots_adjust(left=0.07, right=0.93, top=0.96, bottom=0.06, hspace=0.22)
     index = np.arange(len(table))
     ratio = pd.to_numeric(table["worst_bound_ratio"], errors="coerce").to_numpy(dtype=float)

@@ -3,22 +3,16 @@ as PNG data), readable offline in any browser."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: files only
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from conformance.catalogue.spec import OpSpec
 from conformance.reporting.baseline import KnownDiscrepancy, known_table
+from conformance.reporting.figures import png_base64, pyplot
 from conformance.reporting.results import FAILING, GROUP
 from conformance.reporting.scoreboard import scoreboard_matrix, scoreboard_table, status_matrix
 from conformance.reporting.tables import (
@@ -81,10 +75,7 @@ def scoreboard_html(frame: pd.DataFrame) -> str:
 
 
 def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = png_base64(figure, dpi=90, bbox_inches="tight")
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
@@ -107,7 +98,7 @@ def error_plot(frame: pd.DataFrame) -> str:
     finite_positive = ratio[np.isfinite(ratio) & (ratio > 0)]
     floor = float(finite_positive.min()) / 3 if finite_positive.size else 1e-6
     ceiling = max(float(finite_positive.max()) * 3 if finite_positive.size else 10.0, 10.0)
-    figure, axes = plt.subplots(figsize=(10, 0.3 * len(ops) + 1.5))
+    figure, axes = pyplot().subplots(figsize=(10, 0.3 * len(ops) + 1.5))
     rng = np.random.default_rng(0)  # vertical jitter only, so dots do not hide each other
     dtypes = sorted(shown["dtype"].unique())
 
