@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib
 import json
-import pkgutil
 import shutil
 import tempfile
 import time
@@ -34,6 +32,7 @@ from conformance.campaign.header import (
     run_seed,
 )
 from conformance.campaign.recorder import Recorder
+from conformance.campaign.startup import prepare_process, worker_input
 from conformance.campaign.terminal import show_progress, terminal_lines
 from conformance.catalogue import CATALOGUE
 from conformance.catalogue.dtypes import DTYPES
@@ -172,35 +171,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _worker_input(config: pytest.Config) -> dict[str, Any] | None:
-    return getattr(config, "workerinput", None)
-
-
-def _import_every_module() -> None:
-    """Import all of conformance and reference up front. Hypothesis biases generation with
-    constants found in the local modules loaded so far; loading the same set in every
-    process (a serial run, an xdist worker) makes a seed give the same examples in each."""
-    import conformance
-    import reference
-
-    for package in (conformance, reference):
-        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
-            # the adapters import their frameworks (jax, onnx...), optional and heavy: each
-            # loads when its implementation does
-            adapter = module.name.startswith("conformance.implementations.")
-            if not module.name.endswith("__main__") and not adapter:
-                importlib.import_module(module.name)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     if STARTED in config.stash:  # configured once per process: never reset the spools
         return
     _CONFIG["config"] = config
-    _import_every_module()
+    prepare_process(config)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     config.stash[STARTED] = (time.time(), started)
     config.stash[LOST_WORKERS] = []
-    worker = _worker_input(config)
+    worker = worker_input(config)
     if worker is not None:  # an xdist worker spools where its controller said
         directory, name = Path(worker["conformance_spool"]), worker["workerid"]
     else:
@@ -391,7 +370,7 @@ def record_platform(config: pytest.Config, implementation: Any) -> None:
     the controller's header: platform-<process>.json beside the rows."""
     facts = config.stash.setdefault(PLATFORMS, {})
     facts[implementation.name] = implementation.platform()
-    worker = _worker_input(config)
+    worker = worker_input(config)
     name = "main" if worker is None else worker["workerid"]
     parts = config.stash[SPOOL_DIR] / PARTS
     if parts.is_dir():
@@ -419,7 +398,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         recorder.spool.close()
     directory = config.stash[SPOOL_DIR]
     parts = directory / PARTS
-    worker = _worker_input(config)
+    worker = worker_input(config)
     if "first test" in timing.MARKS and parts.is_dir():  # a process that ran tests
         timing.write_process_split(parts, "main" if worker is None else worker["workerid"])
     if worker is not None:
@@ -549,7 +528,7 @@ def _start_progress(config: pytest.Config, total: int) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Controller side: skip reasons for the report, and the progress line."""
     config = _CONFIG.get("config")
-    if config is None or _worker_input(config) is not None:
+    if config is None or worker_input(config) is not None:
         return
     group = dict(report.user_properties).get(GROUP_PROPERTY)
     if report.failed and group is not None:  # a group that failed: a discrepancy, or early

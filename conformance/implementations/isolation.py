@@ -117,6 +117,28 @@ def _answer(reply: tuple[Any, ...], args: Sequence[Any]) -> Any:
     return result
 
 
+# zygotes started ahead of their first call (start_zygote), each taken by the first Isolated
+# of its implementation that forks; one never taken ends with this process (it exits when
+# its caller's end of the socket closes, and removes its logs)
+_STARTED: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], tuple[_Zygote, Path]] = {}
+
+
+def _key(
+    spec: str, device: str | None, environment: Mapping[str, str]
+) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+    return spec, device, tuple(sorted(environment.items()))
+
+
+def start_zygote(spec: str, device: str | None, environment: Mapping[str, str]) -> None:
+    """Start now the zygote that the first Isolated(spec, device, environment) of this process
+    will fork its helpers from: it imports the implementation (torch, a framework: seconds)
+    while this process goes on with its own start-up, instead of after it."""
+    key = _key(spec, device, environment)
+    if key not in _STARTED:
+        logs = Path(tempfile.mkdtemp(prefix="conformance-isolation-"))
+        _STARTED[key] = (_Zygote(spec, device, dict(environment), logs), logs)
+
+
 class Isolated(_Remembering):
     """An implementation (``local``, loaded in this process for what describes it: name,
     dtypes, repro lines) whose calls run in helper processes loaded from ``spec`` with
@@ -153,6 +175,10 @@ class Isolated(_Remembering):
         return getattr(local, name)
 
     def _fork(self) -> tuple[int, Connection]:
+        if self._zygote is None:  # one started ahead for this implementation, if any
+            self._zygote, self._logs = _STARTED.pop(
+                _key(self.spec, self.device, self.environment), (None, self._logs)
+            )
         if self._zygote is None or not self._zygote.alive():
             if self._logs is None:
                 self._logs = Path(tempfile.mkdtemp(prefix="conformance-isolation-"))

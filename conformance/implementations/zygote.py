@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import gc
 import importlib
 import json
 import os
@@ -117,6 +118,9 @@ def zygote_main(options: Mapping[str, Any]) -> None:
     warm_up = getattr(implementation, "warm_up", None)
     if callable(warm_up):  # what every child would otherwise pay on its first call
         warm_up()
+    # the loaded modules and the warm implementation, out of the collector's sight: a child's
+    # collections neither walk them nor write to their pages, which it shares with the zygote
+    gc.freeze()
     logs = Path(str(options["logs"]))
     children: set[int] = set()
     while True:
