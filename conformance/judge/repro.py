@@ -13,25 +13,41 @@ from typing import Any
 
 import numpy as np
 
+# Arrays of more elements than this are written as their bytes in hex, not as literals: a
+# model's activations (a ResNet-18 layer's 32,768 values at 32x32, 800,000 at 224x224) and
+# the earlier calls' arrays of its history took seconds per array to write as literals, and
+# no reader reads them number by number
+LITERAL_LIMIT = 4096
 
-def _literal(value: float) -> str:
-    if np.isnan(value):
-        return "np.nan"
-    if np.isinf(value):
-        return "np.inf" if value > 0 else "-np.inf"
-    return repr(float(value))
+
+def _literals(values: list[float]) -> str:
+    """Each float as Python reads it back exactly (repr), NaN and infinities by name."""
+    return ", ".join(
+        repr(v) if v - v == 0 else "np.nan" if v != v else "np.inf" if v > 0 else "-np.inf"
+        for v in values
+    )
 
 
 def array_code(array: np.ndarray | None, dtype: str) -> str:
-    """A NumPy literal of ``array``; bfloat16 values are written in float32, which holds
-    each of them exactly (NumPy has no bfloat16; the call lines convert)."""
+    """A NumPy expression of ``array``, exact: a literal, or past LITERAL_LIMIT elements its
+    bytes in hex; bfloat16 values are written in float32, which holds each of them exactly
+    (NumPy has no bfloat16; the call lines convert)."""
     if array is None:
         return "None"
     dtype = "float32" if dtype == "bfloat16" else dtype
-    if array.dtype.kind in "iub":
-        body = ", ".join(str(int(v)) for v in array.ravel())
-        return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
-    body = ", ".join(_literal(v) for v in array.astype(np.float64).ravel())
+    integral = array.dtype.kind in "iub"
+    if array.size > LITERAL_LIMIT:
+        stored = array if integral else array.astype(np.float64)
+        kind = stored.dtype.newbyteorder("<").str
+        data = stored.astype(kind, copy=False).tobytes().hex()
+        return (
+            f"np.frombuffer(bytes.fromhex('{data}'), dtype='{kind}')"
+            f".astype(np.{dtype}).reshape({tuple(array.shape)})"
+        )
+    if integral:
+        body = ", ".join(str(int(v)) for v in array.ravel().tolist())
+    else:
+        body = _literals(array.astype(np.float64).ravel().tolist())
     return f"np.array([{body}], dtype=np.{dtype}).reshape({tuple(array.shape)})"
 
 
