@@ -207,7 +207,7 @@ class Arithmetic:
         elif a_exact:
             error = function(magnitude_a, spread * magnitude_b + b.error)
         else:
-            error = function(spread * magnitude_a + a.error, magnitude_b + b.error) + (
-                1.0 - spread
-            ) * function(magnitude_a, b.error)
+            error = function(spread * magnitude_a + a.error, magnitude_b + b.error)
+            if spread < 1.0:  # else s f(|a|, e_b) above holds f(|a|, e_b) already
+                error = error + (1.0 - spread) * function(magnitude_a, b.error)
         return self.rounded(function(a.value, b.value), error, n)

@@ -98,3 +98,14 @@ def test_an_unknown_error_stays_unknown(operation: str) -> None:
     got = A.sqrt(no_claim) if operation == "sqrt" else A.power(no_claim, 1 / 3)
     assert not np.isfinite(got.error[0])
     assert np.isfinite(got.error[1])
+
+
+def test_a_sum_too_long_for_a_bound_is_no_claim() -> None:
+    """n u >= 1: gamma_n is infinite, and so is every error the map's magnitudes reach (none
+    of the folded terms turns it into -inf or a finite number)."""
+    rng = np.random.default_rng(11)
+    a, b = _tracked((2, 4, 7, 6), rng, False), _tracked((6, 2, 3, 2), rng, False)
+    A = Arithmetic("float16", "float16")
+    got = A.bilinear(CONV.forward, a, b, 5000)
+    assert not np.isfinite(got.error).any()
+    assert not (got.error < 0).any()
