@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from conformance.implementations import wire
 from conformance.implementations.calls import STDERR_TAIL, InProcess, RemoteError
 
 # the harness modules the helpers' jobs run (conformance.campaign.judging and what it imports)
@@ -63,7 +64,7 @@ def _serve(connection: Connection, implementation: Any) -> None:
     state: dict[str, Any] = {}
     while True:
         try:
-            message = connection.recv()
+            message = wire.receive(connection)
         except (EOFError, OSError):
             return
         try:
@@ -76,7 +77,7 @@ def _serve(connection: Connection, implementation: Any) -> None:
                 result = getattr(importlib.import_module(module), name)(runner, state, *arguments)
                 if isinstance(result, collections.abc.Iterator):
                     for item in result:
-                        connection.send(("item", item))
+                        wire.send(connection, ("item", item))
                     reply = ("done",)
                 else:
                     reply = ("ok", result, {})
@@ -93,9 +94,9 @@ def _serve(connection: Connection, implementation: Any) -> None:
         except BaseException as error:
             reply = ("raised", _portable(error))
         try:
-            connection.send(reply)
+            wire.send(connection, reply)
         except Exception as error:  # a result that does not pickle
-            connection.send(("raised", RemoteError(type(error).__name__, str(error))))
+            wire.send(connection, ("raised", RemoteError(type(error).__name__, str(error))))
 
 
 def _receive_command(control: socket.socket) -> bytes:
