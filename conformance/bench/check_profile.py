@@ -4,12 +4,13 @@
         [--seed 1] [--workers 1] [--out reports/latest]
 
 Runs the campaign with ``CONFORMANCE_STEP_PROFILE=1`` (conformance.judge.steps: each row
-carries the seconds of its steps: prepare, oracle, call, bound, measure, verdict), no example
-database, and writes ``check_profile.md``: per step, milliseconds per example and share of the
-checks' time, over all examples and per op; the check's cost per example (the rows' seconds,
-which is what the steps split) beside the workers' whole time per example (Hypothesis, the
-recording, start-up and pytest included, from the run's time split). One worker by default,
-so the figures are one core's and the machine's other core stays free for its load.
+carries the seconds of its steps: prepare, oracle, call, hand-off, bound, measure, verdict),
+no example database, and writes ``check_profile.md``: per step, milliseconds per example and
+share of the checks' time, over all examples and per op; the check's cost per example (the
+rows' seconds, which is what the steps split) beside the workers' whole time per example
+(Hypothesis, the recording, start-up and pytest included, from the run's time split). One
+worker by default, so the figures are one core's and the machine's other core stays free for
+its load.
 """
 
 from __future__ import annotations

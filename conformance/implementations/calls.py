@@ -10,6 +10,7 @@ import collections.abc
 import importlib
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,8 @@ class _Remembering:
     def __init__(self) -> None:
         self._calls: dict[str, collections.deque[Call]] = {}
         self._last = MAIN
+        # the last call's own seconds, timed where it ran (None: unknown, or it raised)
+        self.last_seconds: float | None = None
 
     def _remember(
         self, attribute: str, args: Sequence[Any], kwargs: Mapping[str, Any], role: str = MAIN
@@ -162,11 +165,17 @@ class InProcess(_Remembering):
         kwargs: Mapping[str, Any],
         quarantine: bool = False,
     ) -> Any:
+        self.last_seconds = None
         if quarantine and self.quarantine is not None:
             self._last = QUARANTINE
-            return self.quarantine.call(attribute, args, kwargs, quarantine=True)
+            result = self.quarantine.call(attribute, args, kwargs, quarantine=True)
+            self.last_seconds = self.quarantine.last_seconds
+            return result
         self._remember(attribute, args, kwargs)
-        return getattr(self.implementation, attribute)(*args, **kwargs)
+        began = time.perf_counter()
+        result = getattr(self.implementation, attribute)(*args, **kwargs)
+        self.last_seconds = time.perf_counter() - began
+        return result
 
     def platform(self) -> dict[str, Any]:
         from conformance.implementations.code_paths import platform_facts

@@ -10,8 +10,10 @@ dies, and a second one, the quarantine, for the calls the baseline says damage t
 of their process (its ``isolate`` entries), so that the damage reaches none of the other
 calls; the campaign restarts a helper after a call of it fails. The caller talks to a child
 over a socket, pickling the arguments and the results (conformance.implementations.wire);
-arrays an op updates in place travel back. The hand-off costs about 0.2-0.3 ms of CPU a call,
-caller and helper together (a small conv2d on a 2-core VM), on top of the call itself.
+arrays an op updates in place travel back. A call's trip costs about 0.2 ms of CPU, caller
+and helper together (a small float64 conv2d on a 2-core VM), on top of the call itself; a
+campaign pays a trip per batch of examples (conformance.campaign.judging runs their checks in
+the helper) and a row's way back per example.
 
 ``InProcess`` gives an implementation the same interface
 without isolation (``--isolation none``, the model command): calls made in the caller's own
@@ -113,7 +115,7 @@ def _answer(reply: tuple[Any, ...], args: Sequence[Any]) -> Any:
     place get their new values."""
     if reply[0] == "raised":
         raise reply[1]
-    _, result, updated = reply
+    result, updated = reply[1:3]
     for index, array in updated.items():
         np.copyto(args[index], array)
     return result
@@ -255,11 +257,14 @@ class Isolated(_Remembering):
         role = QUARANTINE if quarantine else MAIN
         pid, connection = self._helper(role)
         self._remember(attribute, args, kwargs, role)
+        self.last_seconds = None
         try:
             reply = self._exchange(pid, connection, ("call", attribute, tuple(args), dict(kwargs)))
         except ProcessDied:
             self._helpers[role] = None
             raise
+        if reply[0] == "ok":
+            self.last_seconds = reply[3]  # timed in the helper
         return _answer(reply, args)
 
     def _helper(self, role: str) -> tuple[int, Connection]:

@@ -1,8 +1,10 @@
 """The messages between the caller and an isolation helper: pickled, with plain NumPy arrays
 written as their raw bytes.
 
-Every example's call crosses twice (the arguments there, the results back), a few small
-arrays each way. multiprocessing's Connection.send pickles with protocol 4, where an array
+A call made in a helper crosses twice (the arguments there, the results back, arrays each
+way: the model command's layers, an in-process run's quarantined calls); a campaign's batch of
+examples crosses once, and each judged row comes back. multiprocessing's Connection.send
+pickles with protocol 4, where an array
 goes through NumPy's generic reduction (its dtype pickled as an object, its data copied
 into a bytes object and again into the stream), and Connection.poll builds a selector for
 every wait. Here a C-contiguous array of a built-in dtype is its dtype's string, its shape

@@ -53,7 +53,8 @@ def remove_logs(logs: Path) -> None:
 
 def _serve(connection: Connection, implementation: Any) -> None:
     """Answer until the caller hangs up. ('call', attribute, args, kwargs): one call, answered
-    ('ok', result, arrays updated in place) or ('raised', exception). ('job', target,
+    ('ok', result, arrays updated in place, the call's own seconds) or ('raised', exception).
+    ('job', target,
     arguments, shared): ``target(runner, state, *arguments)`` ('module:function'), where
     ``runner`` is the implementation remembering its calls and ``state`` what the caller
     shared with this process (``shared`` adds to it); a generator's items are streamed
@@ -90,7 +91,7 @@ def _serve(connection: Connection, implementation: Any) -> None:
                 }
                 result = runner.call(attribute, args, kwargs)
                 updated = {i: args[i] for i, data in before.items() if args[i].tobytes() != data}
-                reply = ("ok", result, updated)
+                reply = ("ok", result, updated, runner.last_seconds)
         except BaseException as error:
             reply = ("raised", _portable(error))
         try:

@@ -62,7 +62,7 @@ from conformance.judge.prepared import (
     special_values,
     with_copies,
 )
-from conformance.judge.steps import step
+from conformance.judge.steps import split_off, step
 
 __all__ = [
     "Outcome",
@@ -228,6 +228,7 @@ def _judged(
     try:
         with step("call"):
             got = call_implementation(implementation, prepared, quarantine)
+        split_off("call", getattr(implementation, "last_seconds", None), "hand-off")
     except implementations.Unsupported as declared_unsupported:
         # the adapter cannot express this example: counted apart, never a pass or a failure
         row.update(verdict="unsupported", normalized_error=np.nan, bound_ratio=np.nan)

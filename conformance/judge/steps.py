@@ -6,7 +6,14 @@ With ``CONFORMANCE_STEP_PROFILE=1`` (``python -m conformance.bench.check_profile
 
 - prepare: the inputs rounded to the tested dtype, their float64 copies, the row's columns;
 - oracle: the reference in float64 (its argument checks and plans included);
-- call: the implementation's call (the hand-off to its framework and back included);
+- call: the implementation's own call (the framework's work and its adapter's conversions),
+  timed where it ran;
+- hand-off: the rest of the call step, what the runner adds around it: remembering the call
+  for a history repro and, where the call runs in another process than the check (the model
+  command; an in-process run's quarantined calls), the arguments' and results' trip there and
+  back (0 where the runner does not say how long the call itself took: the call step then
+  holds both). A campaign judges each batch of examples in the helper process that makes
+  their calls: the trip there is the batch's, outside the checks' steps.
 - bound: each output's error bound (the magnitude pass over |inputs| included);
 - measure: the comparison of each output with the oracle's against its bound;
 - verdict: the rest (the not-judged notes, the worst output, the row's figures).
@@ -23,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 ENABLED = os.environ.get("CONFORMANCE_STEP_PROFILE", "0") == "1"
-STEPS = ("prepare", "oracle", "call", "bound", "measure", "verdict")
+STEPS = ("prepare", "oracle", "call", "hand-off", "bound", "measure", "verdict")
 _SPENT: dict[str, float] = {}
 
 
@@ -43,6 +50,17 @@ def step(name: str) -> AbstractContextManager[None]:
     """Time the block as step ``name`` of the current example (when enabled; off, one
     shared do-nothing context, no generator made on the checks' hot path)."""
     return _timed(name) if ENABLED else _OFF
+
+
+def split_off(name: str, kept: float | None, into: str) -> None:
+    """Of step ``name``'s seconds so far, keep ``kept`` and move the rest to step ``into``
+    (when enabled; ``kept`` None, unknown: nothing moves)."""
+    if not ENABLED or kept is None or name not in _SPENT:
+        return
+    total = _SPENT[name]
+    kept = min(max(kept, 0.0), total)
+    _SPENT[name] = kept
+    _SPENT[into] = _SPENT.get(into, 0.0) + total - kept
 
 
 def taken() -> str:

@@ -72,12 +72,15 @@ def test_conv_peak_memory_is_the_columns_and_output_and_little_more(name: str) -
 
 
 def test_a_judged_example_carries_each_step_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the step profile on, judge_batch's row holds the seconds of all six steps, and
-    they add up to no more than the row's own seconds (they split it)."""
+    """With the step profile on, judge_batch's row holds the seconds of every step, and
+    they add up to no more than the row's own seconds (they split it). A runner that times
+    its calls splits the call step into the call's own seconds and the hand-off; an
+    implementation called bare leaves the call step whole."""
     import json
 
     from conformance.campaign.judging import judge_batch
     from conformance.catalogue.example import Example
+    from conformance.implementations.calls import InProcess
     from conformance.implementations.torch_eager import TorchImplementation
     from conformance.judge import steps
 
@@ -86,15 +89,29 @@ def test_a_judged_example_carries_each_step_it_took(monkeypatch: pytest.MonkeyPa
               "weight": np.linspace(1, -1, 4 * 3 * 2).reshape(4, 3, 2), "bias": None}  # fmt: skip
     config = {"stride": 2, "padding": 1, "dilation": 1, "groups": 1, "padding_mode": "zeros"}
     example = Example(arrays, config, "normal", 0)
-    for direction in ("forward", "backward"):
-        (judged,) = judge_batch(
-            TorchImplementation(), {}, "conv1d", "float64", direction, [(example, [])]
-        )
-        assert judged.row["verdict"] == "pass"
-        spent = json.loads(judged.row["step_seconds"])
-        assert set(spent) == set(steps.STEPS) and all(s > 0 for s in spent.values())
-        assert sum(spent.values()) <= judged.row["seconds"]
+    for runner in (InProcess(TorchImplementation()), TorchImplementation()):
+        for direction in ("forward", "backward"):
+            (judged,) = judge_batch(runner, {}, "conv1d", "float64", direction, [(example, [])])
+            assert judged.row["verdict"] == "pass"
+            spent = json.loads(judged.row["step_seconds"])
+            timed = isinstance(runner, InProcess)
+            assert set(spent) == set(steps.STEPS) - (set() if timed else {"hand-off"})
+            assert all(s > 0 for s in spent.values())
+            assert sum(spent.values()) <= judged.row["seconds"]
     assert steps.taken() == "{}"  # each row took its own and left nothing behind
+
+
+def test_a_steps_seconds_split_off_keep_what_was_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.judge import steps
+
+    monkeypatch.setattr(steps, "ENABLED", True)
+    monkeypatch.setattr(steps, "_SPENT", {"call": 0.010})
+    steps.split_off("call", 0.004, "hand-off")
+    assert steps._SPENT == pytest.approx({"call": 0.004, "hand-off": 0.006})
+    steps.split_off("call", None, "hand-off")  # unknown: nothing moves
+    assert steps._SPENT == pytest.approx({"call": 0.004, "hand-off": 0.006})
+    steps.split_off("call", 0.5, "hand-off")  # a clock that ran ahead keeps the whole step
+    assert steps._SPENT == pytest.approx({"call": 0.004, "hand-off": 0.006})
 
 
 def test_the_step_profile_is_off_by_default() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +127,18 @@ def test_isolated_calls_carry_results_in_place_updates_and_errors() -> None:
     try:
         x = np.arange(24.0).reshape(2, 3, 4)
         mean, var = np.zeros(3), np.ones(3)
+        began = time.perf_counter()
         out = isolated.batch_norm(x, mean, var, None, None, training=True, momentum=0.5)
+        round_trip = time.perf_counter() - began
+        # the call's own time, timed in the helper: within the round trip that carried it
+        assert isolated.last_seconds is not None and 0 < isolated.last_seconds < round_trip
         expected_mean, expected_var = np.zeros(3), np.ones(3)
         expected = local.batch_norm(x, expected_mean, expected_var, None, None, True, 0.5)
         assert np.array_equal(out, expected)
         assert np.array_equal(mean, expected_mean) and np.array_equal(var, expected_var)
         with pytest.raises(ValueError, match="stride"):
             isolated.conv1d(x, np.ones((1, 3, 1)), stride=0)
+        assert isolated.last_seconds is None  # a call that raised took no time of its own
         assert [call.attribute for call in isolated.history()] == ["batch_norm"]
         assert "cpu flags" in isolated.platform()
     finally:
