@@ -136,3 +136,15 @@ def test_check_profile_splits_the_rows_seconds_by_step() -> None:
     assert overall.loc[CHECK, "ms per example"] == pytest.approx(3.0)
     assert by_op.loc["a", "oracle"] == pytest.approx(1.5) and by_op.loc["a", "examples"] == 2
     assert by_op.loc["b", "call"] == 0 and by_op.loc["a", "check"] == pytest.approx(3.0)
+
+
+def test_handoff_times_both_ways_of_sending_a_call() -> None:
+    """The hand-off bench's trips reach their helpers and come back on both sides (a helper
+    that never answered would hang here), and its table has each side's CPU per trip."""
+    from conformance.bench.handoff import SIDES, measure, messages
+
+    message, reply = messages()["conv2d backward"]
+    row = measure(message, reply, 40)
+    for side in SIDES:
+        assert row[f"{side} caller (us)"] > 0 and row[f"{side} helper (us)"] >= 0
+    assert row["wire / multiprocessing"] > 0
