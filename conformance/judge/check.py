@@ -139,7 +139,7 @@ def _measure_outputs(
                 problem = "got None" if got_one is None else "expected None"
                 measurements[name] = Measurement(np.inf, np.inf, np.inf, 0, False, problem)
             continue
-        expected_dtype = dtype if np.issubdtype(want.dtype, np.floating) else str(want.dtype)
+        expected_dtype = dtype if want.dtype.kind == "f" else str(want.dtype)
         measurements[name] = measure(
             np.asarray(got_one), want, tolerances.get(name), expected_dtype
         )

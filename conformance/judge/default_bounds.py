@@ -71,7 +71,7 @@ def _magnitudes(spec: OpSpec, context: ToleranceContext, dtype: str) -> dict[str
     cast = np.float64 if dtype == "float64" else np.float32
 
     def operand(array: np.ndarray | None, absolute: bool) -> np.ndarray | None:
-        if array is None or not np.issubdtype(array.dtype, np.floating):
+        if array is None or array.dtype.kind != "f":
             return array
         if absolute:
             return np.abs(array, dtype=cast)
@@ -91,7 +91,7 @@ def _magnitudes(spec: OpSpec, context: ToleranceContext, dtype: str) -> dict[str
 
 def _finite_where_expected(magnitude: np.ndarray | None, expected: np.ndarray | None) -> bool:
     """The magnitude is finite wherever the oracle is (one pass each in the common case)."""
-    if magnitude is None or expected is None or not np.issubdtype(magnitude.dtype, np.floating):
+    if magnitude is None or expected is None or magnitude.dtype.kind != "f":
         return True
     if all_finite(magnitude):
         return True

@@ -356,7 +356,7 @@ def unknown_as_infinite(error: np.ndarray) -> np.ndarray:
 
 def _same_bits(got: np.ndarray, oracle: np.ndarray) -> np.ndarray:
     """Element-wise: both NaN, or equal including the sign of zero."""
-    if not np.issubdtype(oracle.dtype, np.floating):
+    if oracle.dtype.kind != "f":  # not a NumPy float (bfloat16's kind is V)
         return np.asarray(got == oracle)
     got64 = got.astype(np.float64)
     both_nan = np.isnan(got64) & np.isnan(oracle)
@@ -382,7 +382,8 @@ def measure(
         return _rejected(f"dtype {got.dtype}, expected {expected_dtype}", n_terms)
     if oracle.size == 0:
         return Measurement(0.0, 0.0, 0.0, n_terms, True, "")
-    integer = not np.issubdtype(oracle.dtype, np.floating)
+    # (dtype.kind == 'f' is issubdtype(dtype, np.floating), without its 2 us a call)
+    integer = oracle.dtype.kind != "f"
     if tolerance is None or integer:
         same = _same_bits(got, oracle)
         if tolerance is not None:  # integers: exact where a claim is made, none where inf
