@@ -4,14 +4,14 @@ written as their raw bytes.
 A call made in a helper crosses twice (the arguments there, the results back, arrays each
 way: the model command's layers, an in-process run's quarantined calls); a campaign's batch of
 examples crosses once, and each judged row comes back. multiprocessing's Connection.send
-pickles with protocol 4, where an array
-goes through NumPy's generic reduction (its dtype pickled as an object, its data copied
-into a bytes object and again into the stream), and Connection.poll builds a selector for
-every wait. Here a C-contiguous array of a built-in dtype is its dtype's string, its shape
-and a protocol-5 buffer of its memory (written once, read back as a bytearray the array is
-made on, writable, without another copy); anything else (a Fortran-ordered or strided view,
-bfloat16 and other user dtypes, an ndarray subclass, an object array) pickles as before. Every
-array arrives as it did before: the same bits, dtype, shape, memory order and type, writable.
+pickles with protocol 4, where an array goes through NumPy's generic reduction (its dtype
+pickled as an object, its data copied into a bytes object and again into the stream), and
+Connection.poll builds a selector for every wait. Here a C-contiguous array of a built-in dtype
+is its dtype's string, its shape and a protocol-5 buffer of its memory (written once, read back
+as a bytearray the array is made on, writable, without another copy); anything else (a
+Fortran-ordered or strided view, bfloat16 and other user dtypes, an ndarray subclass, an object
+array) pickles as before. Every array arrives as it did before: the same bits, dtype, shape,
+memory order and type, writable.
 """
 
 from __future__ import annotations
