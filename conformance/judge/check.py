@@ -103,6 +103,14 @@ def call_implementation(
     return got
 
 
+def _own_seconds(runner: Any) -> float | None:
+    """The last call's own seconds where the runner timed it (InProcess, Isolated: their
+    ``last_seconds``), else None. Read from the instance itself: an implementation called bare
+    may answer any attribute (its __getattr__ is its own)."""
+    seconds = getattr(runner, "__dict__", {}).get("last_seconds")
+    return seconds if isinstance(seconds, float) else None
+
+
 def bounds(prepared: Prepared, accumulation: str) -> dict[str, Tolerance]:
     """Each inexact output's bound, for arithmetic accumulated in ``accumulation``."""
     spec = prepared.spec
@@ -228,7 +236,7 @@ def _judged(
     try:
         with step("call"):
             got = call_implementation(implementation, prepared, quarantine)
-        split_off("call", getattr(implementation, "last_seconds", None), "hand-off")
+        split_off("call", _own_seconds(implementation), "hand-off")
     except implementations.Unsupported as declared_unsupported:
         # the adapter cannot express this example: counted apart, never a pass or a failure
         row.update(verdict="unsupported", normalized_error=np.nan, bound_ratio=np.nan)

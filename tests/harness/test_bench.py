@@ -155,3 +155,18 @@ def test_handoff_times_both_ways_of_sending_a_call(tmp_path: Path) -> None:
     for row in ("conv2d forward", "conv2d backward"):
         assert f"| {row}" in table
     assert "wire / multiprocessing" in table and "multiprocessing caller (us)" in table
+
+
+def test_only_a_runner_that_timed_its_call_splits_the_call_step() -> None:
+    from conformance.implementations.calls import InProcess
+    from conformance.judge.check import _own_seconds
+
+    class AnswersEverything:  # a user's implementation may answer any attribute
+        def __getattr__(self, name: str) -> object:
+            return lambda *args: None
+
+    runner = InProcess(AnswersEverything())
+    assert _own_seconds(runner) is None  # no call yet
+    runner.call("conv1d", (), {})
+    assert isinstance(_own_seconds(runner), float)
+    assert _own_seconds(AnswersEverything()) is None
