@@ -26,6 +26,7 @@ import numpy as np
 
 from conformance.bench.measure import publish
 from conformance.implementations import wire
+from conformance.implementations.isolation import _cpu_seconds
 
 SIDES = ("multiprocessing", "wire")
 
@@ -58,10 +59,12 @@ def _echo(connection: Connection, side: str, reply: tuple[Any, ...]) -> None:
             os._exit(0)
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
-        fields = stream.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _helper_seconds(pid: int) -> float:
+    """The helper's CPU seconds so far (isolation's reading of /proc, which this bench needs)."""
+    seconds = _cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError("the hand-off bench reads a helper's CPU time from /proc: none here")
+    return seconds
 
 
 def measure(message: tuple[Any, ...], reply: tuple[Any, ...], calls: int) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def measure(message: tuple[Any, ...], reply: tuple[Any, ...], calls: int) -> dic
         helper.close()
         helpers[side] = (pid, caller, wire.Waiter(caller))
     spent = dict.fromkeys(SIDES, 0.0)
-    began = {side: _cpu_seconds(pid) for side, (pid, _, _) in helpers.items()}
+    began = {side: _helper_seconds(pid) for side, (pid, _, _) in helpers.items()}
     try:
         for index in range(calls):
             for side in SIDES if index % 2 else SIDES[::-1]:
@@ -95,7 +98,7 @@ def measure(message: tuple[Any, ...], reply: tuple[Any, ...], calls: int) -> dic
                     caller.recv()
                 spent[side] += time.process_time() - start
         helper_cpu = {
-            side: _cpu_seconds(pid) - began[side] for side, (pid, _, _) in helpers.items()
+            side: _helper_seconds(pid) - began[side] for side, (pid, _, _) in helpers.items()
         }
     finally:
         for pid, caller, _ in helpers.values():
