@@ -96,6 +96,15 @@ class PoolPlan:
             self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation
         )
 
+    def window_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, offset): the flat index of each window's first tap, (*out_size), and each
+        tap's offset from it, (prod(kernel),), read-only. A flat index is linear in the
+        position, so start + offset is the grids' flat index without their (*out_size,
+        prod(kernel)) arrays."""
+        return _window_offsets(
+            self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation
+        )
+
     def scatter(self, per_tap: np.ndarray) -> np.ndarray:
         """Adjoint of :meth:`taps`: add (N, C, *out_size, prod(kernel)) back onto the input."""
         dims = len(self.kernel)
@@ -140,6 +149,33 @@ def _pool_grids(
     for grid in grids:
         grid.flags.writeable = False
     return grids[0], grids[1]
+
+
+@functools.lru_cache(maxsize=512)
+def _window_offsets(
+    spatial: tuple[int, ...],
+    out_size: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    dims = len(kernel)
+    start = np.zeros((), dtype=np.int64)
+    offset = np.zeros((), dtype=np.int64)
+    for axis in range(dims):
+        step = math.prod(spatial[axis + 1 :])  # the axis's stride in a flat index
+        shape = [1] * dims
+        shape[axis] = out_size[axis]
+        begins = (np.arange(out_size[axis]) * stride[axis] - padding[axis]) * step
+        start = start + begins.reshape(shape)
+        shape[axis] = kernel[axis]
+        offset = offset + (np.arange(kernel[axis]) * (dilation[axis] * step)).reshape(shape)
+    start = np.array(np.broadcast_to(start, out_size))
+    offset = offset.reshape(-1)
+    for array in (start, offset):
+        array.flags.writeable = False
+    return start, offset
 
 
 def plan_pool(
@@ -226,8 +262,18 @@ def first_max_index(taps: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(nan.any(axis=-1), last_nan, first_best)
 
 
+# Up to this many output values (batch x channels x positions), the max is one argmax over
+# the windows' taps copied side by side; past it, one branch-free pass per tap over the strided
+# views. The passes cost a few ufunc calls per tap, most of the time on the campaign's small
+# arrays (its max_pool2d and max_pool3d examples: 83-93 us a call against 183-209); the copy
+# and an argmax over a short last axis cost more per value (4 x 8 channels at 16x16, 2x2
+# windows: 1.4x the passes' time; 64 channels at 112x112, 3x3: 1.8x). Both find the same
+# maximum, the first among ties, and the same index.
+STACKED_MAX_OUTPUTS = 2048
+
+
 def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Values and flat indices by whole-array passes over the kernel taps' strided views.
+    """Values and flat indices of every window's maximum.
 
     torch scans a window with `val > max || isnan(val)` from its first element inside the
     input. Here the padding is -inf, which no element inside the input loses to, and a
@@ -239,7 +285,49 @@ def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
     view = windows(
         plan.padded(plan.input, -np.inf), plan.kernel, plan.stride, plan.dilation, plan.out_size
     )
-    taps = [view[(Ellipsis, *tap)] for tap in np.ndindex(*plan.kernel)]
+    dims = len(plan.kernel)
+    if math.prod(view.shape[: 2 + dims]) <= STACKED_MAX_OUTPUTS:
+        best, tap = _max_stacked(view, dims)
+    else:
+        best, tap = _max_passes(view, plan.kernel)
+    count = math.prod(plan.kernel)
+    if np.isnan(plan.input).any():
+        for position, values in enumerate(_tap_views(view, plan.kernel)):
+            nan = np.isnan(values)
+            np.copyto(tap, position, where=nan)
+            np.copyto(best, values, where=nan)
+    start, offset = plan.window_offsets()
+    index = start + offset[tap]
+    floor = best == -np.inf
+    if floor.any():
+        valid, flat = plan.grids()
+        flat = flat.reshape(-1, count)
+        inside = valid.reshape(-1, count)
+        first = np.take_along_axis(flat, np.argmax(inside, axis=1)[:, np.newaxis], axis=1)
+        first_inside = np.where(inside.any(axis=1), first[:, 0], -1).reshape(plan.out_size)
+        index = np.where(floor, first_inside, index)
+    return best, index
+
+
+def _tap_views(view: np.ndarray, kernel: tuple[int, ...]) -> list[np.ndarray]:
+    """Each tap's values over every window (views), in window order."""
+    return [view[(Ellipsis, *tap)] for tap in np.ndindex(*kernel)]
+
+
+def _max_stacked(view: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(maximum, its tap) by one argmax over the taps copied side by side: argmax takes the
+    first of tied values, -0.0 before 0.0 too (NaN: _max_forward's)."""
+    count = math.prod(view.shape[2 + dims :])
+    stacked = view.reshape(*view.shape[: 2 + dims], count)
+    tap = np.argmax(stacked, axis=-1)
+    rows = stacked.reshape(-1, count)
+    best = rows[np.arange(rows.shape[0]), tap.reshape(-1)].reshape(tap.shape)
+    return best, tap
+
+
+def _max_passes(view: np.ndarray, kernel: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(maximum, its tap) by one pass per tap over its strided view."""
+    taps = _tap_views(view, kernel)
     # branch-free passes: a masked copy over random data runs 5x slower than arithmetic
     best = taps[0].copy()
     tap = np.zeros(best.shape, dtype=np.min_scalar_type(len(taps)))
@@ -251,22 +339,7 @@ def _max_forward(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
     if zero.any():  # np.maximum's zero among tied zeros is not the first one's sign
         for position, values in enumerate(taps):
             np.copyto(best, values, where=zero & (tap == position))
-    if np.isnan(plan.input).any():
-        for position, values in enumerate(taps):
-            nan = np.isnan(values)
-            np.copyto(tap, position, where=nan)
-            np.copyto(best, values, where=nan)
-    valid, flat = plan.grids()
-    flat = flat.reshape(-1, len(taps))
-    # a flat index is linear in the tap: the window's start plus the tap's offset
-    index = flat[:, 0].reshape(plan.out_size) + (flat[0] - flat[0, 0])[tap]
-    floor = best == -np.inf
-    if floor.any():
-        inside = valid.reshape(-1, len(taps))
-        first = np.take_along_axis(flat, np.argmax(inside, axis=1)[:, np.newaxis], axis=1)
-        first_inside = np.where(inside.any(axis=1), first[:, 0], -1).reshape(plan.out_size)
-        index = np.where(floor, first_inside, index)
-    return best, index
+    return best, tap
 
 
 def _max_backward(grad: np.ndarray, plan: PoolPlan) -> np.ndarray:

@@ -17,6 +17,7 @@ from conformance.catalogue.strategies.pool import (
     pool_examples,
     unfold_examples,
 )
+from reference import pool
 from tests.reference import brute_force
 
 DIMS = (1, 2, 3)
@@ -48,15 +49,25 @@ def knobs(example: Example, dims: int) -> dict:
     }
 
 
+# the max's two ways (reference.pool.STACKED_MAX_OUTPUTS): every example takes each of them
+MAX_WAYS = {"stacked": 2**62, "passes": 0}
+
+
+@pytest.mark.parametrize("way", sorted(MAX_WAYS))
 @pytest.mark.parametrize("dims", DIMS)
 @settings(max_examples=60)
 @given(data=st.data())
-def test_max_pool_matches_brute_force(dims: int, data: st.DataObject) -> None:
+def test_max_pool_matches_brute_force(way: str, dims: int, data: st.DataObject) -> None:
     example = data.draw(pool_examples(dims, "max"))
     x = example.arrays["input"]
     assert x is not None
     config = dict(example.config, return_indices=True)
-    values, indices = getattr(reference, f"max_pool{dims}d")(x, **config)
+    kept = pool.STACKED_MAX_OUTPUTS
+    pool.STACKED_MAX_OUTPUTS = MAX_WAYS[way]
+    try:
+        values, indices = getattr(reference, f"max_pool{dims}d")(x, **config)
+    finally:
+        pool.STACKED_MAX_OUTPUTS = kept
     k = knobs(example, dims)
     want_values, want_indices = brute_force.max_pool(
         batched(x, dims),
