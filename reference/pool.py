@@ -161,8 +161,8 @@ def _window_offsets(
     dilation: tuple[int, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     dims = len(kernel)
-    start = np.zeros((), dtype=np.int64)
-    offset = np.zeros((), dtype=np.int64)
+    start: np.ndarray = np.zeros((), dtype=np.int64)
+    offset: np.ndarray = np.zeros((), dtype=np.int64)
     for axis in range(dims):
         step = math.prod(spatial[axis + 1 :])  # the axis's stride in a flat index
         shape = [1] * dims
