@@ -307,8 +307,7 @@ def batch_norm_parts(
 
 def channel_mean(values: np.ndarray) -> np.ndarray:
     """Mean over batch and space, kept broadcastable against the input."""
-    axes = (0, *range(2, values.ndim))
-    return values.mean(axis=axes, keepdims=True)
+    return normalization.mean_over(values, (0, *range(2, values.ndim)), keepdims=True)
 
 
 def normalized_tangent(dx: np.ndarray, r: np.ndarray, x_hat: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@ each other and central differences; no torch."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from conformance.catalogue.strategies.blocks import (
     separable_examples,
 )
 from conformance.catalogue.strategies.normalization import batch_norm_examples
+from reference import normalization
 from tests.reference.kinks import away_from_kinks
 
 
@@ -226,3 +229,20 @@ def test_notebook_section_10_residual() -> None:
     # notebook: x + F = [0.8, -0.4, 0.65]; the block's ReLU keeps 0.8 and 0.65, zeroes -0.4
     # one addition of two doubles each (and ReLU): the sum rounded once, within an ulp
     np.testing.assert_allclose(y[0, :, 0, 0], [0.8, 0.0, 0.65], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize("shape", [(3, 4), (2, 5, 7), (4, 3, 6, 5), (1, 2, 3, 4, 5), (0, 3, 4)])
+def test_mean_over_is_np_mean_bit_for_bit(dtype: str, shape: tuple[int, ...]) -> None:
+    """normalization.mean_over, the reference's fast channel mean, against np.mean itself:
+    the same bits for every dtype, values far apart in magnitude, and an empty batch (NaN)."""
+    rng = np.random.default_rng(len(shape))
+    values = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, size=shape)).astype(dtype)
+    axes = (0, *range(2, len(shape)))
+    for keepdims in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the mean of an empty slice
+            got = normalization.mean_over(values, axes, keepdims)
+            want = values.mean(axis=axes, keepdims=keepdims)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got.view(np.uint8), np.asarray(want).view(np.uint8))
