@@ -90,7 +90,9 @@ def mean_over(values: np.ndarray, axes: tuple[int, ...], keepdims: bool = False)
     count = math.prod(values.shape[axis] for axis in axes)
     if values.dtype == np.float16 or count == 0:
         return np.asarray(values.mean(axis=axes, keepdims=keepdims))
-    return np.asarray(np.add.reduce(values, axis=axes, keepdims=keepdims) / count)
+    if keepdims:
+        return np.add.reduce(values, axis=axes, keepdims=True) / count
+    return np.asarray(np.add.reduce(values, axis=axes) / count)
 
 
 def _statistics(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
