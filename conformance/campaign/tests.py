@@ -146,10 +146,11 @@ def judge_in_batches(
     group = {"op": spec.name, "implementation": implementation.name, "dtype": dtype,
              "direction": direction}  # fmt: skip
     isolates = isolating_in_group(baseline, group)  # most groups: none
-    for example in examples:
-        regions = regions_hit(spec, example, dtype)
-        where = {**group, "regions": ";".join(regions)}
-        plan.append((example, regions, isolating(isolates, where) is not None))
+    with timing.phase("regions"):
+        for example in examples:
+            regions = regions_hit(spec, example, dtype)
+            where = {**group, "regions": ";".join(regions)}
+            plan.append((example, regions, isolating(isolates, where) is not None))
     shared = {"baseline": baseline}  # sent once to each helper (stream compares identity)
     while plan:
         quarantine = plan[0][2]

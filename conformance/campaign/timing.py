@@ -5,6 +5,8 @@ Phases, in worker-seconds (the sum over the processes that ran tests):
 - start-up: from the process's start (Linux: /proc; elsewhere: when this module loaded) to
   the first test: interpreter, imports (numpy, pandas, hypothesis, torch), collection;
 - generate: Hypothesis drawing each example (``data.draw``: the knobs, then NumPy's fill);
+- regions: which of the op's coverage regions each example falls in (some run the reference:
+  a residual block's forward, a pooling), for its row and the baseline's isolate entries;
 - check: the example checks themselves (oracle, implementation, bound; the row's seconds);
 - record: the baseline lookup and the row's recording (spool write), and hypothesis.target;
 - hypothesis: the rest of each test call, Hypothesis's engine around the body (its choice
@@ -28,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-PHASES = ("start-up", "generate", "check", "record", "hypothesis", "other")
-BODY = ("generate", "check", "record")
+PHASES = ("start-up", "generate", "regions", "check", "record", "hypothesis", "other")
+BODY = ("generate", "regions", "check", "record")
 _LOADED = time.time()
 TOTALS: dict[str, float] = dict.fromkeys((*BODY, "test calls"), 0.0)
 MARKS: dict[str, float] = {}
