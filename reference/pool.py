@@ -60,6 +60,11 @@ class PoolPlan:
     def spatial(self) -> tuple[int, ...]:
         return tuple(self.input.shape[2:])
 
+    @property
+    def geometry(self) -> Geometry:
+        """What the plan's grids and window offsets depend on (their caches' key)."""
+        return (self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation)
+
     def widths(self) -> list[tuple[int, int]]:
         """Zeros before (the padding) and after (what the last window needs) each axis."""
         widths = [(0, 0), (0, 0)]
@@ -92,18 +97,14 @@ class PoolPlan:
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
         """(valid, flat index) per output position and tap, each (*out_size, prod(kernel)),
         read-only: the geometry's own, computed once (every example's oracle and bound ask)."""
-        return _pool_grids(
-            self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation
-        )
+        return _pool_grids(self.geometry)
 
     def window_offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """(start, offset): the flat index of each window's first tap, (*out_size), and each
         tap's offset from it, (prod(kernel),), read-only. A flat index is linear in the
         position, so start + offset is the grids' flat index without their (*out_size,
         prod(kernel)) arrays."""
-        return _window_offsets(
-            self.spatial, self.out_size, self.kernel, self.stride, self.padding, self.dilation
-        )
+        return _window_offsets(self.geometry)
 
     def scatter(self, per_tap: np.ndarray) -> np.ndarray:
         """Adjoint of :meth:`taps`: add (N, C, *out_size, prod(kernel)) back onto the input."""
@@ -120,15 +121,13 @@ class PoolPlan:
         return out[0] if self.unbatched else out
 
 
+# (spatial size, out_size, kernel, stride, padding, dilation): what a plan's grids depend on
+Geometry = tuple[tuple[int, ...], ...]
+
+
 @functools.lru_cache(maxsize=512)
-def _pool_grids(
-    spatial: tuple[int, ...],
-    out_size: tuple[int, ...],
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    dilation: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray]:
+def _pool_grids(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    spatial, out_size, kernel, stride, padding, dilation = geometry
     dims = len(kernel)
     valid = np.ones((), dtype=bool)
     flat = np.zeros((), dtype=np.int64)
@@ -152,14 +151,8 @@ def _pool_grids(
 
 
 @functools.lru_cache(maxsize=512)
-def _window_offsets(
-    spatial: tuple[int, ...],
-    out_size: tuple[int, ...],
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    dilation: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray]:
+def _window_offsets(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    spatial, out_size, kernel, stride, padding, dilation = geometry
     dims = len(kernel)
     start: np.ndarray = np.zeros((), dtype=np.int64)
     offset: np.ndarray = np.zeros((), dtype=np.int64)
