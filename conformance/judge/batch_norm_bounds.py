@@ -53,7 +53,6 @@ overflow: no claim there (conformance.judge.error_model.accumulated).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +66,7 @@ from conformance.judge.error_model import (
     stored,
     unknown_as_infinite,
 )
+from reference.normalization import mean_over
 
 
 def _channels(values: np.ndarray) -> tuple[int, ...]:
@@ -74,11 +74,10 @@ def _channels(values: np.ndarray) -> tuple[int, ...]:
 
 
 def channel_mean(values: np.ndarray) -> np.ndarray:
-    """values.mean over every axis but the channels', bit for bit (the same sum, divided by
-    the count), without np.mean's Python-level bookkeeping: 13% of a residual block's
-    backward bound, which takes a dozen such means."""
-    axes = _channels(values)
-    return np.add.reduce(values, axis=axes) / math.prod(values.shape[a] for a in axes)
+    """values.mean over every axis but the channels', bit for bit, without np.mean's
+    Python-level bookkeeping (reference.normalization.mean_over): a residual block's backward
+    bound takes a dozen such means."""
+    return mean_over(values, _channels(values))
 
 
 @dataclass(frozen=True)

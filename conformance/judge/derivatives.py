@@ -90,10 +90,8 @@ INVSTD_CUBED_LIMIT = FLOAT16_MAX / 4
 
 def _near_float16_invstd_cubed(values: np.ndarray, eps: float) -> bool:
     """Whether a batch norm's input has (var + eps) ** -1.5 past INVSTD_CUBED_LIMIT in some
-    channel; var is np.var's, bit for bit (normalization.mean_over's means)."""
-    axes = (0, *range(2, values.ndim))
-    mean = normalization.mean_over(values, axes, keepdims=True)
-    var = normalization.mean_over((values - mean) * (values - mean), axes)
+    channel; var is np.var's, bit for bit (the reference's two-pass statistics)."""
+    _, var = normalization._statistics(values)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         return bool(np.any((var + eps) ** -1.5 > INVSTD_CUBED_LIMIT))
 
