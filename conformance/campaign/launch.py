@@ -55,6 +55,10 @@ def pytest_arguments(options: argparse.Namespace) -> list[str]:
         "--conformance-progress",
         "-p",
         "no:cacheprovider",
+        # no assertion rewriting: pytest would rewrite every module of its plugins' packages
+        # (hypothesis's hundred) in each process, 1-2 s of CPU where bytecode is not cached
+        # (PYTHONDONTWRITEBYTECODE); the campaign's asserts carry their own messages
+        "--assert=plain",
         f"--hypothesis-profile={'capped' if options.max_examples else options.profile}",
         f"--conformance-report={options.out}",
         f"--conformance-min-examples={minimum}",
@@ -155,7 +159,7 @@ def validate_run(options: argparse.Namespace) -> None:
 
 
 def _check_implementations(options: argparse.Namespace) -> None:
-    from conformance.implementations import BUILT_IN, load_implementation
+    from conformance.implementations import BUILT_IN, check_implementation
     from conformance.implementations.code_paths import environment, split_specs
 
     specs = split_specs(options.impl)
@@ -174,9 +178,9 @@ def _check_implementations(options: argparse.Namespace) -> None:
             hint = did_you_mean(spec, [*BUILT_IN, "reference"])
             if hint:  # a near miss of a built-in name, not a module of the user's
                 raise ValueError(f"--impl: unknown implementation {spec!r}{hint}")
-    for spec in specs:  # imports each one: a missing module or framework is named now
+    for spec in specs:  # a missing module or framework is named now
         try:
-            load_implementation(spec, device=options.device)
+            check_implementation(spec, device=options.device)
         except ValueError as error:
             raise ValueError(f"--impl: {error}") from None
 

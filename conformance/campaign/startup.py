@@ -37,6 +37,11 @@ def import_every_module() -> None:
                 importlib.import_module(module.name)
 
 
+def xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands its tests to xdist workers (and runs none itself)."""
+    return worker_input(config) is None and bool(getattr(config.option, "numprocesses", None))
+
+
 def start_zygotes(config: pytest.Config) -> None:
     """In a campaign's process that runs its tests (a serial run, an xdist worker): each
     implementation's zygote, started before this process's own imports and collection, which
@@ -45,8 +50,8 @@ def start_zygotes(config: pytest.Config) -> None:
         return
     if config.getoption("conformance_isolation") == "none":
         return
-    if worker_input(config) is None and getattr(config.option, "numprocesses", None):
-        return  # an xdist controller: its workers run the tests
+    if xdist_controller(config):
+        return  # its workers run the tests
     for spec in implementation_specs(config):
         try:
             start_zygote(spec, config.getoption("conformance_device"), code_paths.environment(spec))
@@ -56,6 +61,10 @@ def start_zygotes(config: pytest.Config) -> None:
 
 def prepare_process(config: pytest.Config) -> None:
     start_zygotes(config)
+    if xdist_controller(config):
+        # it draws no example, so the constants need not match; and what it would import
+        # (torch: 3 s of CPU here, once per run) its report never uses
+        return
     import_every_module()
     # What start-up loaded (torch, pandas, the suite: about 270,000 objects) lives as long as
     # the process: out of the collector's sight, each full collection of a campaign no longer

@@ -49,6 +49,7 @@ __all__ = [
     "OpsByName",
     "Unsupported",
     "accumulation_dtype",
+    "check_implementation",
     "implements",
     "installed",
     "load_implementation",
@@ -145,7 +146,8 @@ def installed() -> dict[str, bool]:
     return {name: not missing_packages(name) for name in BUILT_IN}
 
 
-def _built_in(name: str, device: str | None) -> Any:
+def _require_packages(name: str) -> None:
+    """A built-in implementation's missing packages as one error saying how to install them."""
     built_in = BUILT_IN[name]
     missing = missing_packages(name)
     if missing:
@@ -154,11 +156,41 @@ def _built_in(name: str, device: str | None) -> Any:
         raise ValueError(
             f"implementation {name!r} needs {', '.join(missing)}, which is not installed: {install}"
         )
+
+
+def _built_in(name: str, device: str | None) -> Any:
+    built_in = BUILT_IN[name]
+    _require_packages(name)
     module = importlib.import_module(f"{__name__}.{built_in.module}")
     factory = getattr(module, built_in.factory)
     if name == "torch":
         return factory(device=device or os.environ.get("CONFORMANCE_DEVICE") or "cpu")
     return factory()
+
+
+# Built-ins whose construction checks nothing but that their packages import: torch's
+# eager and compiled adapters on the CPU (on another device, torch says whether it has it).
+_CHECKED_BY_PACKAGES = ("torch", "torch-channels_last", "torch-compile", "torch-decompositions")
+
+
+def check_implementation(spec: str, device: str | None = None) -> None:
+    """What ``load_implementation(spec, device)`` would refuse, as the same ValueError, with
+    as little imported as that takes: a run's controller checks its options with it before
+    its workers start, and importing torch there (3 s of CPU here) bought nothing its workers
+    do not redo. Built-ins that check more than their imports (a device, a compiler) and
+    users' modules are loaded as they will be."""
+    from conformance.implementations import code_paths
+
+    base, options = code_paths.parse(spec)
+    if options:
+        code_paths.environment(spec)
+        if device not in (None, "cpu"):
+            raise ValueError(f"implementation {spec!r}: code paths are CPU paths, not {device}")
+    on_cpu = (device or os.environ.get("CONFORMANCE_DEVICE") or "cpu") == "cpu"
+    if base in _CHECKED_BY_PACKAGES and (on_cpu or options):
+        _require_packages(base)
+        return
+    load_implementation(spec, device)
 
 
 def load_implementation(spec: str, device: str | None = None) -> Any:
