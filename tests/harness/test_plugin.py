@@ -26,6 +26,7 @@ def run_campaign(pytester: pytest.Pytester, out: Path, *args: str) -> pytest.Run
         "conformance.campaign.plugin",
         "-p",
         "no:cacheprovider",
+        "--assert=plain",  # as the run command does: no rewriting of hypothesis's modules
         "--conformance-report",
         str(out),
         *args,
