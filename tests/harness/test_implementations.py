@@ -131,6 +131,28 @@ def test_an_unavailable_device_is_refused_in_one_line() -> None:
         TorchImplementation(device="xla")
 
 
+def test_a_runs_controller_checks_torch_without_importing_it() -> None:
+    """The run command's controller checks torch's CPU built-ins by their packages alone (its
+    workers import torch; it would only pay 3 s of CPU for it), and refuses what loading
+    refuses: another device is loaded, so a missing one is named, as is a bad code path."""
+    probe = (
+        "import sys; from conformance.implementations import check_implementation as check; "
+        "[check(s) for s in ('torch', 'torch-channels_last', 'torch-compile', "
+        "'torch[threads:2]')]; print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
+    with pytest.raises(ValueError, match="unknown code-path option"):
+        implementations.check_implementation("torch[speed:max]")
+    with pytest.raises(ValueError, match="code paths are CPU paths"):
+        implementations.check_implementation("torch[threads:2]", device="cuda")
+    if not pytest.importorskip("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available"):
+            implementations.check_implementation("torch", device="cuda")
+
+
 def test_torch_runs_on_the_device_it_is_given() -> None:
     """The device plumbing on the CPU: tensors are made on the adapter's device and results
     come back as NumPy, forward and backward; the name says the device when it is not the
