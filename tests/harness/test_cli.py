@@ -109,12 +109,12 @@ def test_seeded_groups_of_an_op_draw_their_own_examples(serial_run: Path) -> Non
 
 
 def test_same_seed_same_rows_serial_or_with_workers(serial_run: Path, tmp_path: Path) -> None:
-    again, spread = tmp_path / "again", tmp_path / "spread"
+    """The serial run's rows again, from two workers (a second serial run was redundant: rows
+    that a seed did not decide would not come back equal from another process layout)."""
+    spread = tmp_path / "spread"
     common = ["run", "--profile=quick", "--ops=conv1d,max_pool1d", "--dtypes=float64,bfloat16"]
-    assert conformance(*common, "--seed=7", f"--out={again}", *FIRST_ORDER).returncode == 0
     done = conformance(*common, "--seed=7", f"--out={spread}", "-n", "2", *FIRST_ORDER)
     assert done.returncode == 0, done.stdout + done.stderr
-    pd.testing.assert_frame_equal(rows(serial_run), rows(again))
     pd.testing.assert_frame_equal(rows(serial_run), rows(spread))
 
 
