@@ -1,8 +1,8 @@
 """The harness's layout is a rule, not a habit: conformance/ in wings (catalogue, judge,
 campaign, reporting, implementations, model, bench) with only its entry points at the top, no
 module importing another that imports it back (read with ast, imports inside functions
-included), no module over 600 lines, and the model command free of pytest and of the
-campaign's test modules."""
+included), no module over 600 lines, the model command free of pytest and of the
+campaign's test modules, and the run's controller free of torch."""
 
 from __future__ import annotations
 
@@ -95,15 +95,33 @@ def test_no_module_over_600_lines() -> None:
     assert not long, long
 
 
-def test_the_model_command_imports_no_pytest_and_no_campaign_test() -> None:
-    probe = (
-        "import sys; import conformance.model.command, conformance.model.run, "
-        "conformance.model.counts, conformance.model.replay; "
-        "bad = [m for m in sys.modules if m == 'pytest' or m in "
-        "('conformance.campaign.tests', 'conformance.campaign.arithmetic', "
-        "'conformance.campaign.plugin')]; print(bad)"
-    )
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys; {code}; print([m for m in sys.modules if m in {modules!r}])"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_model_command_imports_no_pytest_and_no_campaign_test() -> None:
+    code = (
+        "import conformance.model.command, conformance.model.run, "
+        "conformance.model.counts, conformance.model.replay"
+    )
+    unwanted = (
+        "pytest", "conformance.campaign.tests", "conformance.campaign.arithmetic",
+        "conformance.campaign.plugin",
+    )  # fmt: skip
+    assert _loaded_after(code, unwanted) == []
+
+
+def test_a_runs_controller_checks_torch_without_importing_it() -> None:
+    """The run command's controller checks torch's CPU built-ins by their packages alone:
+    its workers import torch, and it would only pay 3 s of CPU for it here."""
+    code = (
+        "from conformance.implementations import check_implementation as check; "
+        "[check(s) for s in ('torch', 'torch-channels_last', 'torch-compile', "
+        "'torch[threads:2]')]"
+    )
+    assert _loaded_after(code, ("torch",)) == []
