@@ -164,8 +164,27 @@ def _built_in(name: str, device: str | None) -> Any:
     module = importlib.import_module(f"{__name__}.{built_in.module}")
     factory = getattr(module, built_in.factory)
     if name == "torch":
-        return factory(device=device or os.environ.get("CONFORMANCE_DEVICE") or "cpu")
+        return factory(device=_device(device))
     return factory()
+
+
+def _device(device: str | None) -> str:
+    """The device 'torch' runs on: the one given, else $CONFORMANCE_DEVICE, else cpu."""
+    return device or os.environ.get("CONFORMANCE_DEVICE") or "cpu"
+
+
+def _parsed(spec: str, device: str | None) -> tuple[str, dict[str, str]]:
+    """(built-in or module name, code-path options), a code path checked against this CPU
+    (its environment, the caps, takes effect only in a process that sets it before importing
+    torch: the isolation's helpers) and refused on another device."""
+    from conformance.implementations import code_paths
+
+    base, options = code_paths.parse(spec)
+    if options:
+        code_paths.environment(spec)  # a path this CPU cannot run is refused now
+        if device not in (None, "cpu"):
+            raise ValueError(f"implementation {spec!r}: code paths are CPU paths, not {device}")
+    return base, options
 
 
 # Built-ins whose construction checks nothing but that their packages import: torch's
@@ -179,15 +198,8 @@ def check_implementation(spec: str, device: str | None = None) -> None:
     its workers start, and importing torch there (3 s of CPU here) bought nothing its workers
     do not redo. Built-ins that check more than their imports (a device, a compiler) and
     users' modules are loaded as they will be."""
-    from conformance.implementations import code_paths
-
-    base, options = code_paths.parse(spec)
-    if options:
-        code_paths.environment(spec)
-        if device not in (None, "cpu"):
-            raise ValueError(f"implementation {spec!r}: code paths are CPU paths, not {device}")
-    on_cpu = (device or os.environ.get("CONFORMANCE_DEVICE") or "cpu") == "cpu"
-    if base in _CHECKED_BY_PACKAGES and (on_cpu or options):
+    base, options = _parsed(spec, device)
+    if base in _CHECKED_BY_PACKAGES and (options or _device(device) == "cpu"):
         _require_packages(base)
         return
     load_implementation(spec, device)
@@ -198,15 +210,9 @@ def load_implementation(spec: str, device: str | None = None) -> Any:
     code_paths), or 'package.module[:attribute]' naming a module or object ('reference' too).
     ``device`` applies to 'torch' (default: $CONFORMANCE_DEVICE, else cpu).
 
-    A code path's name is checked against this CPU here; its environment (the caps) takes
-    effect only in a process that sets it before importing torch: the isolation's helpers."""
-    from conformance.implementations import code_paths
-
-    base, options = code_paths.parse(spec)
+    A code path's name is checked against this CPU here (_parsed)."""
+    base, options = _parsed(spec, device)
     if options:
-        code_paths.environment(spec)  # a path this CPU cannot run is refused now
-        if device not in (None, "cpu"):
-            raise ValueError(f"implementation {spec!r}: code paths are CPU paths, not {device}")
         loaded = _built_in(base, "cpu")
         loaded.name = spec
         return loaded
